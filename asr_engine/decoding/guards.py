@@ -1,0 +1,33 @@
+"""Checks that keep Whisper from inventing text on silence, noise and its own loops."""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+
+def max_new_tokens(seconds: float, per_second: float, floor: int, ceiling: int) -> int:
+    """A budget proportional to the audio: speech rarely exceeds ~5 tokens per second."""
+    return max(1, min(ceiling, max(floor, math.ceil(seconds * per_second))))
+
+
+def repeated_tail(tokens: list[int], max_repeats: int, max_ngram: int = 8) -> int | None:
+    """Length to cut `tokens` to when their tail repeats an n-gram more than allowed, else None.
+
+    Single tokens get twice the allowance, since callers do say "no no no" or "five five five".
+    """
+    n_tok = len(tokens)
+    for n in range(1, max_ngram + 1):
+        allowed = max_repeats * 2 if n == 1 else max_repeats
+        need = (allowed + 1) * n
+        if n_tok < need:
+            break
+        gram = tokens[-n:]
+        if all(tokens[-(k + 1) * n : n_tok - k * n] == gram for k in range(1, allowed + 1)):
+            return n_tok - allowed * n  # keep one occurrence
+    return None
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0

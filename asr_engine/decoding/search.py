@@ -1,0 +1,240 @@
+"""Batched greedy and beam search over a Whisper decoder step, with per-step logit biasing.
+
+One call decodes many utterances together: every decoder step runs once for all live hypotheses of
+all utterances in the batch. Greedy search is beam search with one beam and no alternatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import DecodeConfig
+from ..engines.base import Engine
+from ..models.registry import SuppressConfig
+from ..tokenizer import WhisperTokenizer
+from .bias import BiasState
+from .guards import max_new_tokens, repeated_tail
+
+NEG_INF = np.float32(-1e9)
+
+
+@dataclass
+class DecodeRequest:
+    cross_k: np.ndarray  # [L, S, d]
+    cross_v: np.ndarray
+    seconds: float
+    prompt: list[int] = field(default_factory=list)  # previous-text tokens (without <|startofprev|>)
+    bias: BiasState | None = None
+
+
+@dataclass
+class DecodeResult:
+    tokens: list[int]
+    token_logprobs: list[float]
+    avg_logprob: float
+    no_speech_prob: float
+    bias_score: float = 0.0
+
+
+@dataclass
+class _Hyp:
+    tokens: list[int]
+    logprobs: list[float]
+    score: float  # sum of logprobs + bias corrections
+    bias: BiasState | None
+    bias_score: float = 0.0
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=-1, keepdims=True)
+    y = x - m
+    return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
+
+
+def _stack_cross(reqs: list[DecodeRequest], repeat: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cross K/V of all rows, padded to the longest utterance, with the padding masked out."""
+    s_max = max(r.cross_k.shape[1] for r in reqs)
+    L, _, d = reqs[0].cross_k.shape
+    rows = sum(repeat)
+    k = np.zeros((L, rows, s_max, d), dtype=np.float32)
+    v = np.zeros_like(k)
+    bias = np.zeros((rows, 1, s_max), dtype=np.float32)
+    row = 0
+    for r, n in zip(reqs, repeat, strict=True):
+        s = r.cross_k.shape[1]
+        k[:, row : row + n, :s] = r.cross_k[:, None]
+        v[:, row : row + n, :s] = r.cross_v[:, None]
+        bias[row : row + n, :, s:] = NEG_INF
+        row += n
+    return k, v, bias
+
+
+class Searcher:
+    def __init__(self, engine: Engine, tok: WhisperTokenizer, suppress: SuppressConfig, n_text_ctx: int) -> None:
+        self.engine = engine
+        self.tok = tok
+        self.n_text_ctx = n_text_ctx
+        n_vocab = tok.n_vocab
+        self.suppress_mask = np.zeros(n_vocab, dtype=np.float32)
+        self.suppress_mask[list(suppress.always)] = NEG_INF
+        self.suppress_mask[tok.special.timestamp_begin :] = NEG_INF  # text only
+        self.begin_mask = self.suppress_mask.copy()
+        self.begin_mask[list(suppress.at_begin)] = NEG_INF
+
+    def _prefix(self, req: DecodeRequest) -> list[int]:
+        s = self.tok.special
+        if not req.prompt:
+            return [s.sot]
+        # The prompt is bounded like Whisper's: at most half the text context, newest tokens kept.
+        return [s.sot_prev, *req.prompt[-(self.n_text_ctx // 2 - 1) :], s.sot]
+
+    def decode(self, reqs: list[DecodeRequest], cfg: DecodeConfig) -> list[DecodeResult]:
+        if not reqs:
+            return []
+        e = self.engine
+        s = self.tok.special
+        n_layer = reqs[0].cross_k.shape[0]
+        d = reqs[0].cross_k.shape[2]
+
+        # 1. Prefix up to <|startoftranscript|>, left-padded: its last logits give P(no speech).
+        prefixes = [self._prefix(r) for r in reqs]
+        width = max(len(p) for p in prefixes)
+        B = len(reqs)
+        tokens = np.full((B, width), s.eot, dtype=np.int64)
+        positions = np.zeros((B, width), dtype=np.int64)
+        key_ok = np.zeros((B, width), dtype=bool)
+        for b, p in enumerate(prefixes):
+            pad = width - len(p)
+            tokens[b, pad:] = p
+            positions[b, pad:] = np.arange(len(p))
+            key_ok[b, pad:] = True
+        causal = np.tril(np.ones((width, width), dtype=bool))
+        allowed = causal[None] & key_ok[:, None, :]
+        allowed |= np.eye(width, dtype=bool)[None]  # padding rows attend to themselves: no NaN
+        self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
+        cross_k, cross_v, cross_bias = _stack_cross(reqs, [1] * B)
+        empty = np.zeros((n_layer, B, 0, d), dtype=np.float32)
+        logits, kk, vv = e.decode(tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias)
+        no_speech = np.exp(_log_softmax(logits)[:, s.no_speech])
+
+        # 2. The rest of the start sequence (language, task, no timestamps): same for every row.
+        rest = self.tok.sot_sequence(cfg.language)[1:]
+        n = len(rest)
+        step_tokens = np.tile(np.array(rest, dtype=np.int64), (B, 1))
+        step_pos = np.array([[len(p) + i for i in range(n)] for p in prefixes], dtype=np.int64)
+        key_ok = np.concatenate([key_ok, np.ones((B, n), dtype=bool)], axis=1)
+        causal = np.tril(np.ones((n, n), dtype=bool))
+        allowed = np.concatenate([np.repeat(key_ok[:, None, :width], n, axis=1), np.repeat(causal[None], B, 0)], 2)
+        self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
+        logits, kk, vv = e.decode(step_tokens, step_pos, self_bias, kk, vv, cross_k, cross_v, cross_bias)
+        next_pos = step_pos[:, -1] + 1
+
+        # 3. Search. Row r of the running batch belongs to request owner[r].
+        K = cfg.beam_size
+        budgets = [
+            max_new_tokens(r.seconds, cfg.max_tokens_per_second, cfg.min_tokens, self.n_text_ctx // 2 - len(p) - n)
+            for r, p in zip(reqs, prefixes, strict=True)
+        ]
+        beams: list[list[_Hyp]] = [[_Hyp([], [], 0.0, r.bias)] for r in reqs]
+        finished: list[list[_Hyp]] = [[] for _ in reqs]
+        done = [False] * B
+        owner = list(range(B))
+        step = 0
+        while True:
+            scores = _log_softmax(logits + (self.begin_mask if step == 0 else self.suppress_mask))
+            new_rows: list[int] = []  # source row of every surviving hypothesis
+            new_tokens: list[int] = []
+            row = 0
+            for b in range(B):
+                if done[b]:
+                    continue
+                cands: list[tuple[float, int, int, float, BiasState | None, float]] = []
+                for j, hyp in enumerate(beams[b]):
+                    lp = scores[row + j]
+                    boosted = lp
+                    if hyp.bias is not None and (boosts := hyp.bias.boosts()):
+                        boosted = lp.copy()
+                        ids = np.fromiter(boosts.keys(), dtype=np.int64, count=len(boosts))
+                        boosted[ids] += np.fromiter(boosts.values(), dtype=np.float32, count=len(boosts))
+                    top = np.argpartition(-boosted, K)[: K + 1] if K > 1 else [int(np.argmax(boosted))]
+                    for t in top:
+                        t = int(t)
+                        gain, nb = float(lp[t]), hyp.bias
+                        extra = 0.0
+                        if nb is not None:
+                            nb, corr = nb.advance(t)
+                            extra = float(boosted[t] - lp[t]) + corr
+                        cands.append((hyp.score + gain + extra, j, t, gain, nb, extra))
+                row_base = row
+                row += len(beams[b])
+                cands.sort(key=lambda c: -c[0])
+                kept: list[_Hyp] = []
+                for total, j, t, gain, nb, extra in cands:
+                    src = beams[b][j]
+                    if t == s.eot:
+                        if len(finished[b]) < K:
+                            finished[b].append(_Hyp(src.tokens, src.logprobs, total - gain, nb, src.bias_score))
+                        continue
+                    hyp = _Hyp([*src.tokens, t], [*src.logprobs, gain], total, nb, src.bias_score + extra)
+                    cut = repeated_tail(hyp.tokens, cfg.max_repeats)
+                    if cut is not None or len(hyp.tokens) >= budgets[b]:
+                        if cut is not None:
+                            hyp = _Hyp(
+                                hyp.tokens[:cut], hyp.logprobs[:cut], sum(hyp.logprobs[:cut]), nb, hyp.bias_score
+                            )
+                        if len(finished[b]) < K:
+                            finished[b].append(hyp)
+                        continue
+                    kept.append(hyp)
+                    new_rows.append(row_base + j)
+                    new_tokens.append(t)
+                    if len(kept) == K:
+                        break
+                if len(finished[b]) >= K or not kept:
+                    done[b] = True
+                    del new_rows[len(new_rows) - len(kept) :]
+                    del new_tokens[len(new_tokens) - len(kept) :]
+                    kept = []
+                beams[b] = kept
+            if not new_rows:
+                break
+            idx = np.array(new_rows, dtype=np.int64)
+            if not (len(idx) == kk.shape[1] and (idx == np.arange(len(idx))).all()):
+                kk, vv = kk[:, idx], vv[:, idx]
+            new_owner = [owner[i] for i in new_rows]
+            if new_owner != owner:
+                # Rows of one utterance share its encoder output: gather only when the row set changes.
+                cross_k, cross_v, cross_bias = cross_k[:, idx], cross_v[:, idx], cross_bias[idx]
+                owner = new_owner
+            key_ok = key_ok[idx]
+            pos = next_pos[idx]
+            key_ok = np.concatenate([key_ok, np.ones((len(idx), 1), dtype=bool)], axis=1)
+            self_bias = np.where(key_ok, 0.0, NEG_INF).astype(np.float32)[:, None, :]
+            logits, kk, vv = e.decode(
+                np.array(new_tokens, dtype=np.int64)[:, None],
+                pos[:, None],
+                self_bias,
+                kk,
+                vv,
+                cross_k,
+                cross_v,
+                cross_bias,
+            )
+            next_pos = pos + 1
+            step += 1
+
+        results = []
+        for b in range(B):
+            pool = finished[b] or beams[b]
+            best = max(pool, key=lambda h: self._rank(h, cfg)) if pool else _Hyp([], [], 0.0, None)
+            avg = float(np.mean(best.logprobs)) if best.logprobs else 0.0
+            results.append(DecodeResult(best.tokens, best.logprobs, avg, float(no_speech[b]), best.bias_score))
+        return results
+
+    @staticmethod
+    def _rank(h: _Hyp, cfg: DecodeConfig) -> float:
+        length = max(len(h.tokens), 1)
+        penalty = length if cfg.length_penalty is None else ((5 + length) / 6) ** cfg.length_penalty
+        return h.score / penalty

@@ -1,0 +1,29 @@
+"""What a Whisper runtime provides to the decoder: the encoder and one decoder step, on numpy arrays."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Engine(Protocol):
+    name: str
+
+    def encode(self, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """mel [B, n_mels, T] float32 -> cross-attention (keys, values), each [L, B, T/2, d]."""
+        ...
+
+    def decode(
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        self_bias: np.ndarray,
+        self_k: np.ndarray,
+        self_v: np.ndarray,
+        cross_k: np.ndarray,
+        cross_v: np.ndarray,
+        cross_bias: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One step: (logits [B, V] of the last position, grown self_k, grown self_v)."""
+        ...

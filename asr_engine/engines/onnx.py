@@ -1,0 +1,72 @@
+"""onnxruntime engine: CUDA execution provider when asked for and present, CPU otherwise."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ..config import EngineConfig
+from ..models.export import DECODER_INPUTS
+
+log = logging.getLogger(__name__)
+
+
+def providers_for(config: EngineConfig, available: list[str] | None = None) -> list[Any]:
+    """The provider list for InferenceSession; CUDA options carry the per-instance memory cap."""
+    available = ort.get_available_providers() if available is None else available
+    if config.device == "cuda":
+        if "CUDAExecutionProvider" in available:
+            opts: dict[str, Any] = {
+                "device_id": config.device_id,
+                # Grow the arena only by what is requested, so the cap below is what the instance uses.
+                "arena_extend_strategy": "kSameAsRequested",
+                "cudnn_conv_algo_search": "HEURISTIC",
+            }
+            if config.gpu_mem_limit_mb:
+                opts["gpu_mem_limit"] = config.gpu_mem_limit_mb * 1024 * 1024
+            return [("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
+        log.warning(
+            "device=cuda requested but onnxruntime has no CUDAExecutionProvider (available: %s; "
+            "install onnxruntime-gpu with CUDA 12 and cuDNN 9): running on CPU",
+            ", ".join(available),
+        )
+    return ["CPUExecutionProvider"]
+
+
+def session_options(config: EngineConfig) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = config.threads()
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+def artifact_names(config: EngineConfig) -> tuple[str, str]:
+    # int8 weights help only the CPU kernels; on GPU the fp32 graph is the fast one.
+    if config.int8 and config.device == "cpu":
+        return "encoder.int8.onnx", "decoder.int8.onnx"
+    return "encoder.onnx", "decoder.onnx"
+
+
+class OnnxEngine:
+    name = "onnx"
+
+    def __init__(self, artifacts: Path, config: EngineConfig) -> None:
+        enc, dec = artifact_names(config)
+        so, providers = session_options(config), providers_for(config)
+        self.encoder = ort.InferenceSession(str(artifacts / enc), so, providers=providers)
+        self.decoder = ort.InferenceSession(str(artifacts / dec), so, providers=providers)
+        self.providers = self.encoder.get_providers()
+
+    def encode(self, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k, v = self.encoder.run(None, {"mel": mel})
+        return k, v
+
+    def decode(self, *inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits, k, v = self.decoder.run(None, dict(zip(DECODER_INPUTS, inputs, strict=True)))
+        return logits, k, v

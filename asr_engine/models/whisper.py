@@ -1,0 +1,182 @@
+"""Whisper as a PyTorch module shaped for export: encoder, cross-attention K/V, and one decoder step
+over an explicit self-attention cache.
+
+Parameter names follow OpenAI's reference implementation so that its checkpoints load as they are;
+CTranslate2 and Hugging Face checkpoints are mapped onto them in `checkpoints.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class WhisperDims:
+    n_mels: int
+    n_audio_ctx: int
+    n_audio_state: int
+    n_audio_head: int
+    n_audio_layer: int
+    n_vocab: int
+    n_text_ctx: int
+    n_text_state: int
+    n_text_head: int
+    n_text_layer: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+        b, nq, d = q.shape
+        h = self.n_head
+        dh = d // h
+        q = q.view(b, nq, h, dh).transpose(1, 2)
+        k = k.view(b, k.shape[1], h, dh).transpose(1, 2)
+        v = v.view(b, v.shape[1], h, dh).transpose(1, 2)
+        w = (q @ k.transpose(-1, -2)) * (dh**-0.5)
+        if bias is not None:
+            w = w + bias.unsqueeze(1)
+        out = torch.softmax(w.float(), dim=-1).to(q.dtype) @ v
+        return self.out(out.transpose(1, 2).reshape(b, nq, d))
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool) -> None:
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
+        self.cross_attn_ln = nn.LayerNorm(n_state) if cross_attention else None
+        self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+        self.mlp_ln = nn.LayerNorm(n_state)
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, dims: WhisperDims) -> None:
+        super().__init__()
+        d = dims.n_audio_state
+        self.conv1 = nn.Conv1d(dims.n_mels, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", torch.zeros(dims.n_audio_ctx, d))
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(d, dims.n_audio_head, False) for _ in range(dims.n_audio_layer)
+        )
+        self.ln_post = nn.LayerNorm(d)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """mel [B, n_mels, T] (T even, <= 2 * n_audio_ctx) -> [B, T/2, d].
+
+        The positional embedding is sliced to the input's length, so the encoder can run on an
+        utterance instead of a 30 s window.
+        """
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).permute(0, 2, 1)
+        x = x + self.positional_embedding[: x.shape[1]]
+        for block in self.blocks:
+            h = block.attn_ln(x)
+            x = x + block.attn.attend(block.attn.query(h), block.attn.key(h), block.attn.value(h), None)
+            x = x + block.mlp(block.mlp_ln(x))
+        return self.ln_post(x)
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, dims: WhisperDims) -> None:
+        super().__init__()
+        d = dims.n_text_state
+        self.token_embedding = nn.Embedding(dims.n_vocab, d)
+        self.positional_embedding = nn.Parameter(torch.zeros(dims.n_text_ctx, d))
+        self.blocks = nn.ModuleList(ResidualAttentionBlock(d, dims.n_text_head, True) for _ in range(dims.n_text_layer))
+        self.ln = nn.LayerNorm(d)
+
+    def step(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        self_bias: Tensor,
+        self_k: Tensor,
+        self_v: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        cross_bias: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One decoding step for n new tokens per sequence.
+
+        tokens, positions [B, n]; self_bias [B, n, P+n] additive (causal and padding mask);
+        self_k/self_v [L, B, P, d] the cache; cross_k/cross_v [L, B, S, d]; cross_bias [B, 1, S].
+        Returns the last position's logits [B, V] and the grown cache [L, B, P+n, d].
+        """
+        x = self.token_embedding(tokens) + self.positional_embedding[positions]
+        new_k, new_v = [], []
+        for i, block in enumerate(self.blocks):
+            h = block.attn_ln(x)
+            k = torch.cat([self_k[i], block.attn.key(h)], dim=1)
+            v = torch.cat([self_v[i], block.attn.value(h)], dim=1)
+            new_k.append(k)
+            new_v.append(v)
+            x = x + block.attn.attend(block.attn.query(h), k, v, self_bias)
+            h = block.cross_attn_ln(x)  # type: ignore[misc]
+            x = x + block.cross_attn.attend(  # type: ignore[union-attr]
+                block.cross_attn.query(h),
+                cross_k[i],
+                cross_v[i],
+                cross_bias,  # type: ignore[union-attr]
+            )
+            x = x + block.mlp(block.mlp_ln(x))
+        last = self.ln(x[:, -1])
+        # F.linear keeps the tied embedding as one initializer in the exported graph.
+        logits = F.linear(last, self.token_embedding.weight)
+        return logits, torch.stack(new_k), torch.stack(new_v)
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: WhisperDims) -> None:
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(dims)
+        self.decoder = TextDecoder(dims)
+
+
+class EncoderExport(nn.Module):
+    """mel -> (cross_k, cross_v): the encoder and every layer's cross-attention projections."""
+
+    def __init__(self, model: Whisper) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+        self.cross = nn.ModuleList(b.cross_attn for b in model.decoder.blocks)
+
+    def forward(self, mel: Tensor) -> tuple[Tensor, Tensor]:
+        audio = self.encoder(mel)
+        return torch.stack([c.key(audio) for c in self.cross]), torch.stack([c.value(audio) for c in self.cross])
+
+
+class DecoderExport(nn.Module):
+    def __init__(self, model: Whisper) -> None:
+        super().__init__()
+        self.decoder = model.decoder
+
+    def forward(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        self_bias: Tensor,
+        self_k: Tensor,
+        self_v: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        cross_bias: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.decoder.step(tokens, positions, self_bias, self_k, self_v, cross_k, cross_v, cross_bias)

@@ -1,0 +1,138 @@
+"""The offline recognizer: audio in, text out, for one utterance or a batch of them.
+
+Synchronous and CPU/GPU bound: callers on an event loop go through `batcher.BatchingRecognizer`,
+which runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .audio.mel import SAMPLE_RATE, log_mel
+from .audio.resample import resample
+from .config import RecognizerConfig
+from .decoding.bias import BiasState
+from .decoding.guards import compression_ratio
+from .decoding.search import DecodeRequest, Searcher
+from .engines.base import Engine
+from .models.export import prepare
+from .models.registry import load_tokenizer, resolve_model, suppress_config
+from .models.whisper import WhisperDims
+from .silence_tail import SilenceTail
+
+log = logging.getLogger(__name__)
+
+# Silence appended after the speech before encoding: Whisper expects to see where speech ends.
+TAIL_FRAMES = 100
+BUCKET_FRAMES = 100
+
+
+@dataclass
+class Utterance:
+    samples: np.ndarray  # float32 mono
+    sample_rate: int
+    bias: BiasState | None = None
+    prompt: str = ""
+
+
+@dataclass
+class Transcript:
+    text: str
+    tokens: list[int]
+    confidence: float  # exp(mean token logprob), 0 when empty
+    avg_logprob: float
+    no_speech_prob: float
+    audio_seconds: float
+    decode_seconds: float = 0.0
+    rejected: str | None = None  # why text was withheld: "no-speech", "repetition"
+    token_logprobs: list[float] = field(default_factory=list)
+
+
+def engine_for(config: RecognizerConfig, progress: Callable[[str], None] | None = None):
+    """(engine, tokenizer, suppress config, dims) for a recognizer config, converting on first use."""
+    ec = config.engine
+    source = resolve_model(config.model, ec.cache_dir)
+    kinds = (["onnx-int8"] if ec.int8 and ec.device == "cpu" else ["onnx"]) if ec.kind == "onnx" else ["torchscript"]
+    artifacts = prepare(source, ec.cache_dir / "artifacts", kinds, progress)
+    dims = WhisperDims(**json.loads((artifacts / "meta.json").read_text())["dims"])
+    tok = load_tokenizer(source, dims.n_vocab, ec.cache_dir)
+    engine: Engine
+    if ec.kind == "onnx":
+        from .engines.onnx import OnnxEngine
+
+        engine = OnnxEngine(artifacts, ec)
+    else:
+        from .engines.torchscript import TorchScriptEngine
+
+        engine = TorchScriptEngine(artifacts, ec)
+    return engine, tok, suppress_config(source, tok), dims
+
+
+class Recognizer:
+    def __init__(self, config: RecognizerConfig, progress: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.engine, self.tokenizer, suppress, self.dims = engine_for(config, progress)
+        self.searcher = Searcher(self.engine, self.tokenizer, suppress, self.dims.n_text_ctx)
+        self.max_frames = 2 * self.dims.n_audio_ctx
+        self.silence = (
+            SilenceTail(self.engine, self.dims.n_mels, self.max_frames) if config.encoder_window == "spliced" else None
+        )
+
+    def _features(self, utt: Utterance) -> tuple[np.ndarray, float]:
+        x = resample(utt.samples, utt.sample_rate, SAMPLE_RATE)
+        mel, pad = log_mel(x, self.dims.n_mels)
+        mel = mel[:, : self.max_frames]
+        if self.config.encoder_window == "full":
+            frames = self.max_frames
+        else:
+            frames = min(self.max_frames, -(-(mel.shape[1] + TAIL_FRAMES) // BUCKET_FRAMES) * BUCKET_FRAMES)
+        return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=pad), pad
+
+    def recognize(self, utts: list[Utterance]) -> list[Transcript]:
+        """Decode a batch together; results in input order."""
+        if not utts:
+            return []
+        t0 = time.perf_counter()
+        feats = [self._features(u) for u in utts]
+        width = max(f.shape[1] for f, _ in feats)
+        mel = np.stack([np.pad(f, ((0, 0), (0, width - f.shape[1])), mode="edge") for f, _ in feats])
+        cross_k, cross_v = self.engine.encode(mel)
+        reqs = []
+        for i, (u, (f, pad)) in enumerate(zip(utts, feats, strict=True)):
+            s = f.shape[1] // 2
+            k, v = cross_k[:, i, :s], cross_v[:, i, :s]
+            if self.silence is not None and s < self.dims.n_audio_ctx:
+                k, v = self.silence.splice(k, v, pad)
+            prompt = self.tokenizer.encode(" " + u.prompt.strip()) if u.prompt.strip() else []
+            reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, prompt, u.bias))
+        results = self.searcher.decode(reqs, self.config.decode)
+        elapsed = time.perf_counter() - t0
+        return [self._transcript(u, r, elapsed) for u, r in zip(utts, results, strict=True)]
+
+    def _transcript(self, utt: Utterance, r, elapsed: float) -> Transcript:
+        cfg = self.config.decode
+        text = self.tokenizer.decode(r.tokens).strip()
+        rejected = None
+        if r.no_speech_prob > cfg.no_speech_threshold and r.avg_logprob < cfg.logprob_threshold:
+            rejected = "no-speech"
+        elif compression_ratio(text) > cfg.compression_ratio_threshold and r.avg_logprob < cfg.logprob_threshold:
+            rejected = "repetition"
+        if rejected:
+            text = ""
+        return Transcript(
+            text=text,
+            tokens=[] if rejected else r.tokens,
+            confidence=float(np.exp(r.avg_logprob)) if text else 0.0,
+            avg_logprob=r.avg_logprob,
+            no_speech_prob=r.no_speech_prob,
+            audio_seconds=len(utt.samples) / utt.sample_rate,
+            decode_seconds=elapsed,
+            rejected=rejected,
+            token_logprobs=r.token_logprobs,
+        )

@@ -1,0 +1,159 @@
+"""Silero VAD (ONNX, shipped in the `silero-vad` package) and the endpointer built on it.
+
+The endpointer turns 32 ms speech probabilities into events: speech start once speech has lasted
+long enough to be more than a cough or a click (barge-in uses this), and speech end after enough
+silence or at the utterance length limit.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import BaseModel, Field
+
+RATE = 16000
+CHUNK = 512  # samples per VAD decision at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous chunk the model sees
+
+
+class VadConfig(BaseModel):
+    threshold: float = Field(0.5, gt=0, lt=1, description="speech probability that starts speech")
+    neg_threshold: float = Field(0.35, gt=0, lt=1, description="probability below which speech is paused")
+    min_speech_ms: int = Field(250, ge=32, description="speech shorter than this (a cough, a click) is ignored")
+    min_silence_ms: int = Field(600, ge=64, description="silence that ends an utterance")
+    speech_pad_ms: int = Field(200, ge=0, description="audio kept before and after the speech")
+    max_utterance_s: float = Field(20.0, gt=1, le=30, description="longer speech is cut here")
+
+
+class SileroVad:
+    """One shared ONNX session; per-stream recurrent state lives in `VadState`."""
+
+    def __init__(self, threads: int = 1) -> None:
+        model = importlib.resources.files("silero_vad") / "data" / "silero_vad.onnx"
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        with importlib.resources.as_file(model) as path:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self._sr = np.array(RATE, dtype=np.int64)
+        self._lock = threading.Lock()
+
+    def probability(self, state: VadState, chunk: np.ndarray) -> float:
+        x = np.concatenate([state.context, chunk])[None].astype(np.float32)
+        with self._lock:
+            out, state.rnn = self.session.run(None, {"input": x, "state": state.rnn, "sr": self._sr})
+        state.context = chunk[-CONTEXT:]
+        return float(out[0, 0])
+
+
+class VadState:
+    def __init__(self) -> None:
+        self.rnn = np.zeros((2, 1, 128), dtype=np.float32)
+        self.context = np.zeros(CONTEXT, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SpeechStart:
+    at: float  # seconds since the stream began, where the speech began
+
+
+@dataclass(frozen=True)
+class SpeechEnd:
+    start: float
+    end: float
+    samples: np.ndarray  # 16 kHz float32, padded by speech_pad_ms each side
+    truncated: bool  # cut at max_utterance_s
+
+
+VadEvent = SpeechStart | SpeechEnd
+
+
+class Endpointer:
+    """Feeds 16 kHz audio through the VAD and yields speech start/end events."""
+
+    def __init__(self, vad: SileroVad, config: VadConfig) -> None:
+        self.vad = vad
+        self.cfg = config
+        self.state = VadState()
+        self._pending = np.zeros(0, dtype=np.float32)  # less than one chunk, not yet judged
+        self._audio: list[np.ndarray] = []  # chunks since _audio_start (pre-roll + speech)
+        self._audio_start = 0  # sample index of _audio[0]
+        self._pos = 0  # samples judged so far
+        self._speech_run = 0
+        self._silence_run = 0
+        self._start: int | None = None  # onset candidate or confirmed start
+        self._triggered = False
+        self._last_speech_end = 0
+        ms = RATE // 1000
+        self._min_speech = config.min_speech_ms * ms
+        self._min_silence = config.min_silence_ms * ms
+        self._pad = config.speech_pad_ms * ms
+        self._max = int(config.max_utterance_s * RATE)
+
+    @property
+    def in_speech(self) -> bool:
+        return self._triggered
+
+    def accept(self, samples: np.ndarray) -> Iterator[VadEvent]:
+        x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        n = len(x) // CHUNK * CHUNK
+        self._pending = x[n:]
+        for i in range(0, n, CHUNK):
+            yield from self._judge(x[i : i + CHUNK])
+
+    def flush(self) -> Iterator[VadEvent]:
+        """End of input: close an utterance in progress."""
+        if self._triggered:
+            yield self._close(self._pos, truncated=False)
+
+    def _judge(self, chunk: np.ndarray) -> Iterator[VadEvent]:
+        p = self.vad.probability(self.state, chunk)
+        begin = self._pos
+        self._pos += CHUNK
+        self._audio.append(chunk)
+        if not self._triggered:
+            if p >= self.cfg.threshold:
+                if self._start is None:
+                    self._start = begin
+                self._speech_run += CHUNK
+                self._last_speech_end = self._pos
+                if self._speech_run >= self._min_speech:
+                    self._triggered = True
+                    self._silence_run = 0
+                    yield SpeechStart(self._start / RATE)
+            elif p < self.cfg.neg_threshold:
+                self._start, self._speech_run = None, 0
+            self._trim_preroll()
+            return
+        if p >= self.cfg.threshold:
+            self._silence_run = 0
+            self._last_speech_end = self._pos
+        elif p < self.cfg.neg_threshold:
+            self._silence_run += CHUNK
+        assert self._start is not None
+        if self._silence_run >= self._min_silence:
+            yield self._close(min(self._pos, self._last_speech_end + self._pad), truncated=False)
+        elif self._pos - self._start >= self._max:
+            yield self._close(self._pos, truncated=True)
+
+    def _trim_preroll(self) -> None:
+        keep_from = (self._start if self._start is not None else self._pos) - self._pad
+        while self._audio and self._audio_start + CHUNK <= keep_from:
+            self._audio.pop(0)
+            self._audio_start += CHUNK
+
+    def _close(self, end: int, truncated: bool) -> SpeechEnd:
+        assert self._start is not None
+        begin = max(self._audio_start, self._start - self._pad)
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
+        seg = audio[begin - self._audio_start : end - self._audio_start]
+        event = SpeechEnd(self._start / RATE, end / RATE, seg, truncated)
+        self._triggered, self._start, self._speech_run, self._silence_run = False, None, 0, 0
+        self._trim_preroll()
+        return event
