@@ -11,16 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from rapidfuzz import fuzz, process
 
 from dialog.grammars import answer, normalize, parse_digits, yes_no
 
 # Intents the recognizer can return; flows may only branch on these.
-FLOW_INTENTS = frozenset(
-    {"billing", "tech_support", "sales", "account", "cancel", "agent"}
-    | {"yes", "no", "digits", "repeat", "back"}
-)
+IntentName = Literal[
+    "billing", "tech_support", "sales", "account", "cancel", "agent", "yes", "no", "digits", "repeat", "back"
+]
+FLOW_INTENTS: frozenset[str] = frozenset(get_args(IntentName))
 GLOBAL_INTENTS = frozenset({"repeat", "back"})
 
 _RULES: dict[str, dict[str, float]] = {
@@ -36,7 +37,8 @@ _RULES: dict[str, dict[str, float]] = {
         "outage": 2, "slow": 1.5, "error": 1.5, "signal": 1.5, "no service": 2, "can not make": 2,
         "can not connect": 2.5, "can not get": 1, "fix": 1.5, "problem": 1, "issue": 1, "trouble": 1.5,
         "technical": 2, "support": 1, "reset": 1.5, "restart": 1.5, "cuts out": 2, "keeps": 0.5,
-        "calls": 0.5, "offline": 2, "frozen": 1.5, "crashes": 1.5,
+        "calls": 0.5, "offline": 2, "frozen": 1.5, "crashes": 1.5, "turn on": 1.5, "will not": 1,
+        "is down": 2, "no internet": 2.5, "not loading": 2,
     },
     "sales": {
         "buy": 2, "purchase": 2, "upgrade": 2.5, "new phone": 1.5, "new plan": 1.5, "sign up": 2,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 HISTORY_LIMIT = 20  # "go back" depth kept; older nodes are dropped
@@ -21,6 +23,9 @@ class CallContext(BaseModel):
 
     call_id: str = Field(min_length=1, max_length=200)
     flow_id: str
+    caller: str = ""
+    transport: Literal["sip", "webrtc"] = "sip"
+    started_at: float = 0.0  # unix seconds
     node: str | None = None
     confirming: bool = False  # waiting for yes/no on collected digits
     failures: int = 0  # no-input + no-match in the current node
