@@ -16,11 +16,17 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from dialog.state import CallContext, Turn
 from dialog.storage import StoreError, guarded, redis_client
 
 log = logging.getLogger(__name__)
+
+UPDATE_CONFLICTS = Counter(
+    "voicenav_dialog_context_conflicts_total",
+    "Context updates that lost a race with another event for the same call and were re-applied.",
+)
 
 Step = Callable[[CallContext], tuple[CallContext, Turn | None]]
 """Pure function from the stored context to the next one and the turn to append (may be re-run)."""
@@ -144,6 +150,7 @@ class RedisContextStore:
                 return new, turn
             if done == -1:
                 raise UnknownCall(f"context for call {call_id!r} expired during the update")
+            UPDATE_CONFLICTS.inc()
             # Lost the race: back off a little, growing, so a burst of writers spreads out.
             await asyncio.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
         raise StoreError(f"call {call_id!r}: update still contended after {_MAX_ATTEMPTS} attempts")

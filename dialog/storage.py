@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 STORE_ERRORS = Counter(
     "voicenav_dialog_store_errors_total",
@@ -44,5 +46,9 @@ async def guarded(store: str, operation: str) -> AsyncIterator[None]:
 def redis_client(url: str, timeout_s: float = 2.0) -> aioredis.Redis:
     """A client that fails fast during an outage instead of stalling every call on the host."""
     return aioredis.from_url(
-        url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        url,
+        decode_responses=True,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
     )
