@@ -146,20 +146,23 @@ def _has(tokens: list[str], phrases: set[tuple[str, ...]]) -> bool:
 _FILLERS = frozenset({"uh", "um", "er", "erm", "ah", "well", "oh", "hmm", "so"})
 _ANSWER_STARTS = frozenset(
     w for phrase in _YES | _NO for w in phrase[:1] if w not in ("not", "of", "sounds", "that")
-) | {"that"}
+)
+# "That's right" / "that's wrong" answer wherever they stand; a recognizer often writes "no" as "know".
+_VERDICTS = {("that", "is", w) for w in ("right", "correct", "wrong", "incorrect")}
+_SOUND_ALIKES = {"know": "no", "yet": "yes"}
 
 
 def answer(tokens: list[str]) -> Literal["yes", "no"] | None:
-    """A yes/no said as an answer in free speech: it must open the utterance.
+    """A yes/no said as an answer in free speech: it must open the utterance or be a verdict.
 
     Elsewhere "no"/"not" are just words of a request ("my phone will not turn on").
     """
-    rest = [t for t in tokens if t not in _FILLERS] if tokens else []
-    if not rest or rest[0] not in _ANSWER_STARTS:
-        return None
-    if rest[0] == "that" and rest[1:2] != ["is"]:
-        return None
-    return yes_no(rest)
+    rest = [t for t in tokens if t not in _FILLERS]
+    if rest and rest[0] in _SOUND_ALIKES and len(rest) <= 4:
+        rest = [_SOUND_ALIKES[rest[0]], *rest[1:]]
+    if rest and (rest[0] in _ANSWER_STARTS or _has(rest, _VERDICTS)):
+        return yes_no(rest)
+    return None
 
 
 def yes_no(tokens: list[str]) -> Literal["yes", "no"] | None:

@@ -210,3 +210,21 @@ def test_normalize() -> None:
         "wrong",
     ]
     assert normalize("dont  cant") == ["do", "not", "can", "not"]
+
+
+# callers_dev as Whisper tiny.en heard it (faster-whisper int8, greedy, no hot-word biasing): what the
+# matcher really gets before biasing fixes the product names.
+ASR_TRANSCRIPTS = Path(__file__).parent / "data" / "callers_dev_tiny_en.jsonl"
+
+
+def test_accuracy_on_real_asr_output(recognizer) -> None:
+    rows = [json.loads(line) for line in ASR_TRANSCRIPTS.read_text().splitlines()]
+    results = [(row, recognizer.recognize(row["asr"])) for row in rows]
+    top1 = sum(r.intent == row["intent"] for row, r in results) / len(rows)
+    accepted = sum(r.intent == row["intent"] and r.confidence >= 0.5 for row, r in results) / len(rows)
+    wrong_accepted = [row["id"] for row, r in results if r.intent != row["intent"] and r.confidence >= 0.5]
+    print(f"\nintent accuracy on tiny.en transcripts: top-1 {top1:.3f}, accepted (conf>=0.5) {accepted:.3f}")
+    print(f"confidently wrong: {wrong_accepted}")
+    assert top1 >= 0.9
+    assert accepted >= 0.85
+    assert len(wrong_accepted) <= 2
