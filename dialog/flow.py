@@ -6,6 +6,7 @@ found by walking the `yaml.compose` node tree along the pydantic error location.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -257,6 +258,36 @@ def _references(flow: Flow) -> list[tuple[tuple[Any, ...], str]]:
         if node.then is not None:
             check(node.then, ("nodes", name, "then"))
     problems.extend(_then_cycles(flow))
+    problems.extend(_placeholders(flow))
+    return problems
+
+
+def _placeholders(flow: Flow) -> list[tuple[tuple[Any, ...], str]]:
+    """`{name}` in a prompt must be a slot the flow can fill: a collected number or an entity."""
+    known = {n.collect.slot for n in flow.nodes.values() if n.collect is not None} | set(flow.entities)
+    problems: list[tuple[tuple[Any, ...], str]] = []
+
+    def walk(obj: Any, loc: tuple[Any, ...]) -> None:
+        if isinstance(obj, Prompt):
+            if obj.text is None:
+                return
+            try:
+                names = [f for _, f, _, _ in string.Formatter().parse(obj.text) if f is not None]
+            except ValueError as exc:
+                problems.append(((*loc, "text"), f"bad placeholder: {exc}"))
+                return
+            unknown = sorted(set(names) - known)
+            if unknown:
+                message = f"unknown slot(s) {unknown} in prompt; known: {sorted(known)}"
+                problems.append(((*loc, "text"), message))
+        elif isinstance(obj, BaseModel):
+            for name in type(obj).model_fields:
+                walk(getattr(obj, name), (*loc, name))
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                walk(value, (*loc, key))
+
+    walk(flow, ())
     return problems
 
 

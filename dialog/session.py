@@ -3,9 +3,12 @@ and the call record is written when the call leaves the dialog (routed, transfer
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Literal
+
+from prometheus_client import Counter
 
 from dialog import actions as act
 from dialog import events as ev
@@ -13,6 +16,16 @@ from dialog.context import ContextStore
 from dialog.policy import Decision, DialogPolicy
 from dialog.records import CallRecord, RecordStore
 from dialog.state import CallContext, Turn
+from dialog.storage import StoreError
+
+log = logging.getLogger(__name__)
+
+TURNS = Counter("voicenav_dialog_turns_total", "Caller events handled by the dialog, by event.", ["event"])
+OUTCOMES = Counter(
+    "voicenav_dialog_outcomes_total",
+    "Calls that left the dialog, by outcome (route, transfer, hangup).",
+    ["kind"],
+)
 
 _EVENT_NAMES = {
     ev.CallStarted: "call_started",
@@ -82,8 +95,15 @@ class DialogSession:
         context, _ = await self._contexts.update(self.call_id, step)
         if not decisions:
             return []
+        TURNS.labels(_EVENT_NAMES[type(event)]).inc()
         if context.ended:
-            await self._save_record(context)
+            kind = next(iter(context.outcome or {"hangup": ""}))
+            OUTCOMES.labels(kind).inc()
+            try:
+                await self._save_record(context)
+            except StoreError as exc:
+                # The caller must still reach the queue; the lost record is already counted.
+                log.error("call %s: call record not saved: %s", self.call_id, exc)
         return decisions[0].actions
 
     async def _save_record(self, context: CallContext) -> None:

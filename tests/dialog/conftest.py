@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 
 @pytest.fixture
@@ -26,3 +29,16 @@ async def prefix() -> AsyncIterator[str]:
             await cleaner.delete(*keys)
     finally:
         await cleaner.aclose()
+
+
+@pytest.fixture
+async def dead_redis() -> AsyncIterator[aioredis.Redis]:
+    """A client for a port nothing listens on, failing at once: a Redis outage."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = aioredis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+    yield client
+    await client.aclose()

@@ -2,14 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from dialog.context import (
     UPDATE_CONFLICTS,
@@ -158,26 +155,16 @@ async def test_a_new_store_instance_reads_the_same_call(prefix: str) -> None:
         await second_client.aclose()
 
 
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def test_redis_outage_raises_typed_error_and_counts() -> None:
-    client = aioredis.Redis(
-        host="127.0.0.1", port=_dead_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
-    )
-    store = RedisContextStore(client, prefix="unused:", ttl_s=60)
+async def test_redis_outage_raises_typed_error_and_counts(dead_redis) -> None:
+    store = RedisContextStore(dead_redis, prefix="unused:", ttl_s=60)
     before = STORE_ERRORS.labels("context", "get", "unavailable")._value.get()
-    try:
-        with pytest.raises(StoreUnavailable, match="Redis unavailable"):
-            await store.get("c1")
-        with pytest.raises(StoreUnavailable):
-            await store.create(_ctx())
-    finally:
-        await client.aclose()
-    assert STORE_ERRORS.labels("context", "get", "unavailable")._value.get() == before + 1
+    with pytest.raises(StoreUnavailable, match="Redis unavailable"):
+        await store.get("c1")
+    with pytest.raises(StoreUnavailable):
+        await store.create(_ctx())
+    with pytest.raises(StoreUnavailable):
+        await store.update("c1", _add_slot("a"))
+    assert STORE_ERRORS.labels("context", "get", "unavailable")._value.get() == before + 2
 
 
 async def test_corrupt_stored_context_is_a_typed_error(prefix: str, redis_client: aioredis.Redis) -> None:

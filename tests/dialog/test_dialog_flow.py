@@ -134,3 +134,10 @@ def test_load_flow_from_file(tmp_path) -> None:
     with pytest.raises(FlowError) as info:
         load_flow(path)
     assert str(path) in str(info.value) and "line 10" in str(info.value)
+
+
+def test_prompt_placeholders_must_be_known_slots() -> None:
+    err = _line_error(GOOD.replace("prompt: {text: Other}", "prompt: {text: 'Your number is {acount}'}"))
+    assert _lines(err) == [12] and "unknown slot(s) ['acount']" in str(err)
+    err = _line_error(GOOD.replace("prompt: {text: Other}", "prompt: {text: 'Broken {'}"))
+    assert _lines(err) == [12] and "bad placeholder" in str(err)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -10,8 +9,6 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from dialog.records import (
     MAX_LIMIT,
@@ -154,21 +151,12 @@ async def test_redis_record_has_ttl_and_index(prefix: str, redis_client: aioredi
     )
 
 
-async def test_store_outage_is_503(prefix: str) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dead = aioredis.Redis(
-        host="127.0.0.1", port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
-    )
+async def test_store_outage_is_503(prefix: str, dead_redis) -> None:
     app = web.Application()
-    setup_routes(app, RedisRecordStore(dead, prefix=prefix))
-    try:
-        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
-            assert (await client.get("/v1/calls")).status == 503
-            assert (await client.get("/v1/calls/x")).status == 503
-    finally:
-        await dead.aclose()
+    setup_routes(app, RedisRecordStore(dead_redis, prefix=prefix))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        assert (await client.get("/v1/calls")).status == 503
+        assert (await client.get("/v1/calls/x")).status == 503
 
 
 def test_record_model_validation() -> None:

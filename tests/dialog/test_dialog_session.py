@@ -12,6 +12,7 @@ from dialog.flow import load_demo_flow
 from dialog.policy import DialogPolicy
 from dialog.records import MemoryRecordStore, RecordStore, RedisRecordStore
 from dialog.session import DialogSession
+from dialog.storage import StoreUnavailable
 
 pytestmark = pytest.mark.redis
 
@@ -76,3 +77,17 @@ async def test_session_resumes_from_stored_context(stores, policy: DialogPolicy)
     resumed = DialogSession("call-9", policy, contexts, records)
     actions = await resumed.handle(ev.Dtmf("2"))
     assert actions[-1] == act.Route("tech_support")
+
+
+async def test_record_store_outage_still_routes_the_caller(policy: DialogPolicy, dead_redis) -> None:
+    records = RedisRecordStore(dead_redis, prefix="unused:")
+    session = DialogSession("call-x", policy, MemoryContextStore(), records)
+    await session.start()
+    assert (await session.handle(ev.Dtmf("3")))[-1] == act.Route("sales")
+
+
+async def test_context_store_outage_is_a_typed_error(policy: DialogPolicy, dead_redis) -> None:
+    contexts = RedisContextStore(dead_redis, prefix="unused:")
+    session = DialogSession("call-y", policy, contexts, MemoryRecordStore())
+    with pytest.raises(StoreUnavailable):
+        await session.start()
