@@ -2,6 +2,32 @@
 
 Files are validated with pydantic; every error is reported with the line of the YAML node it concerns,
 found by walking the `yaml.compose` node tree along the pydantic error location.
+
+    id: demo
+    start: main_menu
+    settings: {no_input_timeout_ms: 5000, max_retries: 2, escalation: {route: agent}, repeat_key: "*"}
+    entities: {product: [Kestrava router, ...]}      # slot values the recognizer looks for
+    nodes:
+      main_menu:
+        prompt: {text: "How can I help?", wav: prompts/main.wav}   # text and/or wav
+        no_input: {text: ...}                                       # optional re-prompts
+        no_match: {text: ...}
+        grammar: free                                               # free | digits | yes_no
+        hotwords: [Kestrava router, "@products"]                   # phrases, or @list names
+        intents: {billing: {route: billing, say: {text: "One moment."}}, account: account_number}
+        dtmf: {"1": {route: billing}, "4": account_number}
+      account_number:
+        prompt: {text: "Say or key in your account number."}
+        confirm: {text: "I have {account_number}. Is that right?"}  # asked after collecting
+        grammar: digits
+        collect: {slot: account_number, min_length: 6, max_length: 10, terminator: "#",
+                  next: {route: account}}
+      goodbye:
+        prompt: {text: "Goodbye."}
+        then: {hangup: done}                                        # no input expected
+
+A target is a node name or exactly one of `goto`, `route`, `transfer`, `hangup` (with an optional
+`say` prompt played first). "repeat" and "go back" (and `repeat_key`/`back_key`) work in every node.
 """
 
 from __future__ import annotations
