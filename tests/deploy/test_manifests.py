@@ -11,7 +11,9 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +216,14 @@ def _dockerfile_args(path: Path) -> dict[str, str]:
     return args
 
 
+def _allowlist(ignore_file: Path) -> list[str]:
+    return [
+        line.strip()
+        for line in ignore_file.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
 # -------------------------------------------------------------------------------- every file
 
 
@@ -408,6 +418,19 @@ def test_images_are_pinned(rendered: dict, overlay: str) -> None:
     for container in [*spec["initContainers"], *spec["containers"]]:
         name, _, tag = container["image"].rpartition(":")
         assert name and tag and tag != "latest", container["image"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("kubernetes_version", ["1.27", "1.33"])
+def test_rendered_objects_match_the_kubernetes_schema(
+    rendered: dict, overlay: str, kubernetes_version: str
+) -> None:
+    """Strict OpenAPI validation: misspelt or misplaced fields fail here, not at `kubectl apply`."""
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate (PyPI) carries the offline Kubernetes schemas"
+    )
+    for doc in rendered[overlay]:
+        kubernetes_validate.validate(doc, kubernetes_version, strict=True)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -668,9 +691,7 @@ def test_gpu_image_uses_cuda_builds() -> None:
 def test_build_context_is_an_allowlist_of_what_the_build_needs(flavour: str) -> None:
     path = DOCKERFILES[flavour]
     ignore = path.with_name(path.name + ".dockerignore")
-    patterns = [
-        line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")
-    ]
+    patterns = _allowlist(ignore)
     assert patterns[0] == "*", "start from nothing, then allow"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -678,3 +699,54 @@ def test_build_context_is_an_allowlist_of_what_the_build_needs(flavour: str) -> 
     assert packages <= allowed
     assert {"pyproject.toml", "README.md", "requirements"} <= allowed
     assert not any(a.startswith(("deploy", "tests", ".venv", ".git")) for a in allowed)
+
+
+def test_root_dockerignore_matches_the_image_allowlist() -> None:
+    root_ignore = ROOT / ".dockerignore"
+    if not root_ignore.exists():
+        pytest.skip("no root .dockerignore (only needed by builders without per-Dockerfile ignore files)")
+    assert _allowlist(root_ignore) == _allowlist(ROOT / "docker" / "Dockerfile.dockerignore")
+
+
+def test_build_context_is_enough_to_build_the_package(tmp_path: Path) -> None:
+    """`pip install /src` in the image sees only the allowlisted files: they must make a complete wheel."""
+    pytest.importorskip(
+        "setuptools", reason="building the wheel offline needs setuptools in this environment"
+    )
+    context = tmp_path / "src"
+    context.mkdir()
+    for entry in _allowlist(ROOT / "docker" / "Dockerfile.dockerignore"):
+        if entry.startswith("!") and (ROOT / entry[1:].rstrip("/")).exists():
+            source = ROOT / entry[1:].rstrip("/")
+            if source.is_dir():
+                shutil.copytree(source, context / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(source, context / source.name)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("voicenav-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package in ("asr_engine", "dialog", "hotwords", "ivr"):
+        expected = {
+            str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts
+        }
+        assert expected <= names, sorted(expected - names)
+    assert any(n.endswith("entry_points.txt") for n in names)
