@@ -7,11 +7,13 @@ package `prometheus`). Each of those groups is skipped, with the reason, when it
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 import zipfile
 from pathlib import Path
@@ -750,3 +752,40 @@ def test_build_context_is_enough_to_build_the_package(tmp_path: Path) -> None:
         }
         assert expected <= names, sorted(expected - names)
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_healthcheck_command_passes_on_200_and_fails_otherwise(flavour: str) -> None:
+    """Run the image's HEALTHCHECK command as Docker would (`sh -c`) against a local /healthz."""
+    healthcheck = dict(_dockerfile(DOCKERFILES[flavour])[-1])["HEALTHCHECK"]
+    command = healthcheck.split(" CMD ", 1)[1]
+    status = {"code": 200}
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status["code"] if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "VOICENAV_HTTP_PORT": str(server.server_address[1]),
+    }
+    try:
+        results = []
+        for code in (200, 503):
+            status["code"] = code
+            proc = subprocess.run(
+                ["sh", "-c", command], env=env, capture_output=True, timeout=20, check=False
+            )
+            results.append(proc.returncode)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert results[0] == 0 and results[1] != 0, results
