@@ -1,8 +1,10 @@
 """Static checks of the container images, Kubernetes manifests, alert rules and dashboard.
 
 Nothing here needs a cluster or a Docker engine. The overlays are rendered with `kubectl kustomize`
-(or a standalone `kustomize`); the alert rules are checked and unit-tested with `promtool` (Debian
-package `prometheus`). Each of those groups is skipped, with the reason, when its tool is absent.
+(or a standalone `kustomize`) and validated against the Kubernetes OpenAPI schemas
+(`kubernetes-validate`); the alert rules are checked and unit-tested with `promtool` (Debian package
+`prometheus`); the Dockerfiles are also read with BuildKit's parser (`dockerfile`). Each of those
+checks is skipped, with the reason, when its tool is absent.
 """
 
 from __future__ import annotations
