@@ -470,7 +470,7 @@ def test_cpu_overlay_runs_on_cpu(rendered: dict) -> None:
     assert "VOICENAV_GPU_MEM_LIMIT_MB" not in env
     resources = _server(docs)["resources"]
     assert "nvidia.com/gpu" not in resources["limits"]
-    assert _server(docs)["image"].endswith(":0.1.0")
+    assert not _server(docs)["image"].endswith("-gpu")
 
 
 def test_gpu_overlay_requests_a_gpu_and_runs_on_cuda(rendered: dict) -> None:
@@ -762,11 +762,13 @@ def test_build_context_is_enough_to_build_the_package(tmp_path: Path) -> None:
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
-@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
-def test_healthcheck_command_passes_on_200_and_fails_otherwise(flavour: str) -> None:
-    """Run the image's HEALTHCHECK command as Docker would (`sh -c`) against a local /healthz."""
-    healthcheck = dict(_dockerfile(DOCKERFILES[flavour])[-1])["HEALTHCHECK"]
-    command = healthcheck.split(" CMD ", 1)[1]
+def test_healthcheck_command_passes_on_200_and_fails_otherwise() -> None:
+    """Run the images' HEALTHCHECK command as Docker would (`sh -c`) against a local /healthz."""
+    commands = {
+        dict(_dockerfile(path)[-1])["HEALTHCHECK"].split(" CMD ", 1)[1] for path in DOCKERFILES.values()
+    }
+    assert len(commands) == 1, "both images should probe the same way"
+    (command,) = commands
     status = {"code": 200}
 
     class Health(http.server.BaseHTTPRequestHandler):
