@@ -1,0 +1,1 @@
+"""Built-in flow files (a package so that they ship with the wheel)."""
