@@ -28,6 +28,9 @@ from .silence_tail import SilenceTail
 
 log = logging.getLogger(__name__)
 
+# Below this level (dBFS RMS) there is nothing to hear: Whisper would still "hear" its favourite
+# words in digital silence, so such audio is not decoded at all.
+SILENCE_DBFS = -65.0
 # Silence appended after the speech before encoding: Whisper expects to see where speech ends.
 TAIL_FRAMES = 100
 BUCKET_FRAMES = 100
@@ -50,7 +53,7 @@ class Transcript:
     no_speech_prob: float
     audio_seconds: float
     decode_seconds: float = 0.0
-    rejected: str | None = None  # why text was withheld: "no-speech", "repetition"
+    rejected: str | None = None  # why text was withheld: "silence", "no-speech", "repetition"
     token_logprobs: list[float] = field(default_factory=list)
 
 
@@ -83,6 +86,11 @@ class Recognizer:
         self.silence = (
             SilenceTail(self.engine, self.dims.n_mels, self.max_frames) if config.encoder_window == "spliced" else None
         )
+
+    def warmup(self) -> None:
+        """One throwaway decode so the first caller does not pay for kernel set-up."""
+        noise = np.random.default_rng(0).normal(0, 0.01, SAMPLE_RATE).astype(np.float32)
+        self.recognize([Utterance(noise, SAMPLE_RATE)])
 
     def _features(self, utt: Utterance) -> tuple[np.ndarray, float]:
         x = resample(utt.samples, utt.sample_rate, SAMPLE_RATE)
@@ -119,7 +127,10 @@ class Recognizer:
         cfg = self.config.decode
         text = self.tokenizer.decode(r.tokens).strip()
         rejected = None
-        if r.no_speech_prob > cfg.no_speech_threshold and r.avg_logprob < cfg.logprob_threshold:
+        rms = float(np.sqrt(np.mean(np.square(utt.samples, dtype=np.float64)))) if len(utt.samples) else 0.0
+        if 20 * np.log10(rms + 1e-12) < SILENCE_DBFS:
+            rejected = "silence"
+        elif r.no_speech_prob > cfg.no_speech_threshold and r.avg_logprob < cfg.logprob_threshold:
             rejected = "no-speech"
         elif compression_ratio(text) > cfg.compression_ratio_threshold and r.avg_logprob < cfg.logprob_threshold:
             rejected = "repetition"

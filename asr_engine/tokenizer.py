@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 
 # Punctuation and symbols Whisper's reference decoder never lets it emit on their own, in the
 # words of openai/whisper's tokenizer.non_speech_tokens: used when a checkpoint carries no list.
-_NON_SPEECH = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』') + [
+_NON_SPEECH = [*'"#()*+/:;<=>@[\\]^_`{|}~「」『』',
     "<<", ">>", "<<<", ">>>", "--", "---", "-(", "-[", "('", '("', "((", "))", "(((", ")))", "[[", "]]",
     "{{", "}}", "♪♪", "♪♪♪", "♩", "♪", "♫", "♬", "♭", "♮", "♯",
 ]  # fmt: skip

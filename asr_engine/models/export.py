@@ -108,13 +108,20 @@ def _export_onnx(model: Whisper, out: Path) -> None:
 def _quantize_int8(out: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    for part in ("encoder", "decoder"):
-        quantize_dynamic(
-            str(out / f"{part}.onnx"),
-            str(out / f"{part}.int8.onnx"),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gemm"],
-        )
+    # The quantizer reports every tensor on the root logger; keep that out of the service's log.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        for part in ("encoder", "decoder"):
+            quantize_dynamic(
+                str(out / f"{part}.onnx"),
+                str(out / f"{part}.int8.onnx"),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
+    finally:
+        root.setLevel(level)
 
 
 def _export_torchscript(model: Whisper, out: Path) -> None:

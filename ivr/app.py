@@ -1,0 +1,93 @@
+"""The HTTP side of the service (aiohttp): health, metrics and recognition."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from asr_engine.audio.wav import AudioFormatError, parse_wav
+from asr_engine.batcher import RecognizerOverloaded
+from asr_engine.segmenter import speech_chunks
+from asr_engine.transcribe import assemble, utterances
+
+from .service import Service
+
+log = logging.getLogger(__name__)
+
+SERVICE = web.AppKey("service", Service)
+LOADER = web.AppKey("loader", asyncio.Task)
+HTTP_REJECTED = Counter("voicenav_http_rejected_total", "HTTP requests refused", ["route", "reason"])
+
+
+def _error(status: int, reason: str, route: str, code: str) -> web.Response:
+    HTTP_REJECTED.labels(route, code).inc()
+    return web.json_response({"error": reason}, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    if svc.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    if not svc.ready.is_set():
+        return web.json_response({"status": "loading" if svc.load_error is None else "failed"}, status=503)
+    return web.json_response({"status": "ready", "active_calls": svc.active_calls})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def recognize(request: web.Request) -> web.Response:
+    """POST a WAV body; answers {"text", "segments", "seconds"}."""
+    svc = request.app[SERVICE]
+    if not svc.ready.is_set() or svc.batcher is None or svc.vad is None:
+        return _error(503, "recognizer is not ready", "recognize", "not-ready")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "audio too large", "recognize", "too-large")
+    try:
+        audio = parse_wav(body)
+    except AudioFormatError as e:
+        return _error(400, f"bad audio: {e}", "recognize", "bad-audio")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    chunks = await asyncio.to_thread(speech_chunks, audio.samples, audio.sample_rate, svc.vad)
+    try:
+        transcripts = await asyncio.gather(*(svc.batcher.transcribe(u) for u in utterances(chunks, None)))
+    except RecognizerOverloaded:
+        return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded")
+    result = assemble(chunks, list(transcripts), 0.0)
+    return web.json_response(
+        {
+            "text": result.text,
+            "segments": [s.__dict__ for s in result.segments],
+            "seconds": round(loop.time() - t0, 4),
+        }
+    )
+
+
+def build_app(service: Service) -> web.Application:
+    app = web.Application(client_max_size=int(service.config.max_body_mb * 1024 * 1024))
+    app[SERVICE] = service
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/recognize", recognize)
+
+    async def start(app: web.Application) -> None:
+        app[LOADER] = asyncio.create_task(service.load())
+
+    async def stop(app: web.Application) -> None:
+        service.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app

@@ -1,0 +1,138 @@
+"""The `voicenav` command: serve, transcribe, prepare."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+log = logging.getLogger("voicenav")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="tiny.en (default), base, or a model directory / OpenAI .pt file")
+    p.add_argument("--engine", choices=["onnx", "torchscript"])
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, dest="intra_op_threads", help="intra-op threads (default: CPU quota)")
+    p.add_argument("--cache-dir", type=Path, help="where converted models are kept")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="voicenav", description="Contact-center voice navigation")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the service (SIP, WebRTC, HTTP API)")
+    _add_model_args(s)
+    s.add_argument("--sip-host")
+    s.add_argument("--sip-port", type=int)
+    s.add_argument("--http-host")
+    s.add_argument("--http-port", type=int)
+    s.add_argument("--redis-url", help="Redis for dialog context, call records and hot words (default: in-process)")
+    s.add_argument("--flow", type=Path, help="call flow YAML (default: the built-in demo flow)")
+    s.add_argument("--max-calls", type=int)
+
+    t = sub.add_parser("transcribe", help="transcribe WAV files (8 kHz telephone or 16 kHz)")
+    _add_model_args(t)
+    t.add_argument("--beam-size", type=int)
+    t.add_argument("--json", action="store_true", help='one JSON line per file: {"file", "text", "seconds"}')
+    t.add_argument("files", nargs="+")
+
+    p = sub.add_parser("prepare", help="convert a model ahead of time (ONNX, int8, TorchScript)")
+    _add_model_args(p)
+    return ap
+
+
+def _config(args: argparse.Namespace):
+    from .config import from_env
+
+    keys = (
+        "model engine device intra_op_threads cache_dir sip_host sip_port http_host http_port redis_url flow "
+        "max_calls beam_size"
+    ).split()
+    return from_env({k: getattr(args, k, None) for k in keys})
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from asr_engine.audio.wav import AudioFormatError, read_wav
+    from asr_engine.recognizer import Recognizer
+    from asr_engine.transcribe import transcribe_audio
+    from asr_engine.vad import SileroVad
+
+    cfg = _config(args)
+    recognizer = Recognizer(cfg.recognizer(), progress=lambda m: print(m, file=sys.stderr))
+    vad = SileroVad()
+    failed = 0
+    for f in args.files:
+        try:
+            result = transcribe_audio(recognizer, vad, read_wav(f))
+        except (AudioFormatError, OSError) as e:
+            failed += 1
+            print(json.dumps({"file": f, "error": str(e)}) if args.json else f"{f}: error: {e}", flush=True)
+            continue
+        if args.json:
+            print(json.dumps({"file": f, "text": result.text, "seconds": round(result.seconds, 4)}), flush=True)
+        else:
+            print(f"{f}\t{result.text}", flush=True)
+    return 1 if failed else 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from asr_engine.recognizer import engine_for
+
+    rc = _config(args).recognizer()
+    engine, *_ = engine_for(rc, progress=lambda m: print(m, file=sys.stderr))
+    print(f"prepared {rc.model} for {engine.name} in {rc.engine.cache_dir}")
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import build_app
+    from .service import Service
+
+    cfg = _config(args)
+    service = Service(cfg)
+    app = build_app(service)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.http_host, cfg.http_port)
+    await site.start()
+    log.info("HTTP on http://%s:%d", cfg.http_host, cfg.http_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.drain()
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "transcribe":
+            return _transcribe(args)
+        if args.command == "prepare":
+            return _prepare(args)
+        return asyncio.run(_serve(args))
+    except ValidationError as e:
+        print(f"voicenav: bad configuration:\n{e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Service configuration: defaults, overridden by VOICENAV_* environment variables, then by flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from asr_engine.config import DecodeConfig, EngineConfig, RecognizerConfig
+
+
+class ServiceConfig(BaseModel):
+    sip_host: str = "127.0.0.1"
+    sip_port: int = Field(5060, ge=1, le=65535)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    public_ip: str | None = Field(None, description="address advertised in SDP and Contact; default sip_host")
+    rtp_port_min: int = Field(20000, ge=1024, le=65535)
+    rtp_port_max: int = Field(20999, ge=1024, le=65535)
+    redis_url: str | None = None
+    model: str = "tiny.en"
+    engine: Literal["onnx", "torchscript"] = "onnx"
+    device: Literal["cpu", "cuda"] = "cpu"
+    cuda_device_id: int = Field(0, ge=0)
+    gpu_mem_limit_mb: int | None = Field(None, gt=0)
+    intra_op_threads: int | None = Field(None, ge=1)
+    max_calls: int = Field(32, ge=1)
+    max_batch: int = Field(8, ge=1, le=64)
+    beam_size: int = Field(1, ge=1, le=16)
+    admin_token: str | None = Field(None, repr=False)
+    admin_token_file: Path | None = None
+    cache_dir: Path = Path.home() / ".cache" / "voicenav"
+    drain_timeout_s: float = Field(300.0, ge=0)
+    flow: Path | None = None
+    max_body_mb: float = Field(16.0, gt=0)
+
+    def recognizer(self) -> RecognizerConfig:
+        return RecognizerConfig(
+            model=self.model,
+            engine=EngineConfig(
+                kind=self.engine,
+                device=self.device,
+                device_id=self.cuda_device_id,
+                gpu_mem_limit_mb=self.gpu_mem_limit_mb,
+                intra_op_threads=self.intra_op_threads,
+                cache_dir=self.cache_dir,
+            ),
+            decode=DecodeConfig(beam_size=self.beam_size),
+            max_batch=self.max_batch,
+        )
+
+
+def from_env(overrides: dict | None = None, environ: dict[str, str] | None = None) -> ServiceConfig:
+    """Build the config from VOICENAV_<FIELD> variables and explicit overrides (flags)."""
+    env = os.environ if environ is None else environ
+    values: dict = {}
+    for name in ServiceConfig.model_fields:
+        raw = env.get(f"VOICENAV_{name.upper()}")
+        if raw is not None and raw != "":
+            values[name] = raw
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return ServiceConfig.model_validate(values)
+
+
+__all__ = ["ServiceConfig", "ValidationError", "from_env"]
