@@ -69,6 +69,18 @@ class IceServer(BaseModel):
     credential: str | None = None
 
 
+class WebRtcConfig(BaseModel):
+    """The endpoint's settings as they appear in the service configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_calls: int = Field(default=50, ge=1)
+    host_addresses: list[str] | None = None
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    sample_rate: Literal[8000, 16000, 48000] = 16000
+    connect_timeout_s: float = Field(default=15.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=0)
+
+
 class CallInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
     call_id: str
@@ -121,6 +133,12 @@ class WebRtcEndpoint:
         self._draining = False
         self._legs: dict[str, WebRtcLeg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_config(cls, on_call: OnCall, config: WebRtcConfig) -> WebRtcEndpoint:
+        return cls(on_call, max_calls=config.max_calls, host_addresses=config.host_addresses,
+                   ice_servers=config.ice_servers, sample_rate=config.sample_rate,
+                   connect_timeout_s=config.connect_timeout_s, retry_after_s=config.retry_after_s)
 
     @property
     def active_calls(self) -> int:

@@ -136,7 +136,7 @@
   function sendDigit(digit) {
     if (!call || call.ended || !call.channel || call.channel.readyState !== 'open') return;
     call.channel.send(JSON.stringify({type: 'dtmf', digit}));
-    addLine('keypad', 'Keypad', digit);
+    addLine('dtmf', 'Keypad', digit);
   }
 
   async function hangUp() {

@@ -91,7 +91,7 @@ async def test_softphone_in_headless_chromium(tmp_path: Path) -> None:
     assert report["status"] == "Call ended (bye)"
     lines = [(line["kind"], line["text"]) for line in report["lines"]]
     assert lines[0] == ("ivr", "Welcome to voicenav. How can I help?")
-    assert ("keypad", "1") in lines and ("keypad", "#") in lines
+    assert ("dtmf", "1") in lines and ("dtmf", "#") in lines
     assert lines.count(("route", "Transferring you to billing")) == 2
     assert lines[-1] == ("caller", "I have a question about my bill")
     assert report["events"][-1] == {"type": "hangup", "reason": "bye"}

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession, web
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 from webrtc_testkit import LOOPBACK, InProcessCaller, post_json, serve, wait_until
 
 from ivr.media import AudioFrame, DtmfDigit, Hangup, MediaEvent
-from ivr.webrtc import CallInfo, WebRtcEndpoint, setup_routes
+from ivr.webrtc import CallInfo, WebRtcConfig, WebRtcEndpoint, setup_routes
 from ivr.webrtc_ice import pinned_host_addresses
 from ivr.webrtc_leg import WebRtcLeg
 from ivr.webrtc_softphone import STATIC_DIR, setup_softphone_routes
@@ -71,7 +72,8 @@ class Collector:
 
 
 async def _app(on_call, **kw) -> tuple[web.Application, WebRtcEndpoint]:
-    endpoint = WebRtcEndpoint(on_call, host_addresses=LOOPBACK, **{"max_calls": 4, **kw})
+    config = WebRtcConfig.model_validate({"max_calls": 4, "host_addresses": list(LOOPBACK), **kw})
+    endpoint = WebRtcEndpoint.from_config(on_call, config)
     app = web.Application()
     setup_routes(app, endpoint)
     setup_softphone_routes(app)
@@ -261,6 +263,15 @@ async def test_app_shutdown_hangs_up_calls() -> None:
     assert collector.events[-1] == Hangup("server-shutdown")
     assert endpoint.active_calls == 0 and endpoint.draining
     await caller.close()
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValidationError):
+        WebRtcConfig.model_validate({"max_calls": 0})
+    with pytest.raises(ValidationError):
+        WebRtcConfig.model_validate({"stun": "stun.example.org"})  # unknown keys are typos
+    with pytest.raises(ValueError):
+        WebRtcEndpoint(Collector(), max_calls=1, host_addresses=["localhost"])  # IP literals only
 
 
 def test_host_address_pinning_is_scoped() -> None:
