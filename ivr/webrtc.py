@@ -205,7 +205,7 @@ class WebRtcEndpoint:
                 await pc.setLocalDescription(await pc.createAnswer())
             codec = _audio_codec(pc.localDescription.sdp)
         except BaseException:
-            await leg.close("offer-failed")
+            await leg.discard()
             raise
         info = CallInfo(call_id=call_id, codec=codec, remote_address=remote_address,
                         user_agent=user_agent, started_at=datetime.now(UTC))
@@ -288,6 +288,10 @@ def setup_routes(app: web.Application, endpoint: WebRtcEndpoint, *, path: str = 
             headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
             return web.json_response({"error": exc.reason, "detail": exc.detail}, status=exc.status,
                                      headers=headers)
+        except Exception:
+            FAILURES.labels("internal").inc()
+            log.exception("answering an offer from %s failed", request.remote)
+            return web.json_response({"error": "internal", "detail": "could not answer"}, status=500)
         return web.json_response(ans.model_dump())
 
     async def on_shutdown(_app: web.Application) -> None:

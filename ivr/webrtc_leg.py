@@ -59,7 +59,7 @@ _PageMessage = TypeAdapter(Annotated[_DtmfMessage | _HangupMessage, Field(discri
 class WebRtcLeg:
     """A connected (or connecting) WebRTC caller. Created by `WebRtcEndpoint`, handed to `on_call`.
 
-    `recv` yields `AudioFrame` (mono int16 at `sample_rate`, 20 ms each), `DtmfDigit` from the page's
+    `recv` yields `AudioFrame` (mono int16 at `sample_rate`, about 20 ms each), `DtmfDigit` from the page's
     keypad and a final `Hangup`: "bye" (the page hung up or closed its connection), "ice-failed" (ICE or
     DTLS failed, or no connection within `connect_timeout_s`), or the reason given to `close`.
     """
@@ -131,10 +131,10 @@ class WebRtcLeg:
             closed = asyncio.ensure_future(self._closed.wait())
             try:
                 await asyncio.wait({done, closed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
+            finally:  # also when the caller of play() is cancelled: the prompt must not go on
                 closed.cancel()
-            if not done.done():
-                self._out.cut()
+                if not done.done():
+                    self._out.cut()
             return done.result()
 
     def stop_playback(self) -> None:
@@ -146,6 +146,8 @@ class WebRtcLeg:
         async with self._close_lock:
             if not self._closed.is_set():
                 self._set_final(reason)
+                EVENTS_DROPPED.inc(len(self._pending_events))  # the data channel never opened
+                self._pending_events.clear()
                 await self._notify_page_hangup(reason)
                 self._out.stop()
                 self._closed.set()
@@ -156,11 +158,21 @@ class WebRtcLeg:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def discard(self) -> None:
+        """Tear down a leg whose call never started (the offer was refused): no `Hangup` is counted."""
+        self._closed.set()
+        self._out.stop()
+        await self._pc.close()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     # ------------------------------------------------------------------ page events
     def send_event(self, event: Mapping[str, Any]) -> None:
         """Send a JSON event to the page (e.g. {"type": "transcript", "text": ...}, {"type": "prompt",
-        "text": ...}, {"type": "route", "queue": ...}). Queued until the data channel opens; dropped (and
-        counted) once the call has ended, or when the caller has no data channel."""
+        "text": ...}, {"type": "route", "queue": ...}). Queued (up to `max_pending_events`) until the data
+        channel opens; dropped and counted once the call has ended or if the channel never opens."""
         if "type" not in event:
             raise ValueError("an event needs a 'type'")
         text = json.dumps(dict(event))  # TypeError for non-JSON values: a caller bug, not peer input
