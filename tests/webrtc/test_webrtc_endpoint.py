@@ -10,6 +10,7 @@ import aioice.ice
 import numpy as np
 import pytest
 from aiohttp import ClientSession, web
+from aiortc import RTCSessionDescription
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from webrtc_testkit import LOOPBACK, InProcessCaller, post_json, serve, wait_until
@@ -237,6 +238,23 @@ async def test_no_connection_within_timeout_is_ice_failed() -> None:
         status, _ = await post_json(url + "/webrtc/offer", {"sdp": sdp, "type": "offer"})
         assert status == 200  # ... but the caller never applies the answer
         await asyncio.wait_for(collector.ended.wait(), 5)
+        await caller.close()
+    assert collector.events == [Hangup("ice-failed")]
+    await wait_until(lambda: endpoint.active_calls == 0, 5, "slot freed")
+
+
+async def test_failed_connection_is_ice_failed() -> None:
+    collector = Collector()
+    app, endpoint = await _app(collector)
+    caller = InProcessCaller()
+    async with serve(app) as url:
+        sdp = await caller.offer_sdp()
+        # A fingerprint that does not match the caller's certificate: DTLS fails once ICE connects.
+        forged = re.sub(r"a=fingerprint:sha-256 \S+", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), sdp)
+        status, body = await post_json(url + "/webrtc/offer", {"sdp": forged, "type": "offer"})
+        assert status == 200
+        await caller.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        await asyncio.wait_for(collector.ended.wait(), 10)
         await caller.close()
     assert collector.events == [Hangup("ice-failed")]
     await wait_until(lambda: endpoint.active_calls == 0, 5, "slot freed")
