@@ -86,6 +86,7 @@ class WebRtcLeg:
         self._tasks: set[asyncio.Task[None]] = set()
         self._connect_timeout_s = connect_timeout_s
         self._close_lock = asyncio.Lock()
+        self._peer_hung_up = False  # the page said "hangup": no need to tell it why the call ended
 
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -229,6 +230,7 @@ class WebRtcLeg:
             # "datachannel" source, "sip-info" is the closest existing label.
             self._put(DtmfDigit(msg.digit, "sip-info"))
         else:
+            self._peer_hung_up = True
             self._spawn(self.close("bye"))
 
     # ------------------------------------------------------------------ internals
@@ -262,7 +264,8 @@ class WebRtcLeg:
 
     async def _notify_page_hangup(self, reason: str) -> None:
         ch = self._channel
-        if ch is None or ch.readyState != "open" or self._pc.connectionState != "connected":
+        if (self._peer_hung_up or ch is None or ch.readyState != "open"
+                or self._pc.connectionState != "connected"):
             return
         ch.send(json.dumps({"type": "hangup", "reason": reason}))
         # Let SCTP hand the message to the transport before the connection goes away (bounded).

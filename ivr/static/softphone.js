@@ -142,10 +142,7 @@
   async function hangUp() {
     if (!call || call.ended) return;
     const ch = call.channel;
-    if (ch && ch.readyState === 'open') {
-      ch.send(JSON.stringify({type: 'hangup'}));
-      for (let i = 0; i < 20 && ch.bufferedAmount > 0; i++) await sleep(10);  // let it leave (bounded)
-    }
+    if (ch && ch.readyState === 'open') ch.send(JSON.stringify({type: 'hangup'}));
     await endCall('local', 'hung up');
   }
 
@@ -172,6 +169,11 @@
     setInCall(false);
     setStatus(by === 'local' ? 'Call ended' : `Call ended (${reason})`, by === 'network' ? 'error' : 'idle');
     if (autotest) c.stats = await collectStats(c.pc).catch((err) => ({error: String(err)}));
+    const ch = c.channel;
+    if (by === 'local' && ch && ch.readyState === 'open') {
+      // let the hang-up message leave before the connection goes (bounded)
+      for (let i = 0; i < 20 && ch.bufferedAmount > 0; i++) await sleep(10);
+    }
     c.pc.close();
     c.stream.getTracks().forEach((t) => t.stop());
     remoteAudio.srcObject = null;
