@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Coroutine, Mapping
 from typing import Annotated, Any, Literal
@@ -19,7 +20,7 @@ import av
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ivr.media import AudioFrame, DtmfDigit, Hangup, MediaEvent
@@ -28,6 +29,9 @@ from ivr.webrtc_tracks import OUT_RATE, InboundConverter, PlayoutTrack, resample
 log = logging.getLogger(__name__)
 
 HANGUPS = Counter("voicenav_webrtc_hangups_total", "WebRTC calls ended, by reason", ["reason"])
+CONNECT_SECONDS = Histogram(
+    "voicenav_webrtc_connect_seconds", "Time from answer to ICE+DTLS connected",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0))
 DATACHANNEL_REJECTED = Counter(
     "voicenav_webrtc_datachannel_rejected_total", "Data-channel messages ignored, by reason", ["reason"])
 DTMF_RECEIVED = Counter("voicenav_webrtc_dtmf_total", "Keypad digits received over the data channel")
@@ -86,6 +90,7 @@ class WebRtcLeg:
         self._tasks: set[asyncio.Task[None]] = set()
         self._connect_timeout_s = connect_timeout_s
         self._close_lock = asyncio.Lock()
+        self._answered_at = time.monotonic()
         self._peer_hung_up = False  # the page said "hangup": no need to tell it why the call ended
 
         pc.on("track", self._on_track)
@@ -102,6 +107,7 @@ class WebRtcLeg:
 
     def start(self) -> None:
         """Arm the connect timeout; called once the answer is sent."""
+        self._answered_at = time.monotonic()
         self._spawn(self._watch_connect())
 
     # ------------------------------------------------------------------ MediaLeg
@@ -206,8 +212,9 @@ class WebRtcLeg:
 
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
-        if state == "connected":
+        if state == "connected" and not self._connected.is_set():
             self._connected.set()
+            CONNECT_SECONDS.observe(time.monotonic() - self._answered_at)
         elif state == "failed":
             self._spawn(self.close("ice-failed"))
         elif state == "closed" and not self._closed.is_set():
@@ -254,6 +261,7 @@ class WebRtcLeg:
         if self._final is None:
             self._final = Hangup(reason)
             HANGUPS.labels(reason).inc()
+            log.info("call %s: ended (%s)", self.call_id, reason)
             self._events.append(self._final)
             self._ready.set()
 

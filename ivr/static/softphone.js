@@ -160,6 +160,17 @@
     return stats;
   }
 
+  function endedText(by, reason) {
+    if (by === 'local') return 'Call ended';
+    if (by === 'network') return 'Call lost: the connection failed';
+    switch (reason) {
+      case 'bye': return 'The call was ended by the service';
+      case 'server-shutdown': return 'The service is restarting; please call again';
+      case 'error': return 'Call ended by a technical problem';
+      default: return `Call ended (${reason})`;
+    }
+  }
+
   async function endCall(by, reason) {
     if (!call || call.ended) return;
     const c = call;
@@ -167,7 +178,7 @@
     c.endedBy = by;
     c.reason = reason;
     setInCall(false);
-    setStatus(by === 'local' ? 'Call ended' : `Call ended (${reason})`, by === 'network' ? 'error' : 'idle');
+    setStatus(endedText(by, reason), by === 'network' || reason === 'error' ? 'error' : 'idle');
     if (autotest) c.stats = await collectStats(c.pc).catch((err) => ({error: String(err)}));
     const ch = c.channel;
     if (by === 'local' && ch && ch.readyState === 'open') {

@@ -101,7 +101,7 @@ async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_ha
         assert (report["endedBy"], report["status"]) == ("local", "Call ended")
     else:
         assert (report["endedBy"], report["reason"]) == ("remote", "bye")
-        assert report["status"] == "Call ended (bye)"
+        assert report["status"] == "The call was ended by the service"
         assert lines[-1] == ("caller", "I have a question about my bill")
         assert report["events"][-1] == {"type": "hangup", "reason": "bye"}
 

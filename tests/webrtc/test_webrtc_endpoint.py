@@ -159,6 +159,10 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     app, endpoint = await _app(collector)
     caller = InProcessCaller(codec="opus")
     rejected = _metric("voicenav_webrtc_datachannel_rejected_total", reason="invalid")
+    counted = ("voicenav_webrtc_offers_total", "voicenav_webrtc_connect_seconds_count")
+    counts = {m: _metric(m) for m in counted}
+    byes = _metric("voicenav_webrtc_hangups_total", reason="bye")
+    answers = _metric("voicenav_webrtc_answers_total", codec="opus")
     async with serve(app) as url:
         status, _ = await caller.call(url)
         assert status == 200
@@ -178,6 +182,10 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     assert collector.of(DtmfDigit) == [DtmfDigit("5", "sip-info"), DtmfDigit("#", "sip-info")]
     assert collector.events[-1] == Hangup("bye")
     assert _metric("voicenav_webrtc_datachannel_rejected_total", reason="invalid") == rejected + 2
+    assert {m: _metric(m) - v for m, v in counts.items()} == dict.fromkeys(counts, 1.0)
+    assert _metric("voicenav_webrtc_hangups_total", reason="bye") == byes + 1
+    assert _metric("voicenav_webrtc_answers_total", codec="opus") == answers + 1
+    assert _metric("voicenav_webrtc_active_calls") == 0
     frames = collector.of(AudioFrame)
     assert len(frames) > 25  # > 0.5 s of 20 ms frames
     assert all(f.sample_rate == 16000 and f.pcm.dtype == np.int16 and f.pcm.ndim == 1 for f in frames)
