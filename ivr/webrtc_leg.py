@@ -91,6 +91,7 @@ class WebRtcLeg:
         self._connect_timeout_s = connect_timeout_s
         self._close_lock = asyncio.Lock()
         self._answered_at = time.monotonic()
+        self._pumping = False
         self._peer_hung_up = False  # the page said "hangup": no need to tell it why the call ended
 
         pc.on("track", self._on_track)
@@ -195,7 +196,9 @@ class WebRtcLeg:
 
     # ------------------------------------------------------------------ aiortc callbacks
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
+        # One caller, one voice: a second audio section in the offer would interleave in the converter.
+        if track.kind == "audio" and not self._pumping:
+            self._pumping = True
             self._spawn(self._pump_audio(track))
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
@@ -222,8 +225,11 @@ class WebRtcLeg:
             self._spawn(self.close("bye"))
 
     def _on_message(self, message: str | bytes) -> None:
-        if not isinstance(message, str) or len(message) > _MAX_MESSAGE_CHARS:
+        if not isinstance(message, str):
             DATACHANNEL_REJECTED.labels("not-text").inc()
+            return
+        if len(message) > _MAX_MESSAGE_CHARS:
+            DATACHANNEL_REJECTED.labels("too-large").inc()
             return
         try:
             msg = _PageMessage.validate_json(message)

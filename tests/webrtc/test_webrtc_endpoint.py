@@ -159,6 +159,8 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     app, endpoint = await _app(collector)
     caller = InProcessCaller(codec="opus")
     rejected = _metric("voicenav_webrtc_datachannel_rejected_total", reason="invalid")
+    not_text = _metric("voicenav_webrtc_datachannel_rejected_total", reason="not-text")
+    too_large = _metric("voicenav_webrtc_datachannel_rejected_total", reason="too-large")
     counted = ("voicenav_webrtc_offers_total", "voicenav_webrtc_connect_seconds_count")
     counts = {m: _metric(m) for m in counted}
     byes = _metric("voicenav_webrtc_hangups_total", reason="bye")
@@ -172,6 +174,8 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
         caller.channel.send('{"type": "dtmf", "digit": "5"}')
         caller.channel.send('{"type": "dtmf", "digit": "55"}')  # not one digit: ignored, counted
         caller.channel.send("not json")
+        caller.channel.send(b'{"type": "dtmf", "digit": "7"}')  # binary: not the protocol
+        caller.channel.send('{"type": "dtmf", "digit": "7", "pad": "' + "x" * 2000 + '"}')
         caller.channel.send('{"type": "dtmf", "digit": "#"}')
         assert (await caller.wait_event("route"))["queue"] == "sales"
         await asyncio.sleep(0.8)
@@ -182,6 +186,8 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     assert collector.of(DtmfDigit) == [DtmfDigit("5", "sip-info"), DtmfDigit("#", "sip-info")]
     assert collector.events[-1] == Hangup("bye")
     assert _metric("voicenav_webrtc_datachannel_rejected_total", reason="invalid") == rejected + 2
+    assert _metric("voicenav_webrtc_datachannel_rejected_total", reason="not-text") == not_text + 1
+    assert _metric("voicenav_webrtc_datachannel_rejected_total", reason="too-large") == too_large + 1
     assert {m: _metric(m) - v for m, v in counts.items()} == dict.fromkeys(counts, 1.0)
     assert _metric("voicenav_webrtc_hangups_total", reason="bye") == byes + 1
     assert _metric("voicenav_webrtc_answers_total", codec="opus") == answers + 1
