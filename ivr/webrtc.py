@@ -23,7 +23,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import OperationError
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ivr.webrtc_ice import (
     count_candidates,
@@ -79,6 +79,11 @@ class WebRtcConfig(BaseModel):
     sample_rate: Literal[8000, 16000, 48000] = 16000
     connect_timeout_s: float = Field(default=15.0, gt=0)
     retry_after_s: int = Field(default=5, ge=0)
+
+    @field_validator("host_addresses")
+    @classmethod
+    def _ip_literals(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else list(validate_host_addresses(v))
 
 
 class CallInfo(BaseModel):

@@ -307,6 +307,8 @@ def test_config_is_checked() -> None:
         WebRtcConfig.model_validate({"max_calls": 0})
     with pytest.raises(ValidationError):
         WebRtcConfig.model_validate({"stun": "stun.example.org"})  # unknown keys are typos
+    with pytest.raises(ValidationError):
+        WebRtcConfig.model_validate({"host_addresses": ["eth0"]})
     with pytest.raises(ValueError):
         WebRtcEndpoint(Collector(), max_calls=1, host_addresses=["localhost"])  # IP literals only
 
