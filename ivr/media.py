@@ -19,7 +19,7 @@ class AudioFrame:
 @dataclass(frozen=True, slots=True)
 class DtmfDigit:
     digit: str  # one of 0-9 * # A-D
-    source: Literal["rfc4733", "inband", "sip-info"]
+    source: Literal["rfc4733", "inband", "sip-info", "datachannel"]
 
 
 @dataclass(frozen=True, slots=True)

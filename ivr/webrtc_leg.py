@@ -239,9 +239,7 @@ class WebRtcLeg:
             return
         if isinstance(msg, _DtmfMessage):
             DTMF_RECEIVED.inc()
-            # The page's keypad is out-of-band signalling like SIP INFO; until media.py has a
-            # "datachannel" source, "sip-info" is the closest existing label.
-            self._put(DtmfDigit(msg.digit, "sip-info"))
+            self._put(DtmfDigit(msg.digit, "datachannel"))
         else:
             self._peer_hung_up = True
             self._spawn(self.close("bye"))

@@ -183,7 +183,7 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
         await asyncio.wait_for(collector.ended.wait(), 5)
         await caller.close()
 
-    assert collector.of(DtmfDigit) == [DtmfDigit("5", "sip-info"), DtmfDigit("#", "sip-info")]
+    assert collector.of(DtmfDigit) == [DtmfDigit("5", "datachannel"), DtmfDigit("#", "datachannel")]
     assert collector.events[-1] == Hangup("bye")
     assert _metric("voicenav_webrtc_datachannel_rejected_total", reason="invalid") == rejected + 2
     assert _metric("voicenav_webrtc_datachannel_rejected_total", reason="not-text") == not_text + 1
