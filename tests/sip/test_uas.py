@@ -1,0 +1,247 @@
+"""The UAS core and its transactions over UDP, driven by a raw socket with a shrunk T1."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+
+import pytest
+
+from ivr.media import DtmfDigit
+from ivr.sdp import MediaOffer
+from ivr.sip import IncomingCall, SipTimers
+from ivr.sip.message import SipRequest, SipResponse
+from ivr.sip.server import SIP_PARSE_ERRORS, SIP_REJECTED_CALLS
+from tests.sip.conftest import UdpClient, answer_and_wait, running_server
+
+SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       "m=audio {port} RTP/AVP 8 0 96\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\n{extra}")
+
+
+class Dialer:
+    """Builds the caller's side of one call for the raw client."""
+
+    def __init__(self, client: UdpClient, server_port: int) -> None:
+        self.c = client
+        self.server_port = server_port
+        self.call_id = secrets.token_hex(8)
+        self.tag = secrets.token_hex(4)
+        self.to_tag = ""
+        self.cseq = 1
+        self.invite_branch = ""
+
+    def headers(self, method: str, branch: str, cseq: int, extra: str = "", via_port: int | None = None) -> str:
+        to_tag = f";tag={self.to_tag}" if self.to_tag else ""
+        return (f"Via: SIP/2.0/UDP 127.0.0.1:{via_port or self.c.port};branch={branch};rport\r\n"
+                f"From: \"Bob\" <sip:bob@127.0.0.1:{self.c.port}>;tag={self.tag}\r\n"
+                f"To: <sip:ivr@127.0.0.1:{self.server_port}>{to_tag}\r\n"
+                f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+                f"Contact: <sip:bob@127.0.0.1:{self.c.port}>\r\n{extra}")
+
+    def invite(self, sdp: str | None = None, extra: str = "", branch: str | None = None,
+               content_type: str = "application/sdp", via_port: int | None = None,
+               mutate: Callable[[str], str] = str) -> str:
+        body = SDP.format(port=4000, extra="") if sdp is None else sdp
+        self.invite_branch = branch or "z9hG4bK" + secrets.token_hex(6)
+        ct = f"Content-Type: {content_type}\r\n" if body else ""
+        msg = (f"INVITE sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
+               + self.headers("INVITE", self.invite_branch, self.cseq, extra, via_port)
+               + f"{ct}Content-Length: {len(body)}\r\n\r\n{body}")
+        msg = mutate(msg)
+        self.c.send(msg, self.server_port)
+        return msg
+
+    def request(self, method: str, extra: str = "", body: str = "", cseq: int | None = None,
+                branch: str | None = None) -> str:
+        if cseq is None and method not in ("ACK", "CANCEL"):
+            self.cseq += 1
+        msg = (f"{method} sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
+               + self.headers(method, branch or "z9hG4bK" + secrets.token_hex(6), cseq or self.cseq, extra)
+               + f"Content-Length: {len(body)}\r\n\r\n{body}")
+        self.c.send(msg, self.server_port)
+        return msg
+
+    def ack(self, cseq: int = 1) -> None:
+        self.request("ACK", cseq=cseq)
+
+    async def establish(self, sdp: str | None = None) -> SipResponse:
+        self.invite(sdp)
+        ok = await self.c.response(200)
+        self.to_tag = ok.to.tag or ""
+        self.ack()
+        return ok
+
+
+def respond(client: UdpClient, request: SipRequest, status: int, reason: str, server_port: int,
+            extra: str = "", body: str = "") -> None:
+    h = "".join(f"{n}: {v}\r\n" for n, v in request.headers.items()
+                if n in ("Via", "From", "To", "Call-ID", "CSeq"))
+    client.send(f"SIP/2.0 {status} {reason}\r\n{h}{extra}Content-Length: {len(body)}\r\n\r\n{body}", server_port)
+
+
+async def count_until(client: UdpClient, status: int, duration: float) -> int:
+    n, deadline = 0, time.monotonic() + duration
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await client.recv(left)
+        except TimeoutError:
+            break
+        n += isinstance(msg, SipResponse) and msg.status == status
+    return n
+
+
+async def test_call_flow_and_caller_bye(udp_client: UdpClient, rtp_port: int) -> None:
+    reasons: list[str] = []
+
+    async def on_call(call: IncomingCall) -> None:
+        reasons.append(await answer_and_wait(call, rtp_port))
+
+    async with running_server(on_call) as server:
+        d = Dialer(udp_client, server.bound_port)
+        d.invite()
+        assert (await udp_client.response(100)).to.tag is None
+        ringing = await udp_client.response(180)
+        ok = await udp_client.response(200)
+        assert ringing.to.tag and ok.to.tag == ringing.to.tag
+        assert ok.headers.get("Contact") == f"<sip:127.0.0.1:{server.bound_port}>"
+        assert f"m=audio {rtp_port} RTP/AVP 8 96" in ok.body.decode()
+        via = ok.top_via
+        assert via.params["rport"] == str(udp_client.port) and via.params["received"] == "127.0.0.1"
+        d.to_tag = ok.to.tag or ""
+        d.ack()
+        bye = d.request("BYE")
+        bye_ok = await udp_client.response(200)
+        assert bye_ok.cseq == (2, "BYE")
+        await asyncio.sleep(0.05)
+        assert reasons == ["bye"] and server.active_calls == 0
+        # a retransmitted BYE gets the same answer from its transaction; a new one finds no dialog
+        udp_client.send(bye, server.bound_port)
+        assert (await udp_client.response()).status == 200
+        d.request("BYE")
+        assert (await udp_client.response()).status == 481
+
+
+async def test_2xx_retransmitted_until_ack(udp_client: UdpClient, rtp_port: int) -> None:
+    timers = SipTimers(t1=0.05, t2=0.2, t4=0.1)
+
+    async def on_call(call: IncomingCall) -> None:
+        await answer_and_wait(call, rtp_port)
+
+    async with running_server(on_call, timers=timers) as server:
+        d = Dialer(udp_client, server.bound_port)
+        d.invite()
+        first = await udp_client.response(200)
+        # retransmissions at T1, 2T1, 4T1 (=T2), T2... : 0.05, 0.15, 0.35, 0.55 s after the first
+        n = await count_until(udp_client, 200, 0.6)
+        assert 3 <= n <= 5
+        d.to_tag = first.to.tag or ""
+        d.ack()
+        await asyncio.sleep(0.01)
+        while not udp_client.queue.empty():
+            udp_client.queue.get_nowait()
+        assert await count_until(udp_client, 200, 0.5) == 0
+        assert server.active_calls == 1
+        d.request("BYE")
+        await udp_client.response(200)
+
+
+async def test_no_ack_ends_call_with_bye(udp_client: UdpClient, rtp_port: int) -> None:
+    timers = SipTimers(t1=0.02, t2=0.1, t4=0.05)  # 64*T1 = 1.28 s
+    errors: list[str] = []
+
+    async def on_call(call: IncomingCall) -> None:
+        try:
+            await call.answer("127.0.0.1", rtp_port)
+        except Exception as exc:
+            errors.append(getattr(exc, "reason", repr(exc)))
+        await call.wait_ended()
+
+    async with running_server(on_call, timers=timers) as server:
+        d = Dialer(udp_client, server.bound_port)
+        t0 = time.monotonic()
+        d.invite()
+        bye = await udp_client.request("BYE", timeout=3)
+        elapsed = time.monotonic() - t0
+        assert 1.2 < elapsed < 2.5
+        assert bye.to.tag == d.tag and bye.uri == f"sip:bob@127.0.0.1:{udp_client.port}"
+        respond(udp_client, bye, 200, "OK", server.bound_port)
+        await asyncio.sleep(0.05)
+        assert errors == ["ack-timeout"] and server.active_calls == 0
+
+
+async def test_invite_retransmission_absorbed(udp_client: UdpClient, rtp_port: int) -> None:
+    calls: list[IncomingCall] = []
+
+    async def on_call(call: IncomingCall) -> None:
+        calls.append(call)
+        call.ringing()
+        await call.wait_ended()
+
+    async with running_server(on_call) as server:
+        d = Dialer(udp_client, server.bound_port)
+        msg = d.invite()
+        await udp_client.response(180)
+        udp_client.send(msg, server.bound_port)  # same branch: a retransmission
+        assert (await udp_client.response(180)).status == 180
+        await asyncio.sleep(0.05)
+        assert len(calls) == 1
+        d.request("CANCEL", branch=d.invite_branch, cseq=1)
+        r1, r2 = await udp_client.response(), await udp_client.response()
+        assert sorted((r.status, r.cseq[1]) for r in (r1, r2)) == [(200, "CANCEL"), (487, "INVITE")]
+
+
+async def test_non_2xx_retransmitted_until_ack(udp_client: UdpClient) -> None:
+    async def on_call(call: IncomingCall) -> None:
+        raise AssertionError("no call expected")
+
+    async with running_server(on_call, timers=SipTimers(t1=0.05, t2=0.2, t4=0.1)) as server:
+        before = SIP_REJECTED_CALLS.labels("no-common-codec")._value.get()
+        d = Dialer(udp_client, server.bound_port)
+        g729 = SDP.format(port=4000, extra="").replace("RTP/AVP 8 0 96", "RTP/AVP 18")
+        d.invite(g729)
+        first = await udp_client.response(488)
+        assert first.headers.get("Warning", "").startswith("305 127.0.0.1 ")
+        assert await count_until(udp_client, 488, 0.4) >= 2  # timer G
+        d.to_tag = first.to.tag or ""
+        d.request("ACK", cseq=1, branch=d.invite_branch)
+        await asyncio.sleep(0.02)
+        while not udp_client.queue.empty():
+            udp_client.queue.get_nowait()
+        assert await count_until(udp_client, 488, 0.4) == 0
+        assert SIP_REJECTED_CALLS.labels("no-common-codec")._value.get() == before + 1
+
+
+@pytest.mark.parametrize("kind, status", [
+    ("no-body", 488), ("bad-sdp", 400), ("text-body", 415), ("require", 420), ("mf0", 483), ("tel", 416),
+    ("gzip", 415),
+])
+async def test_bad_invites(udp_client: UdpClient, kind: str, status: int) -> None:
+    async def on_call(call: IncomingCall) -> None:
+        raise AssertionError("no call expected")
+
+    async with running_server(on_call) as server:
+        d = Dialer(udp_client, server.bound_port)
+        if kind == "no-body":
+            d.invite(sdp="")
+        elif kind == "bad-sdp":
+            d.invite(sdp="v=0\r\nnonsense\r\n")
+        elif kind == "text-body":
+            d.invite(content_type="text/plain")
+        elif kind == "require":
+            d.invite(extra="Require: 100rel\r\n")
+        elif kind == "gzip":
+            d.invite(extra="Content-Encoding: gzip\r\n")
+        elif kind == "mf0":
+            d.invite(mutate=lambda m: m.replace("Max-Forwards: 70", "Max-Forwards: 0"))
+        else:
+            d.invite(mutate=lambda m: m.replace(f"INVITE sip:ivr@127.0.0.1:{server.bound_port}", "INVITE tel:+1555"))
+        resp = await udp_client.response()
+        assert resp.status == status
+        assert resp.cseq == (1, "INVITE")
+        if status == 420:
+            assert resp.headers.get("Unsupported") == "100rel"
+        if kind == "text-body":
+            assert resp.headers.get("Accept") == "application/sdp"
+        assert server.active_calls == 0
