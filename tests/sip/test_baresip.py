@@ -13,7 +13,7 @@ import pytest
 
 from ivr.sdp import parse_sdp
 from ivr.sip import IncomingCall
-from tests.sip.conftest import running_server
+from tests.sip.helpers import running_server
 
 pytestmark = [pytest.mark.peers, pytest.mark.skipif(shutil.which("baresip") is None,
                                                     reason="baresip not installed")]

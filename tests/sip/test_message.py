@@ -80,7 +80,8 @@ def test_folded_lines_and_spacing() -> None:
 def test_multiple_vias_in_order() -> None:
     text = INVITE.replace(
         "Via: SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bK-abc;rport\r\n",
-        "Via: SIP/2.0/UDP proxy1.example.com;branch=z9hG4bK-1, SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bK-2\r\n"
+        "Via: SIP/2.0/UDP proxy1.example.com;branch=z9hG4bK-1, "
+        "SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bK-2\r\n"
         "v: SIP / 2.0 / UDP 10.1.1.1:5062 ;branch=z9hG4bK-3;received=10.1.1.2\r\n")
     req = parse_req(text)
     vias = req.vias
@@ -111,7 +112,8 @@ def test_content_length_rules() -> None:
 
 
 def test_response_parse() -> None:
-    msg = parse_message(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@h>;tag=1\r\n"
+    msg = parse_message(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
+                        b"From: <sip:a@h>;tag=1\r\n"
                         b"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REFER\r\nContent-Length: 0\r\n\r\n")
     assert isinstance(msg, SipResponse) and msg.status == 180 and msg.reason == "Ringing"
     assert msg.cseq == (2, "REFER") and msg.to.tag == "2"

@@ -71,7 +71,8 @@ def test_unusable_offers(m_lines: str, warning: int) -> None:
 def test_multiple_m_lines_other_streams_declined_with_port_0() -> None:
     sdp = offer("m=video 5000 RTP/AVP 31\r\na=rtpmap:31 H261/90000\r\n"
                 "m=audio 4000 RTP/SAVP 0\r\n"
-                "m=audio 4002 RTP/AVP 8 0 101\r\nc=IN IP4 198.51.100.5\r\na=rtpmap:101 telephone-event/8000\r\n"
+                "m=audio 4002 RTP/AVP 8 0 101\r\nc=IN IP4 198.51.100.5\r\n"
+                "a=rtpmap:101 telephone-event/8000\r\n"
                 "m=audio 4004 RTP/AVP 0\r\n")
     neg = negotiate(parse_sdp(sdp))
     assert neg.index == 2

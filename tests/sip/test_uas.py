@@ -3,82 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-from collections.abc import Callable
 
 import pytest
 
-from ivr.media import DtmfDigit
-from ivr.sdp import MediaOffer
 from ivr.sip import IncomingCall, SipTimers
-from ivr.sip.message import SipRequest, SipResponse
-from ivr.sip.server import SIP_PARSE_ERRORS, SIP_REJECTED_CALLS
-from tests.sip.conftest import UdpClient, answer_and_wait, running_server
-
-SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-       "m=audio {port} RTP/AVP 8 0 96\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\n{extra}")
-
-
-class Dialer:
-    """Builds the caller's side of one call for the raw client."""
-
-    def __init__(self, client: UdpClient, server_port: int) -> None:
-        self.c = client
-        self.server_port = server_port
-        self.call_id = secrets.token_hex(8)
-        self.tag = secrets.token_hex(4)
-        self.to_tag = ""
-        self.cseq = 1
-        self.invite_branch = ""
-
-    def headers(self, method: str, branch: str, cseq: int, extra: str = "", via_port: int | None = None) -> str:
-        to_tag = f";tag={self.to_tag}" if self.to_tag else ""
-        return (f"Via: SIP/2.0/UDP 127.0.0.1:{via_port or self.c.port};branch={branch};rport\r\n"
-                f"From: \"Bob\" <sip:bob@127.0.0.1:{self.c.port}>;tag={self.tag}\r\n"
-                f"To: <sip:ivr@127.0.0.1:{self.server_port}>{to_tag}\r\n"
-                f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
-                f"Contact: <sip:bob@127.0.0.1:{self.c.port}>\r\n{extra}")
-
-    def invite(self, sdp: str | None = None, extra: str = "", branch: str | None = None,
-               content_type: str = "application/sdp", via_port: int | None = None,
-               mutate: Callable[[str], str] = str) -> str:
-        body = SDP.format(port=4000, extra="") if sdp is None else sdp
-        self.invite_branch = branch or "z9hG4bK" + secrets.token_hex(6)
-        ct = f"Content-Type: {content_type}\r\n" if body else ""
-        msg = (f"INVITE sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
-               + self.headers("INVITE", self.invite_branch, self.cseq, extra, via_port)
-               + f"{ct}Content-Length: {len(body)}\r\n\r\n{body}")
-        msg = mutate(msg)
-        self.c.send(msg, self.server_port)
-        return msg
-
-    def request(self, method: str, extra: str = "", body: str = "", cseq: int | None = None,
-                branch: str | None = None) -> str:
-        if cseq is None and method not in ("ACK", "CANCEL"):
-            self.cseq += 1
-        msg = (f"{method} sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
-               + self.headers(method, branch or "z9hG4bK" + secrets.token_hex(6), cseq or self.cseq, extra)
-               + f"Content-Length: {len(body)}\r\n\r\n{body}")
-        self.c.send(msg, self.server_port)
-        return msg
-
-    def ack(self, cseq: int = 1) -> None:
-        self.request("ACK", cseq=cseq)
-
-    async def establish(self, sdp: str | None = None) -> SipResponse:
-        self.invite(sdp)
-        ok = await self.c.response(200)
-        self.to_tag = ok.to.tag or ""
-        self.ack()
-        return ok
-
-
-def respond(client: UdpClient, request: SipRequest, status: int, reason: str, server_port: int,
-            extra: str = "", body: str = "") -> None:
-    h = "".join(f"{n}: {v}\r\n" for n, v in request.headers.items()
-                if n in ("Via", "From", "To", "Call-ID", "CSeq"))
-    client.send(f"SIP/2.0 {status} {reason}\r\n{h}{extra}Content-Length: {len(body)}\r\n\r\n{body}", server_port)
+from ivr.sip.message import SipResponse
+from ivr.sip.server import SIP_REJECTED_CALLS
+from tests.sip.helpers import SDP, Dialer, UdpClient, answer_and_wait, respond, running_server
 
 
 async def count_until(client: UdpClient, status: int, duration: float) -> int:
@@ -162,7 +94,7 @@ async def test_no_ack_ends_call_with_bye(udp_client: UdpClient, rtp_port: int) -
         d = Dialer(udp_client, server.bound_port)
         t0 = time.monotonic()
         d.invite()
-        bye = await udp_client.request("BYE", timeout=3)
+        bye = await udp_client.request("BYE", within=3)
         elapsed = time.monotonic() - t0
         assert 1.2 < elapsed < 2.5
         assert bye.to.tag == d.tag and bye.uri == f"sip:bob@127.0.0.1:{udp_client.port}"
@@ -236,7 +168,8 @@ async def test_bad_invites(udp_client: UdpClient, kind: str, status: int) -> Non
         elif kind == "mf0":
             d.invite(mutate=lambda m: m.replace("Max-Forwards: 70", "Max-Forwards: 0"))
         else:
-            d.invite(mutate=lambda m: m.replace(f"INVITE sip:ivr@127.0.0.1:{server.bound_port}", "INVITE tel:+1555"))
+            sip_ruri = f"INVITE sip:ivr@127.0.0.1:{server.bound_port}"
+            d.invite(mutate=lambda m: m.replace(sip_ruri, "INVITE tel:+1555"))
         resp = await udp_client.response()
         assert resp.status == status
         assert resp.cseq == (1, "INVITE")
