@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CallState = Literal["early", "answering", "confirmed", "ended"]
 _DTMF_DIGITS = frozenset("0123456789*#ABCD")
+_NUMERIC_EVENTS = {"10": "*", "11": "#", "12": "A", "13": "B", "14": "C", "15": "D"}  # RFC 4733 event codes
 
 
 class CallEnded(Exception):
@@ -146,9 +147,10 @@ class IncomingCall:
 
     async def transfer(self, target_uri: str) -> bool:
         """Blind transfer with REFER (RFC 3515).  True when the NOTIFY reports a 2xx: the call is then
-        released with BYE.  False on 4xx-6xx, a failed sipfrag or a timeout; with the server's
-        `transfer_fallback="hangup"` the call is then released with a Reason header, otherwise it
-        stays up for the application's own fallback."""
+        released with BYE.  False on 4xx-6xx, a failed sipfrag or a timeout; `transfer_failure`
+        then records (target, cause) and the server's `transfer_fallback` decides: "keep" leaves the
+        call up for the application's own fallback, "hangup" / "hangup-with-reason" release it with
+        a BYE (the latter with a Reason header)."""
         if self.state != "confirmed":
             return False
         loop = asyncio.get_running_loop()
@@ -176,10 +178,11 @@ class IncomingCall:
             return True
         self.transfer_failure = (target_uri, cause)
         log.info("transfer of %s to %s failed: %s", self.call_id, target_uri, cause)
-        if self._server.config.transfer_fallback == "hangup":
+        fallback = self._server.config.transfer_fallback
+        if fallback != "keep":
             self._end("transfer-failed")
             text = f"transfer to {target_uri} failed: {cause}".replace('"', "'")
-            await self._send_bye(f'SIP;cause=480;text="{text}"')
+            await self._send_bye(f'SIP;cause=480;text="{text}"' if fallback == "hangup-with-reason" else None)
         return False
 
     # -- called by the UAS core --------------------------------------------------------------------
@@ -251,6 +254,7 @@ class IncomingCall:
                 name, _, value = line.partition("=")
                 if name.strip().lower() == "signal":
                     digit = value.strip().upper()
+                    digit = _NUMERIC_EVENTS.get(digit, digit)
         elif ctype == "application/dtmf":
             digit = request.body.decode("utf-8", "replace").strip().upper()
         elif request.body:
@@ -320,13 +324,11 @@ class IncomingCall:
         self._pending_ack = response.cseq[0]
         loop = asyncio.get_running_loop()
         timers = self._server.config.timers
-        data = response.to_bytes()
-        send = self._server.response_sender(tx.request, self.peer)
 
         def retransmit(interval: float) -> None:
             if self._pending_ack is None or self.state == "ended":
                 return
-            send(data)
+            tx.resend()
             nxt = min(2 * interval, timers.t2)
             self._timers.append(loop.call_later(nxt, retransmit, nxt))
 

@@ -97,7 +97,8 @@ def split_list(value: str) -> list[str]:
 
 
 def parse_params(text: str) -> dict[str, str | None]:
-    """';a=b;c' -> {'a': 'b', 'c': None}; names lower-cased, quotes stripped from values."""
+    """';a=b;c' -> {'a': 'b', 'c': None}; names lower-cased, values kept verbatim (quotes included, so
+    that re-serialising a header never changes a quoted-string parameter such as +sip.instance)."""
     params: dict[str, str | None] = {}
     for part in text.split(";"):
         part = part.strip()
@@ -107,10 +108,7 @@ def parse_params(text: str) -> dict[str, str | None]:
         name = name.strip().lower()
         if not _TOKEN_RE.fullmatch(name):
             raise SipParseError(f"bad parameter name {name!r}")
-        v = val.strip()
-        if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
-            v = v[1:-1]
-        params[name] = v if sep else None
+        params[name] = val.strip() if sep else None
     return params
 
 

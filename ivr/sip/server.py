@@ -60,7 +60,9 @@ class SipConfig(BaseModel):
     retry_after: int = Field(30, ge=0)  # seconds, in 503s at capacity or while draining
     user_agent: str = "voicenav"
     transfer_timeout: float = Field(32.0, gt=0)
-    transfer_fallback: Literal["keep", "hangup"] = "keep"
+    # after a failed REFER: "keep" the call for the application, or release it with BYE, plain
+    # ("hangup") or with a Reason header naming the failed target ("hangup-with-reason")
+    transfer_fallback: Literal["keep", "hangup", "hangup-with-reason"] = "keep"
 
     @model_validator(mode="after")
     def _check(self) -> SipConfig:
@@ -116,10 +118,10 @@ class SipServer:
     async def stop(self) -> None:
         """Release every call (BYE, or 480 if unanswered), then close the transports."""
         self.draining = True
-        calls = list(self._calls)
-        if calls:
-            await asyncio.wait([asyncio.ensure_future(c.hangup("server-shutdown")) for c in calls],
-                               timeout=2 * self.config.timers.t1 + 1)
+        hangups = [self.spawn(c.hangup("server-shutdown")) for c in list(self._calls)]
+        if hangups:
+            # a BYE response normally takes a round trip; don't wait for 64*T1 on dead peers
+            await asyncio.wait(hangups, timeout=2 * self.config.timers.t1 + 1)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -349,7 +351,8 @@ class SipServer:
 
     def _on_options(self, req: SipRequest, tx: ServerTransaction) -> None:
         self.respond(tx, make_response(req, 200, to_tag=new_tag(), extra=[
-            ("Allow", self.allow), ("Accept", "application/sdp"), ("Supported", ""),
+            ("Allow", self.allow), ("Accept", "application/sdp, application/dtmf-relay, message/sipfrag"),
+            ("Supported", ""),
             ("Accept-Language", "en"), ("Server", self.config.user_agent)]))
 
     def _on_cancel(self, req: SipRequest, tx: ServerTransaction) -> None:
@@ -369,6 +372,12 @@ class SipServer:
         self.respond(tx, make_response(req, status, to_tag=new_tag(), extra=extra))
 
     def _on_new_invite(self, req: SipRequest, peer: Peer, tx: InviteServerTransaction) -> None:
+        from_tag, cseq = req.from_.tag, req.cseq
+        if any(c.call_id == req.call_id and c.dialog.remote_tag == from_tag and c.invite.cseq == cseq
+               for c in self._calls):
+            # same request reached us again along another path (§8.2.2.2 merged request)
+            self._reject_invite(req, tx, 482, "loop")
+            return
         retry = [("Retry-After", str(self.config.retry_after))]
         if self.draining:
             self._reject_invite(req, tx, 503, "draining", retry)

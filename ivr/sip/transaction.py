@@ -77,6 +77,11 @@ class ServerTransaction:
         self._handles.clear()
         self._on_terminated(self)
 
+    def resend(self) -> None:
+        """Transmit the latest response again (the UAS core's 2xx retransmissions use this)."""
+        if self.last_response is not None:
+            self._transmit(self.last_response)
+
     def on_retransmission(self) -> None:
         """The same request again: repeat our latest response, if any (§17.2.1, §17.2.2)."""
         if self.last_response is not None:

@@ -9,7 +9,7 @@ from ivr.media import DtmfDigit
 from ivr.sdp import MediaOffer
 from ivr.sip import IncomingCall
 from ivr.sip.message import SipResponse, parse_message
-from ivr.sip.server import SIP_PARSE_ERRORS
+from ivr.sip.server import SIP_ACTIVE_CALLS, SIP_PARSE_ERRORS, SIP_RESPONSES
 from tests.sip.helpers import SDP, Dialer, UdpClient, answer_and_wait, respond, running_server
 
 
@@ -109,7 +109,7 @@ async def test_info_dtmf_relay(udp_client: UdpClient, rtp_port: int) -> None:
     async with running_server(on_call) as server:
         d = Dialer(udp_client, server.bound_port)
         await d.establish()
-        for sig in ("5", "#"):
+        for sig in ("5", "11"):
             d.request("INFO", extra="Content-Type: application/dtmf-relay\r\n",
                       body=f"Signal={sig}\r\nDuration=160\r\n")
             assert (await udp_client.response()).status == 200
@@ -261,7 +261,7 @@ async def test_transfer_bye_carries_reason(udp_client: UdpClient, rtp_port: int)
         await call.answer("127.0.0.1", rtp_port)
         await call.transfer("sip:agent@127.0.0.1:5999")
 
-    async with running_server(on_call, transfer_fallback="hangup") as server:
+    async with running_server(on_call, transfer_fallback="hangup-with-reason") as server:
         d = Dialer(udp_client, server.bound_port)
         await d.establish()
         refer = await udp_client.request("REFER")
@@ -269,6 +269,31 @@ async def test_transfer_bye_carries_reason(udp_client: UdpClient, rtp_port: int)
         bye = await udp_client.request("BYE")
         assert (bye.headers.get("Reason") or "").startswith("SIP;cause=480;text=\"transfer to sip:agent@")
         respond(udp_client, bye, 200, "OK", server.bound_port)
+
+
+async def test_plain_hangup_fallback_has_no_reason(udp_client: UdpClient, rtp_port: int) -> None:
+    ok, call, _ = await transfer_scenario(udp_client, rtp_port, "405", transfer_fallback="hangup")
+    assert not ok and call.end_reason == "transfer-failed"
+    assert call.transfer_failure == ("sip:agent@127.0.0.1:5999", "405 Method Not Allowed")
+
+
+async def test_merged_invite_gets_482_and_metrics(udp_client: UdpClient, rtp_port: int) -> None:
+    async def on_call(call: IncomingCall) -> None:
+        call.ringing()
+        await call.wait_ended()
+
+    async with running_server(on_call) as server:
+        sent_482 = SIP_RESPONSES.labels("482")._value.get()
+        active = SIP_ACTIVE_CALLS._value.get()
+        d = Dialer(udp_client, server.bound_port)
+        d.invite()
+        await udp_client.response(180)
+        assert SIP_ACTIVE_CALLS._value.get() == active + 1
+        d.invite()  # same Call-ID, From tag and CSeq, new branch: arrived along a second path
+        assert (await udp_client.response()).status == 482
+        assert SIP_RESPONSES.labels("482")._value.get() == sent_482 + 1
+        assert server.active_calls == 1
+    assert SIP_ACTIVE_CALLS._value.get() == active  # stop() released the ringing call
 
 
 async def test_stop_hangs_up_active_calls(udp_client: UdpClient, rtp_port: int) -> None:
