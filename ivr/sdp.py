@@ -207,6 +207,29 @@ def negotiate(offer: SessionDescription) -> Negotiation:
     raise SdpNotAcceptable("no common codec: PCMU or PCMA over RTP/AVP required", warning_code=305)
 
 
+def build_offer(*, local_ip: str, local_port: int, session_id: int, session_version: int,
+                telephone_event_pt: int = 101, username: str = "voicenav") -> bytes:
+    """Our offer, for INVITEs that came without one (the caller answers in its ACK): PCMU, PCMA and
+    telephone-event, 20 ms packets."""
+    ip_ver = "IP6" if ":" in local_ip else "IP4"
+    te = telephone_event_pt
+    out = [
+        "v=0",
+        f"o={username} {session_id} {session_version} IN {ip_ver} {local_ip}",
+        "s=voicenav",
+        f"c=IN {ip_ver} {local_ip}",
+        "t=0 0",
+        f"m=audio {local_port} RTP/AVP 0 8 {te}",
+        "a=rtpmap:0 PCMU/8000",
+        "a=rtpmap:8 PCMA/8000",
+        f"a=rtpmap:{te} telephone-event/8000",
+        f"a=fmtp:{te} 0-15",
+        "a=ptime:20",
+        "a=sendrecv",
+    ]
+    return ("\r\n".join(out) + "\r\n").encode()
+
+
 def build_answer(neg: Negotiation, *, local_ip: str, local_port: int, session_id: int,
                  session_version: int, username: str = "voicenav") -> bytes:
     """The RFC 3264 answer: one line per offered m=, ours for the accepted stream, port 0 for the rest."""

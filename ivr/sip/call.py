@@ -16,7 +16,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from ivr.media import DtmfDigit
-from ivr.sdp import MediaOffer, Negotiation, SdpError, SdpNotAcceptable, build_answer, negotiate, parse_sdp
+from ivr.sdp import (
+    MediaOffer,
+    Negotiation,
+    SdpError,
+    SdpNotAcceptable,
+    build_answer,
+    build_offer,
+    negotiate,
+    parse_sdp,
+)
 from ivr.sip.dialog import Dialog
 from ivr.sip.message import NameAddr, SipParseError, SipRequest, SipResponse, make_response
 from ivr.sip.transaction import (
@@ -57,14 +66,15 @@ class IncomingCall:
     """
 
     def __init__(self, server: SipServer, invite: SipRequest, tx: InviteServerTransaction, peer: Peer,
-                 dialog: Dialog, negotiation: Negotiation) -> None:
+                 dialog: Dialog, negotiation: Negotiation | None) -> None:
         self._server = server
         self.invite = invite
         self.invite_tx = tx
         self.peer = peer
         self.dialog = dialog
         self._neg = negotiation
-        self.media: MediaOffer = negotiation.media
+        # None only for an INVITE without SDP (delayed offer) until answer() has returned
+        self.media: MediaOffer | None = negotiation.media if negotiation else None
         frm, to = invite.from_, invite.to
         self.call_id = dialog.call_id
         self.from_uri = frm.uri
@@ -108,12 +118,19 @@ class IncomingCall:
 
     async def answer(self, local_ip: str, local_port: int) -> None:
         """Send 200 OK with our SDP answer (RTP at local_ip:local_port) and wait for the ACK.
-        Raises CallEnded if the call ends first (CANCEL, BYE, no ACK within 64*T1)."""
+        For an INVITE without SDP the 200 carries our offer and the ACK the caller's answer, which
+        sets `media`.  Raises CallEnded if the call ends first (CANCEL, BYE, no ACK within 64*T1,
+        no usable answer in the ACK)."""
         if self.state != "early":
             raise CallEnded(self.end_reason or f"cannot answer in state {self.state}")
         self._local = (local_ip, local_port)
-        body = build_answer(self._neg, local_ip=local_ip, local_port=local_port,
-                            session_id=self._session_id, session_version=self._session_version)
+        if self._neg is None:
+            body = build_offer(local_ip=local_ip, local_port=local_port, session_id=self._session_id,
+                               session_version=self._session_version)
+            self._offer_in_2xx = True
+        else:
+            body = build_answer(self._neg, local_ip=local_ip, local_port=local_port,
+                                session_id=self._session_id, session_version=self._session_version)
         response = self._dialog_response(self.invite, 200, body=body)
         self.state = "answering"
         self._send_2xx(self.invite_tx, response)
@@ -192,11 +209,17 @@ class IncomingCall:
             return
         self._pending_ack = None
         self._cancel_timers()
-        if self._offer_in_2xx:
-            self._offer_in_2xx = False
-            self._apply_answer_in_ack(ack)
         if self.state == "answering":
             self.state = "confirmed"
+        if self._offer_in_2xx:
+            self._offer_in_2xx = False
+            try:
+                self._set_media(self._negotiate_body(ack))
+            except SdpError as exc:
+                log.warning("call %s: no usable SDP answer in the ACK (%s)", self.call_id, exc.reason)
+                self._end("bad-sdp")
+                self._server.spawn(self._send_bye(None))
+                return
         if not self._acked.done():
             self._acked.set_result(None)
 
@@ -224,8 +247,8 @@ class IncomingCall:
         if not request.body:
             # offer-less re-INVITE: our 2xx carries an offer, the caller's answer comes in the ACK
             self._session_version += 1
-            body = build_answer(self._neg, local_ip=self._local[0], local_port=self._local[1],
-                                session_id=self._session_id, session_version=self._session_version)
+            body = build_offer(local_ip=self._local[0], local_port=self._local[1],
+                               session_id=self._session_id, session_version=self._session_version)
             self._offer_in_2xx = True
             self._send_2xx(tx, self._dialog_response(request, 200, body=body))
             return
@@ -288,15 +311,6 @@ class IncomingCall:
         if request.content_type != "application/sdp":
             raise SdpError("unsupported content type")
         return negotiate(parse_sdp(request.body))
-
-    def _apply_answer_in_ack(self, ack: SipRequest) -> None:
-        try:
-            neg = self._negotiate_body(ack)
-        except SdpError as exc:
-            log.warning("call %s: unusable SDP answer in ACK (%s); ending the call", self.call_id, exc.reason)
-            self._server.spawn(self.hangup("bad-sdp"))
-            return
-        self._set_media(neg)
 
     def _set_media(self, neg: Negotiation) -> None:
         self._neg = neg

@@ -173,10 +173,6 @@ class SipUri:
         return f"{self.scheme}:{userinfo}{hostport}{format_params(self.params)}{hdrs}"
 
     @property
-    def transport(self) -> str:
-        return (self.params.get("transport") or "udp").lower()
-
-    @property
     def default_port(self) -> int:
         return self.port or (5061 if self.scheme == "sips" else 5060)
 
@@ -313,16 +309,8 @@ class Headers:
         vals = self.values(name)
         return vals[0] if vals else default
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self.raw(name))
-
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
-
-    def copy(self) -> Headers:
-        h = Headers()
-        h._items = list(self._items)
-        return h
 
 
 class _Message:

@@ -309,7 +309,7 @@ class SipServer:
         if mf is not None and int(mf) == 0 and m != "OPTIONS":
             self.respond(tx, make_response(req, 483))
             return
-        required = [r for v in req.headers.values("Require") for r in v.split(",") if r.strip()]
+        required = req.headers.values("Require")
         if required:
             self.respond(tx, make_response(req, 420, extra=[("Unsupported", ", ".join(required))]))
             return
@@ -394,15 +394,11 @@ class SipServer:
         except SipParseError:
             self._reject_invite(req, tx, 400, "bad-request")
             return
-        if not req.body:
-            # offer-less INVITE (offer in our 2xx) is not supported: nothing to negotiate media from
-            self._reject_invite(req, tx, 488, "no-offer",
-                                [("Warning", f'399 {self.advertised_host} "SDP offer required"')])
-            return
         try:
-            if req.content_type != "application/sdp":
+            if req.body and req.content_type != "application/sdp":
                 raise SdpError("unsupported content type")
-            neg = negotiate(parse_sdp(req.body))
+            # no body: delayed offer, ours goes in the 2xx and the caller answers in the ACK
+            neg = negotiate(parse_sdp(req.body)) if req.body else None
         except SdpNotAcceptable as exc:
             self._reject_invite(req, tx, 488, "no-common-codec",
                                 [("Warning", f'{exc.warning_code} {self.advertised_host} "{exc.reason}"')])

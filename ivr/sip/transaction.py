@@ -265,6 +265,3 @@ class TransactionLayer:
             stx.terminate()
         for ctx in list(self._client.values()):
             ctx.cancel()
-
-    def __len__(self) -> int:
-        return len(self._server) + len(self._client)

@@ -7,7 +7,7 @@ import random
 
 from ivr.media import DtmfDigit
 from ivr.sdp import MediaOffer
-from ivr.sip import IncomingCall
+from ivr.sip import CallEnded, IncomingCall
 from ivr.sip.message import SipResponse, parse_message
 from ivr.sip.server import SIP_ACTIVE_CALLS, SIP_PARSE_ERRORS, SIP_RESPONSES
 from tests.sip.helpers import SDP, Dialer, UdpClient, answer_and_wait, respond, running_server
@@ -90,13 +90,59 @@ async def test_offerless_reinvite_gets_offer_and_answer_in_ack(udp_client: UdpCl
         d.cseq += 1
         d.invite(sdp="")
         offer = await udp_client.response(200)
-        assert f"m=audio {rtp_port} RTP/AVP 8 96" in offer.body.decode()
-        answer = sdp(4500).replace("RTP/AVP 8 0 96", "RTP/AVP 8 96")
+        assert f"m=audio {rtp_port} RTP/AVP 0 8 101" in offer.body.decode()
+        answer = sdp(4500).replace("RTP/AVP 8 0 96", "RTP/AVP 8 101").replace("96", "101")
         d.request("ACK", cseq=2, body=answer, extra="Content-Type: application/sdp\r\n")
         await asyncio.sleep(0.05)
-        assert [(c.remote_port, c.codec) for c in changes] == [(4500, "PCMA")]
+        assert [(c.remote_port, c.codec, c.telephone_event_pt) for c in changes] == [(4500, "PCMA", 101)]
         d.request("BYE")
         await udp_client.response(200)
+
+
+async def test_delayed_offer_invite(udp_client: UdpClient, rtp_port: int) -> None:
+    media: list[MediaOffer | None] = []
+
+    async def on_call(call: IncomingCall) -> None:
+        assert call.media is None
+        await call.answer("127.0.0.1", rtp_port)
+        media.append(call.media)
+        await call.wait_ended()
+
+    async with running_server(on_call) as server:
+        d = Dialer(udp_client, server.bound_port)
+        d.invite(sdp="")
+        ok = await udp_client.response(200)
+        offer = ok.body.decode()
+        assert f"m=audio {rtp_port} RTP/AVP 0 8 101" in offer and "a=fmtp:101 0-15" in offer
+        d.to_tag = ok.to.tag or ""
+        answer = sdp(4600).replace("RTP/AVP 8 0 96", "RTP/AVP 8 101").replace("96", "101")
+        d.request("ACK", cseq=1, body=answer, extra="Content-Type: application/sdp\r\n")
+        await asyncio.sleep(0.05)
+        assert media and media[0] is not None
+        assert (media[0].codec, media[0].remote_port, media[0].telephone_event_pt) == ("PCMA", 4600, 101)
+        d.request("BYE")
+        await udp_client.response(200)
+
+
+async def test_delayed_offer_without_answer_in_ack_is_released(udp_client: UdpClient, rtp_port: int) -> None:
+    errors: list[str] = []
+
+    async def on_call(call: IncomingCall) -> None:
+        try:
+            await call.answer("127.0.0.1", rtp_port)
+        except CallEnded as exc:
+            errors.append(exc.reason)
+
+    async with running_server(on_call) as server:
+        d = Dialer(udp_client, server.bound_port)
+        d.invite(sdp="")
+        ok = await udp_client.response(200)
+        d.to_tag = ok.to.tag or ""
+        d.ack()
+        bye = await udp_client.request("BYE")
+        respond(udp_client, bye, 200, "OK", server.bound_port)
+        await asyncio.sleep(0.02)
+        assert errors == ["bad-sdp"]
 
 
 async def test_info_dtmf_relay(udp_client: UdpClient, rtp_port: int) -> None:
