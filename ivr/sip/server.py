@@ -284,7 +284,17 @@ class SipServer:
         tx = self._layer.create_server(req, send, reliable)
         if req.method == "INVITE":
             SIP_RESPONSES.labels("100").inc()
-        self._dispatch(req, peer, tx)
+        try:
+            self._dispatch(req, peer, tx)
+        except SipParseError as exc:
+            # a header only some methods need (Contact, Record-Route, ...) turned out malformed
+            SIP_PARSE_ERRORS.labels(peer.transport).inc()
+            if not tx.final_sent:
+                self.respond(tx, make_response(req, 400, f"Bad Request ({exc.reason})"))
+        except Exception:
+            log.exception("error handling %s %s", req.method, req.call_id)
+            if not tx.final_sent:
+                self.respond(tx, make_response(req, 500))
 
     def _stateless(self, req: SipRequest, peer: Peer, response: SipResponse) -> None:
         SIP_RESPONSES.labels(str(response.status)).inc()

@@ -147,7 +147,7 @@ async def test_non_2xx_retransmitted_until_ack(udp_client: UdpClient) -> None:
 
 @pytest.mark.parametrize("kind, status", [
     ("bad-sdp", 400), ("text-body", 415), ("require", 420), ("mf0", 483), ("tel", 416),
-    ("gzip", 415),
+    ("gzip", 415), ("bad-record-route", 400), ("no-contact", 400),
 ])
 async def test_bad_invites(udp_client: UdpClient, kind: str, status: int) -> None:
     async def on_call(call: IncomingCall) -> None:
@@ -163,6 +163,10 @@ async def test_bad_invites(udp_client: UdpClient, kind: str, status: int) -> Non
             d.invite(extra="Require: 100rel\r\n")
         elif kind == "gzip":
             d.invite(extra="Content-Encoding: gzip\r\n")
+        elif kind == "bad-record-route":
+            d.invite(extra="Record-Route: <sip:proxy.example.com;lr\r\n")
+        elif kind == "no-contact":
+            d.invite(mutate=lambda m: m.replace(f"Contact: <sip:bob@127.0.0.1:{udp_client.port}>\r\n", ""))
         elif kind == "mf0":
             d.invite(mutate=lambda m: m.replace("Max-Forwards: 70", "Max-Forwards: 0"))
         else:
