@@ -12,7 +12,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field, model_validator
 
 from ivr.sdp import SdpError, SdpNotAcceptable, negotiate, parse_sdp
-from ivr.sip.call import IncomingCall, exc_status
+from ivr.sip.call import CallEnded, IncomingCall, exc_status
 from ivr.sip.dialog import Dialog, new_branch, new_tag
 from ivr.sip.message import (
     NameAddr,
@@ -434,6 +434,8 @@ class SipServer:
         failed = False
         try:
             await self._on_call(call)
+        except CallEnded as exc:
+            log.debug("call %s ended under its handler: %s", call.call_id, exc.reason)
         except Exception:
             failed = True
             log.exception("call handler failed for %s", call.call_id)

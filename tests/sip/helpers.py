@@ -109,6 +109,7 @@ class Dialer:
         self.to_tag = ""
         self.cseq = 1
         self.invite_branch = ""
+        self.invite_cseq = 1
 
     def headers(self, method: str, branch: str, cseq: int, extra: str = "",
                 via_port: int | None = None) -> str:
@@ -124,6 +125,7 @@ class Dialer:
                mutate: Callable[[str], str] = str) -> str:
         body = SDP.format(port=4000, extra="") if sdp is None else sdp
         self.invite_branch = branch or "z9hG4bK" + secrets.token_hex(6)
+        self.invite_cseq = self.cseq
         ct = f"Content-Type: {content_type}\r\n" if body else ""
         msg = (f"INVITE sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
                + self.headers("INVITE", self.invite_branch, self.cseq, extra, via_port)
@@ -142,8 +144,8 @@ class Dialer:
         self.c.send(msg, self.server_port)
         return msg
 
-    def ack(self, cseq: int = 1) -> None:
-        self.request("ACK", cseq=cseq)
+    def ack(self, cseq: int | None = None) -> None:
+        self.request("ACK", cseq=cseq or self.invite_cseq)
 
     async def establish(self, sdp: str | None = None) -> SipResponse:
         self.invite(sdp)

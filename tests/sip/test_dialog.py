@@ -219,8 +219,10 @@ async def test_capacity_and_drain(udp_client: UdpClient, rtp_port: int) -> None:
 
 
 async def test_out_of_dialog_and_odd_requests(udp_client: UdpClient, rtp_port: int) -> None:
+    reasons: list[str] = []
+
     async def on_call(call: IncomingCall) -> None:
-        await answer_and_wait(call, rtp_port)
+        reasons.append(await answer_and_wait(call, rtp_port))
 
     async with running_server(on_call) as server:
         d = Dialer(udp_client, server.bound_port)
@@ -243,6 +245,8 @@ async def test_out_of_dialog_and_odd_requests(udp_client: UdpClient, rtp_port: i
         assert (await udp_client.response()).status == 500
         d.request("BYE")
         assert (await udp_client.response()).status == 200
+        await asyncio.sleep(0.02)
+    assert reasons == ["bye"]
 
 
 async def test_handler_error_gives_500(udp_client: UdpClient) -> None:
