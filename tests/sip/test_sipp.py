@@ -44,12 +44,13 @@ def free_port(span: int = 1) -> int:
     raise RuntimeError("no free port")
 
 
-async def run_sipp(server: SipServer, scenario: str, tmp_path: Path, limit: float = 8.0) -> tuple[int, str]:
+async def run_sipp(server: SipServer, scenario: str, tmp_path: Path, limit: float = 8.0,
+                   transport: str = "u1") -> tuple[int, str]:
     err = tmp_path / "sipp_err.log"
     cmd = ["sipp", f"127.0.0.1:{server.bound_port}", "-sf", str(SCENARIOS / scenario), "-m", "1",
            "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port(4)),
            "-nostdin", "-timeout", f"{int(limit)}s", "-timeout_error", "-trace_err", "-error_file", str(err),
-           "-max_recv_loops", "1000"]
+           "-max_recv_loops", "1000", "-t", transport]
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:
@@ -64,7 +65,8 @@ async def run_sipp(server: SipServer, scenario: str, tmp_path: Path, limit: floa
     return proc.returncode or 0, log
 
 
-async def test_call_with_caller_bye(tmp_path: Path, rtp_port: int) -> None:
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+async def test_call_with_caller_bye(tmp_path: Path, rtp_port: int, transport: str) -> None:
     seen: list[IncomingCall] = []
     reasons: list[str] = []
 
@@ -76,13 +78,14 @@ async def test_call_with_caller_bye(tmp_path: Path, rtp_port: int) -> None:
 
     async with running_server(on_call) as server:
         t0 = time.monotonic()
-        rc, log = await run_sipp(server, "uac_call.xml", tmp_path)
+        rc, log = await run_sipp(server, "uac_call.xml", tmp_path, transport=transport)
         assert rc == 0, log
         assert time.monotonic() - t0 < 5
         await asyncio.sleep(0.05)
         assert server.active_calls == 0
     call = seen[0]
     assert reasons == ["bye"]
+    assert call.peer.transport == ("tcp" if transport == "t1" else "udp")
     assert call.caller_display == "Alice Caller" and call.caller_user == "alice"
     assert call.media.codec == "PCMU" and call.media.payload_type == 0
     assert call.media.telephone_event_pt == 101 and call.media.ptime == 20
@@ -124,7 +127,8 @@ async def test_g729_only_gets_488(tmp_path: Path) -> None:
     assert calls == []
 
 
-async def test_server_hangs_up(tmp_path: Path, rtp_port: int) -> None:
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+async def test_server_hangs_up(tmp_path: Path, rtp_port: int, transport: str) -> None:
     reasons: list[str] = []
 
     async def on_call(call: IncomingCall) -> None:
@@ -134,12 +138,13 @@ async def test_server_hangs_up(tmp_path: Path, rtp_port: int) -> None:
         reasons.append(call.end_reason or "")
 
     async with running_server(on_call) as server:
-        rc, log = await run_sipp(server, "uac_server_bye.xml", tmp_path)
+        rc, log = await run_sipp(server, "uac_server_bye.xml", tmp_path, transport=transport)
         assert rc == 0, log
     assert reasons == ["goodbye"]
 
 
-async def test_refer_transfer(tmp_path: Path, rtp_port: int) -> None:
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+async def test_refer_transfer(tmp_path: Path, rtp_port: int, transport: str) -> None:
     results: list[bool] = []
     reasons: list[str | None] = []
 
@@ -149,7 +154,7 @@ async def test_refer_transfer(tmp_path: Path, rtp_port: int) -> None:
         reasons.append(call.end_reason)
 
     async with running_server(on_call) as server:
-        rc, log = await run_sipp(server, "uac_refer.xml", tmp_path)
+        rc, log = await run_sipp(server, "uac_refer.xml", tmp_path, transport=transport)
         assert rc == 0, log
     assert results == [True]
     assert reasons == ["transferred"]

@@ -180,3 +180,58 @@ async def test_bad_invites(udp_client: UdpClient, kind: str, status: int) -> Non
         if kind == "text-body":
             assert resp.headers.get("Accept") == "application/sdp"
         assert server.active_calls == 0
+
+
+async def test_response_addressing_via_sent_by_and_rport(udp_client: UdpClient) -> None:
+    """§18.2.2: without rport the response goes to the Via sent-by port; with rport (RFC 3581) to the
+    source port of the request."""
+    other = await UdpClient.open()
+
+    async def on_call(call: IncomingCall) -> None:
+        call.reject(486)
+
+    try:
+        async with running_server(on_call) as server:
+            d = Dialer(udp_client, server.bound_port)
+            d.invite(via_port=other.port, mutate=lambda m: m.replace(";rport", ""))
+            busy = await other.response()
+            assert busy.status == 486 and "received" not in busy.top_via.params
+            assert udp_client.queue.empty()
+            d2 = Dialer(udp_client, server.bound_port)
+            d2.invite(via_port=other.port)
+            busy = await udp_client.response()
+            assert busy.status == 486 and busy.top_via.params["rport"] == str(udp_client.port)
+    finally:
+        other.close()
+
+
+async def test_rfc2543_peer_without_branch(udp_client: UdpClient) -> None:
+    """No magic-cookie branch: transactions are matched on Call-ID, From tag, CSeq and top Via."""
+    calls: list[IncomingCall] = []
+
+    async def on_call(call: IncomingCall) -> None:
+        calls.append(call)
+        call.ringing()
+        await call.wait_ended()
+
+    async with running_server(on_call, timers=SipTimers(t1=0.05, t2=0.2, t4=0.1)) as server:
+        d = Dialer(udp_client, server.bound_port)
+        invite = d.invite(mutate=lambda m: m.replace(f";branch={d.invite_branch}", ""))
+        await udp_client.response(180)
+        udp_client.send(invite, server.bound_port)  # retransmission: absorbed, 180 repeated
+        await udp_client.response(180)
+        head = invite.split("Content-Type")[0]
+        cancel = (head.replace("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+                  + "Content-Length: 0\r\n\r\n")
+        udp_client.send(cancel, server.bound_port)
+        responses = {r.status: r for r in [await udp_client.response(), await udp_client.response()]}
+        assert set(responses) == {200, 487}
+        to_487 = responses[487].headers.get("To") or ""
+        ack = (cancel.replace("CANCEL sip:", "ACK sip:", 1).replace("CSeq: 1 CANCEL", "CSeq: 1 ACK")
+               .replace(f"To: <sip:ivr@127.0.0.1:{server.bound_port}>", f"To: {to_487}"))
+        udp_client.send(ack, server.bound_port)
+        await asyncio.sleep(0.02)
+        while not udp_client.queue.empty():
+            udp_client.queue.get_nowait()
+        assert await count_until(udp_client, 487, 0.4) == 0  # the ACK matched: no more 487s
+        assert len(calls) == 1 and calls[0].end_reason == "cancel"
