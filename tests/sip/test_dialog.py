@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from ivr.media import DtmfDigit
 from ivr.sdp import MediaOffer
-from ivr.sip import CallEnded, IncomingCall
+from ivr.sip import CallEnded, IncomingCall, SipTimers
 from ivr.sip.message import SipResponse, parse_message
-from ivr.sip.server import SIP_ACTIVE_CALLS, SIP_PARSE_ERRORS, SIP_RESPONSES
+from ivr.sip.server import SIP_ACTIVE_CALLS, SIP_PARSE_ERRORS, SIP_REQUESTS, SIP_RESPONSES
 from tests.sip.helpers import SDP, Dialer, UdpClient, answer_and_wait, respond, running_server
 
 
@@ -408,3 +410,58 @@ async def test_tcp_call_and_broken_stream_isolated(rtp_port: int) -> None:
         w.close()
         await asyncio.sleep(0.05)
         assert reasons == ["bye"]
+
+
+async def test_fuzzed_requests_never_break_the_core(udp_client: UdpClient, rtp_port: int,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Mutated INVITE/re-INVITE/INFO/BYE requests reach the core (not just the parser): none may raise
+    inside it, and a clean call still works afterwards."""
+    answered: list[IncomingCall] = []
+
+    async def on_call(call: IncomingCall) -> None:
+        if call.from_uri.startswith("sip:bob@") and call.caller_display == "Good":
+            answered.append(call)
+            await answer_and_wait(call, rtp_port)
+        else:
+            call.reject(486)
+
+    def core_requests() -> float:
+        return sum(SIP_REQUESTS.labels(m)._value.get() for m in ("INVITE", "INFO", "BYE", "CANCEL", "other"))
+
+    rng = random.Random(3261)
+    async with running_server(on_call, timers=SipTimers(t1=0.01, t2=0.04, t4=0.02)) as server:
+        d = Dialer(udp_client, server.bound_port)
+        sent: list[str] = []
+        d.c = type("Capture", (), {"port": udp_client.port, "send": lambda self, m, p: sent.append(m)})()
+        d.invite()
+        d.to_tag = "abc"
+        d.invite(sdp(4100, "a=sendonly\r\n"))
+        d.request("INFO", extra="Content-Type: application/dtmf-relay\r\n", body="Signal=5\r\n")
+        d.request("BYE")
+        d.request("CANCEL", cseq=1)
+        before = core_requests()
+        with caplog.at_level("ERROR", logger="ivr.sip"):
+            for _ in range(400):
+                b = bytearray(rng.choice(sent).encode())
+                for _ in range(rng.randint(1, 2)):
+                    i = rng.randrange(len(b))
+                    if rng.random() < 0.5:
+                        b[i] = rng.choice(b" :;,<>=@\"\r\n0123456789abcdefINVITE\x00\xff")
+                    else:
+                        del b[i:i + rng.randint(1, 6)]
+                udp_client.send(bytes(b), server.bound_port)
+                await asyncio.sleep(0)  # let the server read: the socket buffer must not overflow
+            await asyncio.sleep(0.3)
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+        reached = core_requests() - before
+        assert reached > 120, reached  # many mutations got past the parser into the core
+        while not udp_client.queue.empty():
+            udp_client.queue.get_nowait()
+        good = Dialer(udp_client, server.bound_port)
+        good.invite(mutate=lambda m: m.replace('"Bob"', '"Good"'))
+        ok = await udp_client.response(200)
+        good.to_tag = ok.to.tag or ""
+        good.ack()
+        good.request("BYE")
+        assert (await udp_client.response(200)).cseq[1] == "BYE"
+        assert len(answered) == 1
