@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -58,11 +59,13 @@ class UdpTransport(asyncio.DatagramProtocol):
         self._on_error = on_error
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._family = socket.AF_INET
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
         self._transport = transport
+        self._family = transport.get_extra_info("socket").family
         addr = transport.get_extra_info("sockname")
         return addr[0], addr[1]
 
@@ -92,7 +95,9 @@ class UdpTransport(asyncio.DatagramProtocol):
 
     async def _resolve_and_send(self, data: bytes, host: str, port: int) -> None:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=2)  # SOCK_DGRAM
+            # only addresses our socket can reach (an IPv4 socket cannot send to ::1)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=self._family,
+                                                                 type=socket.SOCK_DGRAM)
         except OSError as exc:
             log.warning("cannot resolve %s: %s", host, exc)
             return

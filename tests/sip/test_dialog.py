@@ -465,3 +465,21 @@ async def test_fuzzed_requests_never_break_the_core(udp_client: UdpClient, rtp_p
         good.request("BYE")
         assert (await udp_client.response(200)).cseq[1] == "BYE"
         assert len(answered) == 1
+
+
+async def test_bye_to_a_contact_hostname(udp_client: UdpClient, rtp_port: int) -> None:
+    """A Contact with a host name is resolved without blocking, to an address our socket can reach."""
+    async def on_call(call: IncomingCall) -> None:
+        await call.answer("127.0.0.1", rtp_port)
+        await call.hangup()
+
+    async with running_server(on_call) as server:
+        d = Dialer(udp_client, server.bound_port)
+        d.invite(mutate=lambda m: m.replace(f"Contact: <sip:bob@127.0.0.1:{udp_client.port}>",
+                                            f"Contact: <sip:bob@localhost:{udp_client.port}>"))
+        ok = await udp_client.response(200)
+        d.to_tag = ok.to.tag or ""
+        d.ack()
+        bye = await udp_client.request("BYE")
+        assert bye.uri == f"sip:bob@localhost:{udp_client.port}"
+        respond(udp_client, bye, 200, "OK", server.bound_port)
