@@ -173,7 +173,7 @@ async def test_info_dtmf_relay(udp_client: UdpClient, rtp_port: int) -> None:
 async def test_record_route_becomes_route_set(udp_client: UdpClient, rtp_port: int) -> None:
     async def on_call(call: IncomingCall) -> None:
         await call.answer("127.0.0.1", rtp_port)
-        await call.hangup()
+        await call.hangup(cause='Q.850;cause=16;text="Normal call clearing"')
 
     async with running_server(on_call) as server:
         d = Dialer(udp_client, server.bound_port)
@@ -190,6 +190,7 @@ async def test_record_route_becomes_route_set(udp_client: UdpClient, rtp_port: i
                                                "<sip:p2.invalid;lr;ftag=x>"]
         assert bye.headers.get("Max-Forwards") == "70" and bye.top_via.branch.startswith("z9hG4bK")
         assert bye.from_.tag == d.to_tag and bye.to.tag == d.tag
+        assert bye.headers.get("Reason") == 'Q.850;cause=16;text="Normal call clearing"'
         respond(udp_client, bye, 200, "OK", server.bound_port)
 
 
