@@ -36,8 +36,12 @@ RTP_PACKETS_IN = Counter(
 RTP_BAD_PACKETS = Counter("voicenav_rtp_bad_packets_total", "Malformed RTP datagrams dropped", ["reason"])
 RTP_PACKETS_OUT = Counter("voicenav_rtp_packets_sent_total", "RTP packets sent")
 DTMF_DIGITS = Counter("voicenav_dtmf_digits_total", "DTMF digits received, by source", ["source"])
-PLAYBACK_INTERRUPTIONS = Counter("voicenav_playback_interruptions_total", "Prompts cut short by stop_playback")
-EVENTS_DROPPED = Counter("voicenav_media_events_dropped_total", "Media events dropped: the consumer fell behind")
+PLAYBACK_INTERRUPTIONS = Counter(
+    "voicenav_playback_interruptions_total", "Prompts cut short by stop_playback"
+)
+EVENTS_DROPPED = Counter(
+    "voicenav_media_events_dropped_total", "Media events dropped: the consumer fell behind"
+)
 
 SAMPLE_RATE = 8000
 Codec = Literal["PCMU", "PCMA"]
@@ -207,7 +211,9 @@ class RtpSession:
         self._last_rx = 0.0
 
     @classmethod
-    async def open(cls, params: RtpParameters | None = None, config: RtpSessionConfig | None = None) -> RtpSession:
+    async def open(
+        cls, params: RtpParameters | None = None, config: RtpSessionConfig | None = None
+    ) -> RtpSession:
         self = cls(params or RtpParameters(), config or RtpSessionConfig())
         loop = asyncio.get_running_loop()
         sock = _bind(self.config)

@@ -59,10 +59,13 @@ def best_correlation(ref: np.ndarray, got: np.ndarray) -> tuple[float, int]:
     return float((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum())), lag
 
 
-def dtmf_tone(digit: str, seconds: float, amplitude: float = 6000.0, deviation: float = 0.0,
-              twist_db: float = 0.0) -> np.ndarray:
+def dtmf_tone(
+    digit: str, seconds: float, amplitude: float = 6000.0, deviation: float = 0.0, twist_db: float = 0.0
+) -> np.ndarray:
     """Row + column tone; `deviation` shifts the row up and the column down; twist = column/row in dB."""
     r = next(i for i, row in enumerate(KEYPAD) if digit in row)
     f1, f2 = ROWS[r] * (1 + deviation), COLS[KEYPAD[r].index(digit)] * (1 - deviation)
     t = np.arange(int(seconds * 8000)) / 8000
-    return amplitude * np.sin(2 * np.pi * f1 * t) + amplitude * 10 ** (twist_db / 20) * np.sin(2 * np.pi * f2 * t)
+    return amplitude * np.sin(2 * np.pi * f1 * t) + amplitude * 10 ** (twist_db / 20) * np.sin(
+        2 * np.pi * f2 * t
+    )

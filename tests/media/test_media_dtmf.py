@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from media_helpers import dtmf_tone
 
-from ivr.dtmf import DIGITS, DtmfPayloadError, InbandDtmfDetector, Rfc4733Receiver, TelephoneEvent, rfc4733_packets
+from ivr.dtmf import (
+    DIGITS,
+    DtmfPayloadError,
+    InbandDtmfDetector,
+    Rfc4733Receiver,
+    TelephoneEvent,
+    rfc4733_packets,
+)
 from ivr.rtp import RtpPacket, parse_rtp
 from ivr.rtp_session import RtpParameters, RtpReceiver, RtpSessionConfig
 
@@ -63,10 +70,8 @@ def test_sipp_play_dtmf_noops_on_pt97_then_events_on_pt96_with_their_own_ssrc() 
     rx = RtpReceiver(RtpParameters(telephone_event_pt=96), RtpSessionConfig())
     events = []
     t = 0.0
-    audio_seq = 0
     for i in range(20):  # caller audio on PT 0 keeps flowing meanwhile
-        rx.datagram(RtpPacket(0, audio_seq, audio_seq * 160, 0xCA110000, b"\xff" * 160).build(), t)
-        audio_seq += 1
+        rx.datagram(RtpPacket(0, i, i * 160, 0xCA110000, b"\xff" * 160).build(), t)
         rx.datagram(RtpPacket(97, 500 + i, 0, 0x5EED, b"\x00" * 4).build(), t)
         t += 0.02
     seq = 520
@@ -86,11 +91,17 @@ def _keys(digits: str, tone: float, gap: float, **kw: float) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("deviation", "twist_db", "tone", "snr_db"),
-    [(0.0, 0.0, 0.1, 30.0), (0.01, 2.0, 0.05, 20.0), (-0.01, -2.0, 0.05, 15.0), (0.0, 6.0, 0.04, 20.0),
-     (0.015, 4.0, 0.07, 15.0)],
+    [
+        (0.0, 0.0, 0.1, 30.0),
+        (0.01, 2.0, 0.05, 20.0),
+        (-0.01, -2.0, 0.05, 15.0),
+        (0.0, 6.0, 0.04, 20.0),
+        (0.015, 4.0, 0.07, 15.0),
+    ],
 )
-def test_inband_tones_with_noise_are_detected(deviation: float, twist_db: float, tone: float,
-                                             snr_db: float) -> None:
+def test_inband_tones_with_noise_are_detected(
+    deviation: float, twist_db: float, tone: float, snr_db: float
+) -> None:
     rng = np.random.default_rng(7)
     x = _keys(DIGITS, tone, 0.05, deviation=deviation, twist_db=twist_db)
     noise_rms = np.sqrt(6000.0**2 / 2 / 10 ** (snr_db / 10))

@@ -4,8 +4,18 @@ from ivr.rtp import RtpError, RtpPacket, build_rtp, is_rtcp, parse_rtp, seq_delt
 
 
 def test_round_trip_with_every_header_field() -> None:
-    p = RtpPacket(0, 65535, 0xFFFFFFF0, 0xDEADBEEF, b"\xff" * 160, marker=True, csrcs=(1, 2, 3),
-                  extension_profile=0xBEDE, extension=b"\x10\x01\x00\x00", padding=4)
+    p = RtpPacket(
+        0,
+        65535,
+        0xFFFFFFF0,
+        0xDEADBEEF,
+        b"\xff" * 160,
+        marker=True,
+        csrcs=(1, 2, 3),
+        extension_profile=0xBEDE,
+        extension=b"\x10\x01\x00\x00",
+        padding=4,
+    )
     data = build_rtp(p)
     assert len(data) == 12 + 12 + 4 + 4 + 160 + 4
     q = parse_rtp(data)
