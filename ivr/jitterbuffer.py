@@ -75,12 +75,14 @@ class JitterBuffer:
     _buffer: dict[int, _Entry] = field(default_factory=dict)
     _ext_ref: int = 0  # extended sequence number of the last packet, for unwrapping
     _have_ref: bool = False
+    _probation_seq: int | None = None
     _next_seq: int | None = None
     _playout_ts: int = 0
     _playing: bool = False
     _ever_played: bool = False
     _played_recent: deque[int] = field(default_factory=lambda: deque(maxlen=64))
     _last_pcm: np.ndarray | None = None
+    _drain: deque[np.ndarray] = field(default_factory=deque)
     _conceal_run: int = 0
     _nominal: int = 0
     _jitter: float = 0.0  # seconds
@@ -128,6 +130,8 @@ class JitterBuffer:
 
     def pop(self, now: float) -> PlayoutFrame | None:
         """The next frame due at `now`; None until the first packet has been buffered long enough."""
+        if self._drain:
+            return self._play_pcm(self._drain.popleft())
         if not self._playing:
             if not self._buffer or now - min(e.arrival for e in self._buffer.values()) < self.target_delay:
                 return self._conceal() if self._ever_played else None
@@ -155,10 +159,14 @@ class JitterBuffer:
         if entry.timestamp != self._playout_ts:
             self._count("resync")
         self._playout_ts = (entry.timestamp + len(entry.pcm)) & 0xFFFFFFFF
-        self._last_pcm = entry.pcm
+        return self._play_pcm(entry.pcm)
+
+    def _play_pcm(self, pcm: np.ndarray) -> PlayoutFrame:
+        self._last_pcm = pcm
         self._conceal_run = 0
+        self._ever_played = True
         self.stats.played += 1
-        return PlayoutFrame(entry.pcm, "audio")
+        return PlayoutFrame(pcm, "audio")
 
     def _insert(self, seq: int, timestamp: int, pcm: np.ndarray | None, now: float) -> None:
         ext = self._ext_ref + seq_delta(seq, self._ext_ref & 0xFFFF) if self._have_ref else seq
@@ -166,6 +174,12 @@ class JitterBuffer:
         if self._next_seq is not None:
             ahead = ext - self._next_seq
             if ahead > MAX_DROPOUT or ahead < -MAX_MISORDER:
+                # RFC 3550 A.1 probation: only a second packet continuing the jump proves a restart;
+                # a single stray (a very late duplicate) must not throw the buffered audio away.
+                if seq != self._probation_seq:
+                    self._probation_seq = (seq + 1) & 0xFFFF
+                    self._count("late")
+                    return
                 self._count("resync")
                 self._reset(self._ssrc)
                 ext = seq
@@ -219,6 +233,9 @@ class JitterBuffer:
         return PlayoutFrame(np.zeros(self._nominal, np.int16), "silence")
 
     def _reset(self, ssrc: int | None) -> None:
+        # What the old stream still had buffered plays out first: a gateway switching streams
+        # should not cost the caller the last words of the old one.
+        self._drain.extend(e.pcm for _, e in sorted(self._buffer.items()) if e.pcm is not None)
         self._ssrc = ssrc
         self._buffer.clear()
         self._next_seq = None
@@ -226,6 +243,7 @@ class JitterBuffer:
         self._played_recent.clear()
         self._last_transit = None
         self._have_ref = False
+        self._probation_seq = None
 
     def _count(self, event: str) -> None:
         setattr(self.stats, event, getattr(self.stats, event) + 1)

@@ -181,6 +181,11 @@ class RtpReceiver:
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, session: RtpSession) -> None:
         self._session = session
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self._session._on_datagram(data, addr)
@@ -202,6 +207,7 @@ class RtpSession:
         self._remote = params.remote
         self._latched = False
         self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: _Protocol | None = None
         self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
         self._hangup: Hangup | None = None
         self._playout: asyncio.Task[None] | None = None
@@ -217,8 +223,9 @@ class RtpSession:
         self = cls(params or RtpParameters(), config or RtpSessionConfig())
         loop = asyncio.get_running_loop()
         sock = _bind(self.config)
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        transport, protocol = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         self._transport = transport
+        self._protocol = protocol
         self._last_rx = loop.time()
         self._playout = asyncio.create_task(self._playout_loop(), name=f"rtp-playout-{self.local_port}")
         return self
@@ -286,8 +293,9 @@ class RtpSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._playout
             self._playout = None
-        if self._transport is not None:
+        if self._transport is not None and self._protocol is not None:
             self._transport.close()
+            await self._protocol.closed  # the socket is released once the transport reports it lost
 
     async def _sleep_until(self, deadline: float, gen: int) -> bool:
         """Wait for `deadline` (loop clock); False at once if playback is stopped meanwhile."""
