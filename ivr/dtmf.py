@@ -69,12 +69,18 @@ class Rfc4733Receiver:
     senders (sipp's play_dtmf) use an SSRC of their own for events.
     """
 
+    MAX_SSRCS = 8  # a flood of made-up SSRCs must not grow the state without bound
+
     def __init__(self) -> None:
         self._state: dict[int, _EventState] = {}
         self._seen: dict[int, deque[int]] = {}
 
     def feed(self, packet: RtpPacket) -> DtmfEvent | None:
         ev = TelephoneEvent.parse(packet.payload)
+        if packet.ssrc not in self._seen and len(self._seen) >= self.MAX_SSRCS:
+            oldest = next(iter(self._seen))
+            del self._seen[oldest]
+            self._state.pop(oldest, None)
         seen = self._seen.setdefault(packet.ssrc, deque(maxlen=16))
         state = self._state.get(packet.ssrc)
         if state is not None and packet.timestamp == state.timestamp:

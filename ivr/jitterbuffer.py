@@ -92,6 +92,8 @@ class JitterBuffer:
         if not 0 < self.min_delay <= self.max_delay:
             raise ValueError("need 0 < min_delay <= max_delay")
         self._nominal = self.frame_samples
+        # Bounded like the buffer itself, so that a flood of SSRC changes cannot grow it.
+        self._drain = deque(maxlen=int(self.max_delay * self.sample_rate / self.frame_samples) + 1)
 
     @property
     def ssrc(self) -> int | None:

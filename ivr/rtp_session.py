@@ -63,6 +63,13 @@ class RtpParameters(BaseModel):
     ptime_ms: int = Field(default=20, ge=10, le=60)
 
     @property
+    def rtcp_port(self) -> int | None:
+        """The RTCP socket's port (RTP port + 1) when bound from a port range; else None (RTCP muxed)."""
+        if self._rtcp is None:
+            return None
+        return int(self._rtcp[0].get_extra_info("sockname")[1])
+
+    @property
     def remote(self) -> tuple[str, int] | None:
         if self.remote_host is None or self.remote_port is None:
             return None
@@ -160,6 +167,14 @@ class RtpReceiver:
         self.jitter.push(pkt.sequence, pkt.timestamp, pkt.ssrc, _DECODERS[codec](pkt.payload), now)
         return [], True
 
+    def rtcp_datagram(self, data: bytes) -> None:
+        """A datagram on the RTCP port (RFC 3550 §11: RTP port + 1): counted, not interpreted."""
+        if is_rtcp(data):
+            self._count("rtcp")
+        else:
+            self._count("bad")
+            RTP_BAD_PACKETS.labels("rtcp").inc()
+
     def tick(self, now: float) -> list[MediaEvent]:
         """The audio frame due now (if playout has started) and any in-band digits it completes."""
         frame = self.jitter.pop(now)
@@ -179,8 +194,8 @@ class RtpReceiver:
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, session: RtpSession) -> None:
-        self._session = session
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self._on_datagram = on_datagram
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -188,7 +203,7 @@ class _Protocol(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._session._on_datagram(data, addr)
+        self._on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a caller that went away; the inactivity timeout handles it.
@@ -208,6 +223,7 @@ class RtpSession:
         self._latched = False
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _Protocol | None = None
+        self._rtcp: tuple[asyncio.DatagramTransport, _Protocol] | None = None
         self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
         self._hangup: Hangup | None = None
         self._playout: asyncio.Task[None] | None = None
@@ -222,10 +238,15 @@ class RtpSession:
     ) -> RtpSession:
         self = cls(params or RtpParameters(), config or RtpSessionConfig())
         loop = asyncio.get_running_loop()
-        sock = _bind(self.config)
-        transport, protocol = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-        self._transport = transport
-        self._protocol = protocol
+        rtp_sock, rtcp_sock = _bind(self.config)
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self._on_datagram), sock=rtp_sock
+        )
+        self._transport, self._protocol = transport, protocol
+        if rtcp_sock is not None:
+            self._rtcp = await loop.create_datagram_endpoint(
+                lambda: _Protocol(lambda data, _addr: self.receiver.rtcp_datagram(data)), sock=rtcp_sock
+            )
         self._last_rx = loop.time()
         self._playout = asyncio.create_task(self._playout_loop(), name=f"rtp-playout-{self.local_port}")
         return self
@@ -234,6 +255,13 @@ class RtpSession:
     def local_port(self) -> int:
         assert self._transport is not None
         return int(self._transport.get_extra_info("sockname")[1])
+
+    @property
+    def rtcp_port(self) -> int | None:
+        """The RTCP socket's port (RTP port + 1) when bound from a port range; else None (RTCP muxed)."""
+        if self._rtcp is None:
+            return None
+        return int(self._rtcp[0].get_extra_info("sockname")[1])
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -260,7 +288,10 @@ class RtpSession:
                 return False
             if self._remote is None:
                 raise RuntimeError("no remote RTP address yet")
-            samples = _to_8k(pcm, sample_rate)
+            if sample_rate == SAMPLE_RATE:
+                samples = _to_8k(pcm, sample_rate)
+            else:  # resampling a long prompt takes milliseconds: off the event loop
+                samples = await asyncio.to_thread(_to_8k, pcm, sample_rate)
             step = SAMPLE_RATE * self.params.ptime_ms // 1000
             count = -(-len(samples) // step)
             samples = np.concatenate([samples, np.zeros(count * step - len(samples), np.int16)])
@@ -296,6 +327,9 @@ class RtpSession:
         if self._transport is not None and self._protocol is not None:
             self._transport.close()
             await self._protocol.closed  # the socket is released once the transport reports it lost
+        if self._rtcp is not None:
+            self._rtcp[0].close()
+            await self._rtcp[1].closed
 
     async def _sleep_until(self, deadline: float, gen: int) -> bool:
         """Wait for `deadline` (loop clock); False at once if playback is stopped meanwhile."""
@@ -368,8 +402,8 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 def _to_8k(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     x = np.asarray(pcm)
-    if x.ndim != 1:
-        raise ValueError("mono audio expected")
+    if x.ndim != 1 or x.dtype != np.int16:
+        raise ValueError(f"mono int16 audio expected, got {x.dtype} with shape {x.shape}")
     if sample_rate == SAMPLE_RATE:
         return x.astype(np.int16)
     g = np.gcd(SAMPLE_RATE, sample_rate)
@@ -377,24 +411,35 @@ def _to_8k(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.clip(np.round(y), -32768, 32767).astype(np.int16)
 
 
-def _bind(config: RtpSessionConfig) -> socket.socket:
+def _bind(config: RtpSessionConfig) -> tuple[socket.socket, socket.socket | None]:
+    """An RTP socket, plus the RTCP one on the next port when a port range is configured."""
     family = socket.AF_INET6 if ":" in config.bind_host else socket.AF_INET
     if config.port_min is None or config.port_max is None:
-        candidates = [0]
-    else:
-        # Even ports (RFC 3550 §11), tried from a random start so concurrent calls rarely collide.
-        evens = list(range(config.port_min + config.port_min % 2, config.port_max + 1, 2))
-        if not evens:
-            raise ValueError("no even port in the configured range")
-        first = random.randrange(len(evens))
-        candidates = evens[first:] + evens[:first]
-    for port in candidates:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        return _socket(family, config.bind_host, 0), None
+    # Even RTP ports with RTCP on the odd port above (RFC 3550 §11), tried from a random start so
+    # concurrent calls rarely collide.
+    evens = list(range(config.port_min + config.port_min % 2, config.port_max, 2))
+    if not evens:
+        raise ValueError("no even/odd port pair in the configured range")
+    first = random.randrange(len(evens))
+    for port in evens[first:] + evens[:first]:
         try:
-            sock.bind((config.bind_host, port))
+            rtp = _socket(family, config.bind_host, port)
         except OSError:
-            sock.close()
             continue
-        sock.setblocking(False)
-        return sock
-    raise OSError(f"no free RTP port in {config.port_min}-{config.port_max}")
+        try:
+            return rtp, _socket(family, config.bind_host, port + 1)
+        except OSError:
+            rtp.close()
+    raise OSError(f"no free RTP/RTCP port pair in {config.port_min}-{config.port_max}")
+
+
+def _socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock

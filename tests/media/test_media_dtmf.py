@@ -144,3 +144,10 @@ def test_real_speech_produces_no_false_digits() -> None:
             false.append((f.name, digits))
     assert seconds > 1000  # about 28 minutes of speech (and the odd sound effect)
     assert false == []
+
+
+def test_receiver_state_is_bounded_under_an_ssrc_flood() -> None:
+    rx = Rfc4733Receiver()
+    for ssrc in range(1000):
+        rx.feed(RtpPacket(101, 0, 0, ssrc, TelephoneEvent(1, False, 10, 160).encode()))
+    assert len(rx._seen) <= Rfc4733Receiver.MAX_SSRCS and len(rx._state) <= Rfc4733Receiver.MAX_SSRCS
