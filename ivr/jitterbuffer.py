@@ -9,6 +9,9 @@ target delay, which follows the RFC 3550 inter-arrival jitter estimate between `
 `max_delay`. A missing packet is concealed by repeating the last frame, fading, for at most
 `max_conceal` frames, then by silence; when the stream stops (hold, DTMF, silence suppression) the
 buffer keeps producing silence so that downstream voice-activity detection sees time pass.
+The delay grows by itself after an underrun (playout waits for the target again) and shrinks
+back by skipping a quiet frame once the buffer has held more than it needs for `shrink_after`
+frames in a row.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ivr.rtp import seq_delta
 
 JITTER_EVENTS = Counter(
     "voicenav_rtp_jitter_events_total",
-    "Jitter buffer events: lost, late, duplicate, concealed, overflow, underrun, ssrc_change, resync",
+    "Jitter buffer events: lost, late, duplicate, concealed, overflow, shrink, underrun, ssrc_change, resync",
     ["event"],
 )
 
@@ -49,6 +52,7 @@ class JitterStats:
     duplicate: int = 0
     concealed: int = 0
     overflow: int = 0
+    shrink: int = 0
     underrun: int = 0
     ssrc_change: int = 0
     resync: int = 0
@@ -69,6 +73,8 @@ class JitterBuffer:
     min_delay: float = 0.06
     max_delay: float = 0.2
     max_conceal: int = 3
+    shrink_after: int = 10  # frames of excess depth before a quiet frame is skipped
+    quiet_rms: float = 300.0  # a frame this quiet (about -40 dBFS) can be skipped unheard
     stats: JitterStats = field(default_factory=JitterStats)
 
     _ssrc: int | None = None
@@ -87,6 +93,7 @@ class JitterBuffer:
     _nominal: int = 0
     _jitter: float = 0.0  # seconds
     _last_transit: float | None = None
+    _excess_run: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_delay <= self.max_delay:
@@ -107,7 +114,9 @@ class JitterBuffer:
     @property
     def target_delay(self) -> float:
         frame = self._nominal / self.sample_rate
-        return min(self.max_delay, max(self.min_delay, 3 * self._jitter + frame))
+        # Two frames of headroom under max_delay, so a burst right after the start is not an overflow.
+        upper = max(self.min_delay, self.max_delay - 2 * frame)
+        return min(upper, max(self.min_delay, 3 * self._jitter + frame))
 
     @property
     def depth(self) -> float:
@@ -139,6 +148,8 @@ class JitterBuffer:
                 return self._conceal() if self._ever_played else None
             self._start()
         assert self._next_seq is not None
+        frame = self._nominal / self.sample_rate
+        self._excess_run = self._excess_run + 1 if self.depth > self.target_delay + 2 * frame else 0
         entry = self._buffer.pop(self._next_seq, None)
         if entry is None:
             if not self._buffer:
@@ -161,6 +172,14 @@ class JitterBuffer:
         if entry.timestamp != self._playout_ts:
             self._count("resync")
         self._playout_ts = (entry.timestamp + len(entry.pcm)) & 0xFFFFFFFF
+        if (
+            self._excess_run >= self.shrink_after
+            and self._next_seq in self._buffer
+            and np.sqrt(np.mean(entry.pcm.astype(np.float64) ** 2)) < self.quiet_rms
+        ):
+            self._count("shrink")
+            self._excess_run = 0
+            return self.pop(now)
         return self._play_pcm(entry.pcm)
 
     def _play_pcm(self, pcm: np.ndarray) -> PlayoutFrame:

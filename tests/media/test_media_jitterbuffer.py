@@ -164,3 +164,16 @@ def test_stream_that_stops_keeps_producing_silence() -> None:
     assert audio_ids(frames) == list(range(5))
     assert [f.kind for f in frames][-10:] == ["silence"] * 10
     assert jb.stats.underrun == 1
+
+
+def test_delay_built_up_by_a_burst_shrinks_back_in_quiet_frames() -> None:
+    # The first 12 packets arrive together 240 ms late (a start-up burst), then the stream is steady:
+    # the buffer holds ~12 frames where it needs ~3 and skips quiet ones until it is back near target.
+    arr = [(0.24, i, i * 160, 1) for i in range(12)] + [(i * F, i, i * 160, 1) for i in range(12, 200)]
+    jb = JitterBuffer(max_delay=0.4)
+    ids = audio_ids(run(jb, arr, until=3.0))  # mid-stream: packets up to 149 have arrived
+    assert jb.stats.shrink >= 5 and jb.stats.lost == jb.stats.overflow == 0
+    assert ids == sorted(ids) and ids[-1] + 1 == len(ids) + jb.stats.shrink
+    assert jb.depth <= jb.target_delay + 0.04  # back near the target, from ~0.3 s
+    loud = JitterBuffer(max_delay=0.4, quiet_rms=0.0)  # nothing counts as quiet: nothing skipped
+    assert audio_ids(run(loud, arr, until=4.5)) == list(range(200)) and loud.stats.shrink == 0
