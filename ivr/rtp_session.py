@@ -239,14 +239,21 @@ class RtpSession:
         self = cls(params or RtpParameters(), config or RtpSessionConfig())
         loop = asyncio.get_running_loop()
         rtp_sock, rtcp_sock = _bind(self.config)
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self._on_datagram), sock=rtp_sock
-        )
-        self._transport, self._protocol = transport, protocol
-        if rtcp_sock is not None:
-            self._rtcp = await loop.create_datagram_endpoint(
-                lambda: _Protocol(lambda data, _addr: self.receiver.rtcp_datagram(data)), sock=rtcp_sock
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self._on_datagram), sock=rtp_sock
             )
+            self._transport, self._protocol = transport, protocol
+            if rtcp_sock is not None:
+                self._rtcp = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(lambda data, _addr: self.receiver.rtcp_datagram(data)), sock=rtcp_sock
+                )
+        except BaseException:
+            await self.close("setup-failed")
+            for sock in (rtp_sock, rtcp_sock):
+                if sock is not None:
+                    sock.close()
+            raise
         self._last_rx = loop.time()
         self._playout = asyncio.create_task(self._playout_loop(), name=f"rtp-playout-{self.local_port}")
         return self
