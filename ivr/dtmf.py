@@ -70,6 +70,7 @@ class Rfc4733Receiver:
     """
 
     MAX_SSRCS = 8  # a flood of made-up SSRCs must not grow the state without bound
+    REORDER_WINDOW = 16000  # timestamp units (2 s at 8 kHz) within which an older event is a straggler
 
     def __init__(self) -> None:
         self._state: dict[int, _EventState] = {}
@@ -89,8 +90,9 @@ class Rfc4733Receiver:
             return None
         if packet.timestamp in seen:
             return None  # a straggler of an event already reported
-        if state is not None and ts_delta(packet.timestamp, state.timestamp) < 0:
-            return None  # older than the current event: reordered, already past
+        if state is not None and -self.REORDER_WINDOW < ts_delta(packet.timestamp, state.timestamp) < 0:
+            return None  # a little older than the current event: reordered, already past
+        # (much older: the sender restarted its timestamps, and this is a new key press)
         # RFC 4733 §2.5.1.3: an event longer than the 16-bit duration continues in a new segment
         # whose timestamp follows the previous one; it is the same key press.
         continued = (

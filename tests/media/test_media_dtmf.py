@@ -48,6 +48,10 @@ def test_lost_start_packet_and_late_stragglers() -> None:
     b = rfc4733_packets("2", payload_type=101, ssrc=1, sequence=20, timestamp=2400)
     digits = [e.digit for p in a[1:] + b[:2] + [a[-1]] + b[2:] if (e := rx.feed(p)) is not None]
     assert digits == ["1", "2"]  # start of "1" lost; an end packet of "1" arriving during "2" is ignored
+    # the sender restarts its timestamps far below: a new key press, not a straggler
+    restart = rfc4733_packets("3", payload_type=101, ssrc=1, sequence=40, timestamp=0xFFFF0000)
+    again = [e.digit for p in restart if (e := rx.feed(p)) is not None]
+    assert again == ["3"]
 
 
 def test_same_digit_twice_gives_two_digits_and_long_event_segments_one() -> None:
