@@ -1,0 +1,452 @@
+"""A caller's RTP media over UDP (G.711 + RFC 4733), as an `ivr.media.MediaLeg`.
+
+`RtpReceiver` is the pure receive pipeline (datagram -> RTCP/garbage filter -> RFC 4733 or jitter
+buffer -> G.711 decode -> events); `RtpSession` puts it on an asyncio UDP socket with a playout
+clock, and sends prompts as paced RTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy.signal import resample_poly
+
+from asr_engine.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from ivr.dtmf import DtmfPayloadError, InbandDtmfDetector, Rfc4733Receiver
+from ivr.jitterbuffer import JitterBuffer
+from ivr.media import AudioFrame, DtmfDigit, Hangup, MediaEvent
+from ivr.player import RtpPacketizer
+from ivr.rtp import RtpError, is_rtcp, parse_rtp
+
+log = logging.getLogger(__name__)
+
+RTP_PACKETS_IN = Counter(
+    "voicenav_rtp_packets_received_total", "RTP datagrams received, by kind", ["kind"]
+)  # kind: audio, dtmf, unknown_pt, rtcp, bad
+RTP_BAD_PACKETS = Counter("voicenav_rtp_bad_packets_total", "Malformed RTP datagrams dropped", ["reason"])
+RTP_PACKETS_OUT = Counter("voicenav_rtp_packets_sent_total", "RTP packets sent")
+DTMF_DIGITS = Counter("voicenav_dtmf_digits_total", "DTMF digits received, by source", ["source"])
+PLAYBACK_INTERRUPTIONS = Counter(
+    "voicenav_playback_interruptions_total", "Prompts cut short by stop_playback"
+)
+EVENTS_DROPPED = Counter(
+    "voicenav_media_events_dropped_total", "Media events dropped: the consumer fell behind"
+)
+
+SAMPLE_RATE = 8000
+Codec = Literal["PCMU", "PCMA"]
+_DECODERS: dict[str, Callable[[bytes], np.ndarray]] = {"PCMU": ulaw_decode, "PCMA": alaw_decode}
+_ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
+_STATIC_PT: dict[int, str] = {0: "PCMU", 8: "PCMA"}  # RFC 3551: usable without an SDP mapping
+
+
+class RtpParameters(BaseModel):
+    """What offer/answer negotiated for this call (and re-negotiates on a re-INVITE)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    remote_host: str | None = None
+    remote_port: int | None = Field(default=None, ge=1, le=65535)
+    payload_type: int = Field(default=0, ge=0, le=127)
+    codec: Codec = "PCMU"
+    telephone_event_pt: int | None = Field(default=101, ge=96, le=127)
+    ptime_ms: int = Field(default=20, ge=10, le=60)
+
+    @property
+    def rtcp_port(self) -> int | None:
+        """The RTCP socket's port (RTP port + 1) when bound from a port range; else None (RTCP muxed)."""
+        if self._rtcp is None:
+            return None
+        return int(self._rtcp[0].get_extra_info("sockname")[1])
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        if self.remote_host is None or self.remote_port is None:
+            return None
+        return self.remote_host, self.remote_port
+
+
+class RtpSessionConfig(BaseModel):
+    """Local behaviour of every RTP session."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bind_host: str = "127.0.0.1"
+    port_min: int | None = Field(default=None, ge=1024, le=65534)
+    port_max: int | None = Field(default=None, ge=1024, le=65535)
+    symmetric_rtp: bool = True  # send to where the caller's RTP comes from (NAT'd gateways)
+    inactivity_timeout: float | None = Field(default=30.0, gt=0)  # None: never hang up on silence
+    inband_dtmf: bool = True  # detect tones in the audio while no RFC 4733 event has been seen
+    jitter_min_delay: float = Field(default=0.06, gt=0, le=1.0)
+    jitter_max_delay: float = Field(default=0.2, gt=0, le=2.0)
+    max_queued_events: int = Field(default=1000, ge=10)  # 20 s of audio frames
+
+    @model_validator(mode="after")
+    def _check(self) -> RtpSessionConfig:
+        if (self.port_min is None) != (self.port_max is None):
+            raise ValueError("port_min and port_max go together")
+        if self.port_min is not None and self.port_max is not None and self.port_min > self.port_max:
+            raise ValueError("port_min > port_max")
+        if self.jitter_min_delay > self.jitter_max_delay:
+            raise ValueError("jitter_min_delay > jitter_max_delay")
+        return self
+
+
+@dataclass(slots=True)
+class ReceiveStats:
+    audio: int = 0
+    dtmf: int = 0
+    unknown_pt: int = 0
+    rtcp: int = 0
+    bad: int = 0
+    digits: int = 0
+
+
+class RtpReceiver:
+    """Pure receive side: feed datagrams as they arrive and call `tick` once per frame time."""
+
+    def __init__(self, params: RtpParameters, config: RtpSessionConfig) -> None:
+        self.params = params
+        self.config = config
+        self.stats = ReceiveStats()
+        self.jitter = JitterBuffer(
+            sample_rate=SAMPLE_RATE,
+            frame_samples=SAMPLE_RATE * params.ptime_ms // 1000,
+            min_delay=config.jitter_min_delay,
+            max_delay=config.jitter_max_delay,
+        )
+        self._rfc4733 = Rfc4733Receiver()
+        self._inband = InbandDtmfDetector(sample_rate=SAMPLE_RATE) if config.inband_dtmf else None
+        self.rfc4733_seen = False
+
+    def datagram(self, data: bytes, now: float) -> tuple[list[MediaEvent], bool]:
+        """Events this datagram produces at once (RFC 4733 digits), and whether it was media RTP."""
+        if is_rtcp(data):
+            self._count("rtcp")
+            return [], False
+        try:
+            pkt = parse_rtp(data)
+        except RtpError as e:
+            self._count("bad")
+            RTP_BAD_PACKETS.labels(e.reason).inc()
+            return [], False
+        te_pt = self.params.telephone_event_pt
+        if te_pt is not None and pkt.payload_type == te_pt:
+            try:
+                event = self._rfc4733.feed(pkt)
+            except DtmfPayloadError:
+                self._count("bad")
+                RTP_BAD_PACKETS.labels("telephone-event").inc()
+                return [], False
+            self._count("dtmf")
+            self.rfc4733_seen = True
+            self.jitter.push_placeholder(pkt.sequence, pkt.timestamp, pkt.ssrc, now)
+            if event is None:
+                return [], True
+            self.stats.digits += 1
+            DTMF_DIGITS.labels("rfc4733").inc()
+            return [DtmfDigit(event.digit, "rfc4733")], True
+        codec = self.params.codec if pkt.payload_type == self.params.payload_type else None
+        codec = codec or _STATIC_PT.get(pkt.payload_type)
+        if codec is None:
+            # Comfort noise, sipp's PT 97 "noop" packets, anything not negotiated: not audio.
+            self._count("unknown_pt")
+            self.jitter.push_placeholder(pkt.sequence, pkt.timestamp, pkt.ssrc, now)
+            return [], False
+        self._count("audio")
+        self.jitter.push(pkt.sequence, pkt.timestamp, pkt.ssrc, _DECODERS[codec](pkt.payload), now)
+        return [], True
+
+    def rtcp_datagram(self, data: bytes) -> None:
+        """A datagram on the RTCP port (RFC 3550 §11: RTP port + 1): counted, not interpreted."""
+        if is_rtcp(data):
+            self._count("rtcp")
+        else:
+            self._count("bad")
+            RTP_BAD_PACKETS.labels("rtcp").inc()
+
+    def tick(self, now: float) -> list[MediaEvent]:
+        """The audio frame due now (if playout has started) and any in-band digits it completes."""
+        frame = self.jitter.pop(now)
+        if frame is None:
+            return []
+        out: list[MediaEvent] = [AudioFrame(frame.pcm, SAMPLE_RATE)]
+        if self._inband is not None and not self.rfc4733_seen:
+            for digit in self._inband.feed(frame.pcm):
+                self.stats.digits += 1
+                DTMF_DIGITS.labels("inband").inc()
+                out.append(DtmfDigit(digit, "inband"))
+        return out
+
+    def _count(self, kind: str) -> None:
+        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+        RTP_PACKETS_IN.labels(kind).inc()
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self._on_datagram = on_datagram
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a caller that went away; the inactivity timeout handles it.
+        log.debug("rtp socket error: %s", exc)
+
+
+class RtpSession:
+    """One caller's RTP endpoint. Create with `await RtpSession.open(...)`."""
+
+    def __init__(self, params: RtpParameters, config: RtpSessionConfig) -> None:
+        self.config = config
+        self.params = params
+        self.receiver = RtpReceiver(params, config)
+        self.packetizer = RtpPacketizer(SAMPLE_RATE)
+        self.packets_sent = 0
+        self._remote = params.remote
+        self._latched = False
+        self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: _Protocol | None = None
+        self._rtcp: tuple[asyncio.DatagramTransport, _Protocol] | None = None
+        self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
+        self._hangup: Hangup | None = None
+        self._playout: asyncio.Task[None] | None = None
+        self._play_lock = asyncio.Lock()
+        self._stop_gen = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._last_rx = 0.0
+
+    @classmethod
+    async def open(
+        cls, params: RtpParameters | None = None, config: RtpSessionConfig | None = None
+    ) -> RtpSession:
+        self = cls(params or RtpParameters(), config or RtpSessionConfig())
+        loop = asyncio.get_running_loop()
+        rtp_sock, rtcp_sock = _bind(self.config)
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self._on_datagram), sock=rtp_sock
+            )
+            self._transport, self._protocol = transport, protocol
+            if rtcp_sock is not None:
+                self._rtcp = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(lambda data, _addr: self.receiver.rtcp_datagram(data)), sock=rtcp_sock
+                )
+        except BaseException:
+            await self.close("setup-failed")
+            for sock in (rtp_sock, rtcp_sock):
+                if sock is not None:
+                    sock.close()
+            raise
+        self._last_rx = loop.time()
+        self._playout = asyncio.create_task(self._playout_loop(), name=f"rtp-playout-{self.local_port}")
+        return self
+
+    @property
+    def local_port(self) -> int:
+        assert self._transport is not None
+        return int(self._transport.get_extra_info("sockname")[1])
+
+    @property
+    def rtcp_port(self) -> int | None:
+        """The RTCP socket's port (RTP port + 1) when bound from a port range; else None (RTCP muxed)."""
+        if self._rtcp is None:
+            return None
+        return int(self._rtcp[0].get_extra_info("sockname")[1])
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        return self._remote
+
+    def update(self, params: RtpParameters) -> None:
+        """Apply a re-negotiation (re-INVITE): new remote address, codec or payload types."""
+        if params.remote != self.params.remote:
+            self._remote = params.remote
+            self._latched = False
+        self.params = params
+        self.receiver.params = params
+        self._last_rx = asyncio.get_running_loop().time()
+
+    async def recv(self) -> MediaEvent:
+        if self._events.empty() and self._hangup is not None:
+            return self._hangup
+        return await self._events.get()
+
+    async def play(self, pcm: np.ndarray, sample_rate: int) -> bool:
+        gen = self._stop_gen
+        async with self._play_lock:
+            if gen != self._stop_gen or self._hangup is not None:
+                return False
+            if self._remote is None:
+                raise RuntimeError("no remote RTP address yet")
+            if sample_rate == SAMPLE_RATE:
+                samples = _to_8k(pcm, sample_rate)
+            else:  # resampling a long prompt takes milliseconds: off the event loop
+                samples = await asyncio.to_thread(_to_8k, pcm, sample_rate)
+            step = SAMPLE_RATE * self.params.ptime_ms // 1000
+            count = -(-len(samples) // step)
+            samples = np.concatenate([samples, np.zeros(count * step - len(samples), np.int16)])
+            loop = asyncio.get_running_loop()
+            self.packetizer.start_talkspurt()
+            start = loop.time()
+            period = step / SAMPLE_RATE
+            # Absolute deadlines (start + i * period), so scheduling delays never accumulate into drift.
+            for i in range(count + 1):
+                if not await self._sleep_until(start + i * period, gen):
+                    PLAYBACK_INTERRUPTIONS.inc()
+                    return False
+                if i == count:
+                    break  # the last packet's 20 ms have played out too
+                self._send_frame(samples[i * step : (i + 1) * step], loop.time())
+            return True
+
+    def stop_playback(self) -> None:
+        self._stop_gen += 1
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def close(self, reason: str) -> None:
+        if self._hangup is None:
+            self._hangup = Hangup(reason)
+            self._events.put_nowait(self._hangup)
+        self.stop_playback()
+        if self._playout is not None:
+            self._playout.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._playout
+            self._playout = None
+        if self._transport is not None and self._protocol is not None:
+            self._transport.close()
+            await self._protocol.closed  # the socket is released once the transport reports it lost
+        if self._rtcp is not None:
+            self._rtcp[0].close()
+            await self._rtcp[1].closed
+
+    async def _sleep_until(self, deadline: float, gen: int) -> bool:
+        """Wait for `deadline` (loop clock); False at once if playback is stopped meanwhile."""
+        loop = asyncio.get_running_loop()
+        if gen != self._stop_gen:
+            return False
+        if deadline > loop.time():
+            self._wake = loop.create_future()
+            handle = loop.call_at(deadline, _resolve, self._wake)
+            try:
+                await self._wake
+            finally:
+                handle.cancel()
+                self._wake = None
+        return gen == self._stop_gen
+
+    def _send_frame(self, frame: np.ndarray, now: float) -> None:
+        if self._transport is None or self._remote is None or self._transport.is_closing():
+            return
+        payload = _ENCODERS[self.params.codec](frame)
+        pkt = self.packetizer.packet(self.params.payload_type, payload, len(frame), now)
+        self._transport.sendto(pkt.build(), self._remote)
+        self.packets_sent += 1
+        RTP_PACKETS_OUT.inc()
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._hangup is not None:
+            return
+        now = asyncio.get_running_loop().time()
+        events, media = self.receiver.datagram(data, now)
+        if media:
+            self._last_rx = now
+            if self.config.symmetric_rtp and not self._latched:
+                self._remote = (addr[0], addr[1])
+                self._latched = True
+        for ev in events:
+            self._emit(ev)
+
+    def _emit(self, ev: MediaEvent) -> None:
+        if self._events.qsize() >= self.config.max_queued_events:
+            self._events.get_nowait()
+            EVENTS_DROPPED.inc()
+        self._events.put_nowait(ev)
+
+    async def _playout_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.params.ptime_ms / 1000
+        deadline = loop.time() + period
+        while self._hangup is None:
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            now = loop.time()
+            timeout = self.config.inactivity_timeout
+            if timeout is not None and now - self._last_rx > timeout:
+                self._hangup = Hangup("rtp-timeout")
+                self._events.put_nowait(self._hangup)
+                return
+            events = self.receiver.tick(now)
+            for ev in events:
+                self._emit(ev)
+            frame = events[0] if events and isinstance(events[0], AudioFrame) else None
+            deadline += len(frame.pcm) / SAMPLE_RATE if frame is not None else period
+            if now - deadline > 1.0:
+                deadline = now  # the loop was stalled for a long time: do not burst to catch up
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _to_8k(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+    x = np.asarray(pcm)
+    if x.ndim != 1 or x.dtype != np.int16:
+        raise ValueError(f"mono int16 audio expected, got {x.dtype} with shape {x.shape}")
+    if sample_rate == SAMPLE_RATE:
+        return x.astype(np.int16)
+    g = np.gcd(SAMPLE_RATE, sample_rate)
+    y = resample_poly(x.astype(np.float64), SAMPLE_RATE // g, sample_rate // g)
+    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+
+
+def _bind(config: RtpSessionConfig) -> tuple[socket.socket, socket.socket | None]:
+    """An RTP socket, plus the RTCP one on the next port when a port range is configured."""
+    family = socket.AF_INET6 if ":" in config.bind_host else socket.AF_INET
+    if config.port_min is None or config.port_max is None:
+        return _socket(family, config.bind_host, 0), None
+    # Even RTP ports with RTCP on the odd port above (RFC 3550 §11), tried from a random start so
+    # concurrent calls rarely collide.
+    evens = list(range(config.port_min + config.port_min % 2, config.port_max, 2))
+    if not evens:
+        raise ValueError("no even/odd port pair in the configured range")
+    first = random.randrange(len(evens))
+    for port in evens[first:] + evens[:first]:
+        try:
+            rtp = _socket(family, config.bind_host, port)
+        except OSError:
+            continue
+        try:
+            return rtp, _socket(family, config.bind_host, port + 1)
+        except OSError:
+            rtp.close()
+    raise OSError(f"no free RTP/RTCP port pair in {config.port_min}-{config.port_max}")
+
+
+def _socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
