@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from asr_engine.audio.resample import resample
 from asr_engine.audio.wav import read_wav
 from asr_engine.config import EngineConfig, RecognizerConfig
 from asr_engine.recognizer import Recognizer, Utterance

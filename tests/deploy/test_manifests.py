@@ -364,9 +364,7 @@ def test_rollout_never_drops_capacity(rendered: dict, overlay: str) -> None:
     pods_metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
     assert pods_metrics == ["voicenav_active_calls"]
     # The HPA target leaves headroom below the per-pod admission limit.
-    target = float(
-        next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")["pods"]["target"]["averageValue"]
-    )
+    target = float(next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")["pods"]["target"]["averageValue"])
     assert target < int(_effective_env(docs)["VOICENAV_MAX_CALLS"])
 
 
@@ -432,9 +430,7 @@ def test_images_are_pinned(rendered: dict, overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("kubernetes_version", ["1.27", "1.33"])
-def test_rendered_objects_match_the_kubernetes_schema(
-    rendered: dict, overlay: str, kubernetes_version: str
-) -> None:
+def test_rendered_objects_match_the_kubernetes_schema(rendered: dict, overlay: str, kubernetes_version: str) -> None:
     """Strict OpenAPI validation: misspelt or misplaced fields fail here, not at `kubectl apply`."""
     kubernetes_validate = pytest.importorskip(
         "kubernetes_validate", reason="kubernetes-validate (PyPI) carries the offline Kubernetes schemas"
@@ -496,9 +492,7 @@ def test_host_network_component_advertises_the_node_address(rendered: dict) -> N
     namespace = _one(docs, "Namespace", "voicenav")["metadata"]["labels"]
     assert namespace["pod-security.kubernetes.io/enforce"] == "privileged"
     # Without the component, the pod network is used and the pod IP advertised.
-    assert _effective_env(rendered["cpu"])["VOICENAV_PUBLIC_IP"] == {
-        "fieldRef": {"fieldPath": "status.podIP"}
-    }
+    assert _effective_env(rendered["cpu"])["VOICENAV_PUBLIC_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert "hostNetwork" not in _pod_spec(rendered["cpu"])
 
 
@@ -556,17 +550,13 @@ def test_every_alert_has_a_runbook_entry() -> None:
 
 def test_promtool_accepts_the_rules() -> None:
     promtool = _promtool()
-    proc = subprocess.run(
-        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=30
-    )
+    proc = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_promtool_rule_unit_tests_pass() -> None:
     promtool = _promtool()
-    proc = subprocess.run(
-        [promtool, "test", "rules", str(RULES_TEST)], capture_output=True, text=True, timeout=30
-    )
+    proc = subprocess.run([promtool, "test", "rules", str(RULES_TEST)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tested = {
         t["alertname"]
@@ -603,9 +593,7 @@ def test_scrape_targets_match_the_pods_and_alert_job() -> None:
 def test_dashboard_panels_all_query_prometheus() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert (
-        variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-    )
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
     used: set[str] = set()
@@ -720,9 +708,7 @@ def test_root_dockerignore_matches_the_image_allowlist() -> None:
 
 def test_build_context_is_enough_to_build_the_package(tmp_path: Path) -> None:
     """`pip install /src` in the image sees only the allowlisted files: they must make a complete wheel."""
-    pytest.importorskip(
-        "setuptools", reason="building the wheel offline needs setuptools in this environment"
-    )
+    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools in this environment")
     context = tmp_path / "src"
     context.mkdir()
     for entry in _allowlist(ROOT / "docker" / "Dockerfile.dockerignore"):
@@ -755,18 +741,14 @@ def test_build_context_is_enough_to_build_the_package(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("voicenav-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for package in ("asr_engine", "dialog", "hotwords", "ivr"):
-        expected = {
-            str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts
-        }
+        expected = {str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts}
         assert expected <= names, sorted(expected - names)
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
 def test_healthcheck_command_passes_on_200_and_fails_otherwise() -> None:
     """Run the images' HEALTHCHECK command as Docker would (`sh -c`) against a local /healthz."""
-    commands = {
-        dict(_dockerfile(path)[-1])["HEALTHCHECK"].split(" CMD ", 1)[1] for path in DOCKERFILES.values()
-    }
+    commands = {dict(_dockerfile(path)[-1])["HEALTHCHECK"].split(" CMD ", 1)[1] for path in DOCKERFILES.values()}
     assert len(commands) == 1, "both images should probe the same way"
     (command,) = commands
     status = {"code": 200}
@@ -790,9 +772,7 @@ def test_healthcheck_command_passes_on_200_and_fails_otherwise() -> None:
         results = []
         for code in (200, 503):
             status["code"] = code
-            proc = subprocess.run(
-                ["sh", "-c", command], env=env, capture_output=True, timeout=20, check=False
-            )
+            proc = subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=20, check=False)
             results.append(proc.returncode)
     finally:
         server.shutdown()

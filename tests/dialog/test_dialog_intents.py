@@ -12,9 +12,7 @@ from dialog.intents import FLOW_INTENTS, IntentRecognizer
 
 ROOT = Path(__file__).resolve().parents[2]
 _SHARED = [Path(os.environ["VOICENAV_SHARED"])] if "VOICENAV_SHARED" in os.environ else []
-MANIFESTS = [
-    p / "data/callers_dev/manifest.jsonl" for p in [*_SHARED, ROOT.parent / "shared", ROOT / "shared"]
-]
+MANIFESTS = [p / "data/callers_dev/manifest.jsonl" for p in [*_SHARED, ROOT.parent / "shared", ROOT / "shared"]]
 PRODUCTS = [
     "Zentrix Unlimited",
     "Orbilo Family",

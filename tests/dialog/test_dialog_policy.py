@@ -14,9 +14,7 @@ def policy() -> DialogPolicy:
     return DialogPolicy(load_demo_flow())
 
 
-def run(
-    policy: DialogPolicy, *events: ev.Event, ctx: CallContext | None = None
-) -> tuple[CallContext, Decision]:
+def run(policy: DialogPolicy, *events: ev.Event, ctx: CallContext | None = None) -> tuple[CallContext, Decision]:
     ctx = ctx or policy.new_context("call-1")
     decision = policy.decide(ctx, ev.CallStarted())
     ctx = decision.context
@@ -58,9 +56,7 @@ def test_speech_routes_in_one_utterance(policy: DialogPolicy, text: str, queue: 
     assert d.intent == queue and d.confidence is not None and d.confidence >= 0.5
 
 
-@pytest.mark.parametrize(
-    ("key", "queue"), [("1", "billing"), ("2", "tech_support"), ("3", "sales"), ("0", "agent")]
-)
+@pytest.mark.parametrize(("key", "queue"), [("1", "billing"), ("2", "tech_support"), ("3", "sales"), ("0", "agent")])
 def test_dtmf_routes(policy: DialogPolicy, key: str, queue: str) -> None:
     ctx, d = run(policy, ev.Dtmf(key))
     assert d.actions[-1] == act.Route(queue)
@@ -217,9 +213,7 @@ nodes:
     )
     policy = DialogPolicy(flow)
     ctx, d = run(policy, ev.Dtmf("1"))
-    assert d.actions == [act.Transfer("sip:desk@example.org")] and ctx.outcome == {
-        "transfer": "sip:desk@example.org"
-    }
+    assert d.actions == [act.Transfer("sip:desk@example.org")] and ctx.outcome == {"transfer": "sip:desk@example.org"}
     ctx, d = run(policy, ev.Dtmf("2"))
     assert d.actions == [act.Play(None, "/prompts/bye.wav", True), act.Hangup("done")]
     assert ctx.outcome == {"hangup": "done"}

@@ -146,9 +146,7 @@ async def test_redis_record_has_ttl_and_index(prefix: str, redis_client: aioredi
     await store.save(_record(1))
     ttl_ms = await redis_client.pttl(f"{prefix}record:call-1")
     assert 0 < ttl_ms <= 3600_000 - 29 * 60_000
-    assert await redis_client.zscore(f"{prefix}records", "call-1") == pytest.approx(
-        _record(1).started_at.timestamp()
-    )
+    assert await redis_client.zscore(f"{prefix}records", "call-1") == pytest.approx(_record(1).started_at.timestamp())
 
 
 async def test_store_outage_is_503(prefix: str, dead_redis) -> None:

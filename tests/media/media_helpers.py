@@ -66,6 +66,4 @@ def dtmf_tone(
     r = next(i for i, row in enumerate(KEYPAD) if digit in row)
     f1, f2 = ROWS[r] * (1 + deviation), COLS[KEYPAD[r].index(digit)] * (1 - deviation)
     t = np.arange(int(seconds * 8000)) / 8000
-    return amplitude * np.sin(2 * np.pi * f1 * t) + amplitude * 10 ** (twist_db / 20) * np.sin(
-        2 * np.pi * f2 * t
-    )
+    return amplitude * np.sin(2 * np.pi * f1 * t) + amplitude * 10 ** (twist_db / 20) * np.sin(2 * np.pi * f2 * t)

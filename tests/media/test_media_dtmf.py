@@ -103,9 +103,7 @@ def _keys(digits: str, tone: float, gap: float, **kw: float) -> np.ndarray:
         (0.015, 4.0, 0.07, 15.0),
     ],
 )
-def test_inband_tones_with_noise_are_detected(
-    deviation: float, twist_db: float, tone: float, snr_db: float
-) -> None:
+def test_inband_tones_with_noise_are_detected(deviation: float, twist_db: float, tone: float, snr_db: float) -> None:
     rng = np.random.default_rng(7)
     x = _keys(DIGITS, tone, 0.05, deviation=deviation, twist_db=twist_db)
     noise_rms = np.sqrt(6000.0**2 / 2 / 10 ** (snr_db / 10))

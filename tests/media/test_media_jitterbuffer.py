@@ -101,9 +101,7 @@ def test_timestamp_jump_with_contiguous_sequence_is_followed_not_concealed() -> 
 
 
 def test_sender_restart_with_a_huge_sequence_jump_resyncs() -> None:
-    arr = [(i * F, i, i * 160, 3) for i in range(10)] + [
-        (0.2 + i * F, 40000 + i, i * 160, 3) for i in range(10)
-    ]
+    arr = [(i * F, i, i * 160, 3) for i in range(10)] + [(0.2 + i * F, 40000 + i, i * 160, 3) for i in range(10)]
     jb = JitterBuffer()
     ids = audio_ids(run(jb, arr, until=0.8))
     # the first packet of the new run is held on probation (dropped); the second proves the restart

@@ -42,8 +42,7 @@ def replay(path: Path, params: RtpParameters, tail: float = 0.5) -> tuple[list[s
 
 @pytest.mark.parametrize(
     ("name", "digit"),
-    [(f"dtmf_2833_{d}.pcap", d) for d in "0123456789"]
-    + [("dtmf_2833_star.pcap", "*"), ("dtmf_2833_pound.pcap", "#")],
+    [(f"dtmf_2833_{d}.pcap", d) for d in "0123456789"] + [("dtmf_2833_star.pcap", "*"), ("dtmf_2833_pound.pcap", "#")],
 )
 def test_sipp_rfc2833_captures_give_exactly_one_digit(name: str, digit: str) -> None:
     path = SIPP / name

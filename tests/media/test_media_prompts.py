@@ -29,9 +29,7 @@ def spawned(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
 
 
 @pytest.mark.parametrize("engine", ["espeak-ng", "flite"])
-async def test_text_prompt_renders_once_then_hits_the_cache(
-    tmp_path: Path, spawned: list, engine: str
-) -> None:
+async def test_text_prompt_renders_once_then_hits_the_cache(tmp_path: Path, spawned: list, engine: str) -> None:
     if shutil.which(engine) is None:
         pytest.skip(f"{engine} not installed")
     r = PromptRenderer(PromptConfig(cache_dir=tmp_path, engine=engine))  # type: ignore[arg-type]
@@ -76,9 +74,7 @@ async def test_tts_failure_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PromptError, match="empty"):
         await r.render("   ")
     assert _listing(tmp_path) == []  # no half-written cache entry left
-    assert (
-        await PromptRenderer(PromptConfig(cache_dir=tmp_path, voice="en-us+f3")).render("hi")
-    ).duration > 0.1
+    assert (await PromptRenderer(PromptConfig(cache_dir=tmp_path, voice="en-us+f3")).render("hi")).duration > 0.1
 
 
 async def test_recorded_prompts_are_validated_and_resampled(tmp_path: Path) -> None:

@@ -54,9 +54,7 @@ def speech(seconds: float) -> np.ndarray:
         assert rate == 8000
         return pcm[: int(seconds * 8000)]
     rng = np.random.default_rng(0)  # band-limited noise bursts stand in for speech
-    return (rng.normal(0, 3000, int(seconds * 8000)) * (np.arange(int(seconds * 8000)) % 4000 < 3000)).astype(
-        np.int16
-    )
+    return (rng.normal(0, 3000, int(seconds * 8000)) * (np.arange(int(seconds * 8000)) % 4000 < 3000)).astype(np.int16)
 
 
 async def collect(session: RtpSession, seconds: float) -> tuple[np.ndarray, list[DtmfDigit], list]:
@@ -80,9 +78,7 @@ async def collect(session: RtpSession, seconds: float) -> tuple[np.ndarray, list
 
 async def test_receives_speech_through_jitter_reorder_loss_and_garbage() -> None:
     caller = await peer()
-    session = await RtpSession.open(
-        RtpParameters(remote_host="127.0.0.1", remote_port=caller.port), RtpSessionConfig()
-    )
+    session = await RtpSession.open(RtpParameters(remote_host="127.0.0.1", remote_port=caller.port), RtpSessionConfig())
     src = speech(2.4)
     n = len(src) // 160
     rng = np.random.default_rng(11)
@@ -96,9 +92,7 @@ async def test_receives_speech_through_jitter_reorder_loss_and_garbage() -> None
     async def sender() -> None:
         for k, (at, i) in enumerate(sorted([*sends, (dup[0] + 0.005, dup[1])])):
             await asyncio.sleep(max(0.0, at - loop.time()))
-            pkt = RtpPacket(
-                0, (65500 + i) & 0xFFFF, 1000 + i * 160, 0x1234, ulaw_encode(src[i * 160 : (i + 1) * 160])
-            )
+            pkt = RtpPacket(0, (65500 + i) & 0xFFFF, 1000 + i * 160, 0x1234, ulaw_encode(src[i * 160 : (i + 1) * 160]))
             caller.send(pkt.build(), session.local_port)
             if k % 20 == 5:
                 caller.send(b"\x00\x01garbage" * (k % 7), session.local_port)
@@ -179,9 +173,7 @@ async def test_play_resamples_and_follows_a_reinvite_to_pcma() -> None:
     tone16k = (8000 * np.sin(2 * np.pi * 500 * t)).astype(np.int16)
     assert await session.play(tone16k[:3200], 16000)  # 200 ms at 16 kHz -> 10 packets at 8 kHz
     caller2 = await peer()
-    session.update(
-        RtpParameters(remote_host="127.0.0.1", remote_port=caller2.port, payload_type=8, codec="PCMA")
-    )
+    session.update(RtpParameters(remote_host="127.0.0.1", remote_port=caller2.port, payload_type=8, codec="PCMA"))
     assert await session.play(tone16k[:3200], 16000)
     await asyncio.sleep(0.05)
     await session.close("bye")
@@ -214,9 +206,7 @@ async def test_rfc4733_and_inband_dtmf_and_unknown_payload_types() -> None:
         RtpParameters(remote_host="127.0.0.1", remote_port=caller.port, telephone_event_pt=None)
     )
     # No telephone-event negotiated: tones in the audio are detected in-band.
-    x = np.concatenate(
-        [np.zeros(800), dtmf_tone("4", 0.1), np.zeros(800), dtmf_tone("#", 0.1), np.zeros(1600)]
-    )
+    x = np.concatenate([np.zeros(800), dtmf_tone("4", 0.1), np.zeros(800), dtmf_tone("#", 0.1), np.zeros(1600)])
     for i in range(len(x) // 160):
         frame = ulaw_encode(np.clip(x[i * 160 : (i + 1) * 160], -32768, 32767).astype(np.int16))
         caller.send(RtpPacket(0, i, i * 160, 9, frame).build(), session.local_port)

@@ -120,17 +120,11 @@ async def sipp_call(tmp_path: Path, session: RtpSession, media: str, *args: str)
         to = re.search(r"^To:.*$", ok, re.M | re.I)
         remote = re.search(r"^m=audio (\d+)", ok, re.M)
         assert to and remote
-        session.update(
-            session.params.model_copy(update={"remote_host": "127.0.0.1", "remote_port": int(remote[1])})
-        )
+        session.update(session.params.model_copy(update={"remote_host": "127.0.0.1", "remote_port": int(remote[1])}))
         dialog = [*common, to[0].strip()]
-        transport.sendto(
-            sip(f"ACK sip:ivr@127.0.0.1:{sip_port} SIP/2.0", [via(), *dialog, "CSeq: 1 ACK"]), target
-        )
+        transport.sendto(sip(f"ACK sip:ivr@127.0.0.1:{sip_port} SIP/2.0", [via(), *dialog, "CSeq: 1 ACK"]), target)
         yield
-        transport.sendto(
-            sip(f"BYE sip:ivr@127.0.0.1:{sip_port} SIP/2.0", [via(), *dialog, "CSeq: 2 BYE"]), target
-        )
+        transport.sendto(sip(f"BYE sip:ivr@127.0.0.1:{sip_port} SIP/2.0", [via(), *dialog, "CSeq: 2 BYE"]), target)
         assert (await response(uac, "BYE", 5.0)).startswith("SIP/2.0 200")
         _, err = await asyncio.wait_for(sipp.communicate(), 10)
         assert sipp.returncode == 0, err.decode(errors="replace")

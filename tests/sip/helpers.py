@@ -94,8 +94,10 @@ class UdpClient(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-       "m=audio {port} RTP/AVP 8 0 96\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\n{extra}")
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio {port} RTP/AVP 8 0 96\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\n{extra}"
+)
 
 
 class Dialer:
@@ -111,36 +113,48 @@ class Dialer:
         self.invite_branch = ""
         self.invite_cseq = 1
 
-    def headers(self, method: str, branch: str, cseq: int, extra: str = "",
-                via_port: int | None = None) -> str:
+    def headers(self, method: str, branch: str, cseq: int, extra: str = "", via_port: int | None = None) -> str:
         to_tag = f";tag={self.to_tag}" if self.to_tag else ""
-        return (f"Via: SIP/2.0/UDP 127.0.0.1:{via_port or self.c.port};branch={branch};rport\r\n"
-                f"From: \"Bob\" <sip:bob@127.0.0.1:{self.c.port}>;tag={self.tag}\r\n"
-                f"To: <sip:ivr@127.0.0.1:{self.server_port}>{to_tag}\r\n"
-                f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
-                f"Contact: <sip:bob@127.0.0.1:{self.c.port}>\r\n{extra}")
+        return (
+            f"Via: SIP/2.0/UDP 127.0.0.1:{via_port or self.c.port};branch={branch};rport\r\n"
+            f'From: "Bob" <sip:bob@127.0.0.1:{self.c.port}>;tag={self.tag}\r\n'
+            f"To: <sip:ivr@127.0.0.1:{self.server_port}>{to_tag}\r\n"
+            f"Call-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+            f"Contact: <sip:bob@127.0.0.1:{self.c.port}>\r\n{extra}"
+        )
 
-    def invite(self, sdp: str | None = None, extra: str = "", branch: str | None = None,
-               content_type: str = "application/sdp", via_port: int | None = None,
-               mutate: Callable[[str], str] = str) -> str:
+    def invite(
+        self,
+        sdp: str | None = None,
+        extra: str = "",
+        branch: str | None = None,
+        content_type: str = "application/sdp",
+        via_port: int | None = None,
+        mutate: Callable[[str], str] = str,
+    ) -> str:
         body = SDP.format(port=4000, extra="") if sdp is None else sdp
         self.invite_branch = branch or "z9hG4bK" + secrets.token_hex(6)
         self.invite_cseq = self.cseq
         ct = f"Content-Type: {content_type}\r\n" if body else ""
-        msg = (f"INVITE sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
-               + self.headers("INVITE", self.invite_branch, self.cseq, extra, via_port)
-               + f"{ct}Content-Length: {len(body)}\r\n\r\n{body}")
+        msg = (
+            f"INVITE sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
+            + self.headers("INVITE", self.invite_branch, self.cseq, extra, via_port)
+            + f"{ct}Content-Length: {len(body)}\r\n\r\n{body}"
+        )
         msg = mutate(msg)
         self.c.send(msg, self.server_port)
         return msg
 
-    def request(self, method: str, extra: str = "", body: str = "", cseq: int | None = None,
-                branch: str | None = None) -> str:
+    def request(
+        self, method: str, extra: str = "", body: str = "", cseq: int | None = None, branch: str | None = None
+    ) -> str:
         if cseq is None and method not in ("ACK", "CANCEL"):
             self.cseq += 1
-        msg = (f"{method} sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
-               + self.headers(method, branch or "z9hG4bK" + secrets.token_hex(6), cseq or self.cseq, extra)
-               + f"Content-Length: {len(body)}\r\n\r\n{body}")
+        msg = (
+            f"{method} sip:ivr@127.0.0.1:{self.server_port} SIP/2.0\r\n"
+            + self.headers(method, branch or "z9hG4bK" + secrets.token_hex(6), cseq or self.cseq, extra)
+            + f"Content-Length: {len(body)}\r\n\r\n{body}"
+        )
         self.c.send(msg, self.server_port)
         return msg
 
@@ -155,9 +169,9 @@ class Dialer:
         return ok
 
 
-def respond(client: UdpClient, request: SipRequest, status: int, reason: str, server_port: int,
-            extra: str = "", body: str = "") -> None:
-    h = "".join(f"{n}: {v}\r\n" for n, v in request.headers.items()
-                if n in ("Via", "From", "To", "Call-ID", "CSeq"))
+def respond(
+    client: UdpClient, request: SipRequest, status: int, reason: str, server_port: int, extra: str = "", body: str = ""
+) -> None:
+    h = "".join(f"{n}: {v}\r\n" for n, v in request.headers.items() if n in ("Via", "From", "To", "Call-ID", "CSeq"))
     head = f"SIP/2.0 {status} {reason}\r\n{h}{extra}"
     client.send(f"{head}Content-Length: {len(body)}\r\n\r\n{body}", server_port)

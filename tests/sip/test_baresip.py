@@ -15,11 +15,14 @@ from ivr.sdp import parse_sdp
 from ivr.sip import IncomingCall
 from tests.sip.helpers import running_server
 
-pytestmark = [pytest.mark.peers, pytest.mark.skipif(shutil.which("baresip") is None,
-                                                    reason="baresip not installed")]
+pytestmark = [pytest.mark.peers, pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip not installed")]
 
-MODULE_DIRS = ["/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules",
-               "/usr/lib/aarch64-linux-gnu/baresip/modules", "/usr/local/lib/baresip/modules"]
+MODULE_DIRS = [
+    "/usr/lib/baresip/modules",
+    "/usr/lib/x86_64-linux-gnu/baresip/modules",
+    "/usr/lib/aarch64-linux-gnu/baresip/modules",
+    "/usr/local/lib/baresip/modules",
+]
 FORBIDDEN = {5060, 5062, 5070, 8080, 4444, 16000, 40000}
 
 # Adapted from the peers kit's baresip/cfg/config.template: every port is chosen per test run, so the
@@ -76,10 +79,10 @@ def write_config(cfg_dir: Path, wav: Path) -> None:
     module_path = next((d for d in MODULE_DIRS if Path(d, "g711.so").exists()), MODULE_DIRS[0])
     rtp = free_block(8)
     cfg_dir.mkdir()
-    (cfg_dir / "config").write_text(CONFIG.format(sip_port=free_block(1), wav=wav, rtp_lo=rtp, rtp_hi=rtp + 7,
-                                                  module_path=module_path))
-    (cfg_dir / "accounts").write_text(
-        "<sip:caller@127.0.0.1>;regint=0;audio_codecs=PCMU/8000/1,PCMA/8000/1\n")
+    (cfg_dir / "config").write_text(
+        CONFIG.format(sip_port=free_block(1), wav=wav, rtp_lo=rtp, rtp_hi=rtp + 7, module_path=module_path)
+    )
+    (cfg_dir / "accounts").write_text("<sip:caller@127.0.0.1>;regint=0;audio_codecs=PCMU/8000/1,PCMA/8000/1\n")
     (cfg_dir / "contacts").write_text("")
 
 
@@ -112,8 +115,17 @@ async def test_baresip_call(tmp_path: Path, rtp_port: int) -> None:
         log_path = tmp_path / "baresip.log"
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                "baresip", "-f", str(tmp_path / "cfg"), "-e", f"/dial sip:ivr@127.0.0.1:{server.bound_port}",
-                "-t", "15", stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT)
+                "baresip",
+                "-f",
+                str(tmp_path / "cfg"),
+                "-e",
+                f"/dial sip:ivr@127.0.0.1:{server.bound_port}",
+                "-t",
+                "15",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
             try:
                 await asyncio.wait_for(ended.wait(), 12)
             finally:

@@ -32,8 +32,13 @@ async def test_garbage_between_two_good_calls(udp_client: UdpClient, rtp_port: i
             await d.establish()
             rng = random.Random(7)
             junk = [rng.randbytes(rng.randint(1, 400)) for _ in range(40)]
-            junk += [b"INVITE sip:x SIP/2.0\r\nVia: broken\r\n\r\n", b"SIP/2.0 200\r\n\r\n", b"\x00" * 2000,
-                     b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 99\r\n\r\nshort", b"X" * 60000]
+            junk += [
+                b"INVITE sip:x SIP/2.0\r\nVia: broken\r\n\r\n",
+                b"SIP/2.0 200\r\n\r\n",
+                b"\x00" * 2000,
+                b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 99\r\n\r\nshort",
+                b"X" * 60000,
+            ]
             for j in junk:
                 udp_client.send(j, server.bound_port)
             d.request("BYE")
@@ -73,7 +78,9 @@ async def test_reinvite_updates_media_and_hold(udp_client: UdpClient, rtp_port: 
         d.request("ACK", cseq=4, branch=d.invite_branch)
         await asyncio.sleep(0.05)
         assert [(c.remote_ip, c.remote_port, c.on_hold) for c in changes] == [
-            ("127.0.0.1", 4100, True), ("127.0.0.2", 4200, False)]
+            ("127.0.0.1", 4100, True),
+            ("127.0.0.2", 4200, False),
+        ]
         assert server.active_calls == 1
         d.request("BYE")
         await udp_client.response(200)
@@ -158,8 +165,9 @@ async def test_info_dtmf_relay(udp_client: UdpClient, rtp_port: int) -> None:
         d = Dialer(udp_client, server.bound_port)
         await d.establish()
         for sig in ("5", "11"):
-            d.request("INFO", extra="Content-Type: application/dtmf-relay\r\n",
-                      body=f"Signal={sig}\r\nDuration=160\r\n")
+            d.request(
+                "INFO", extra="Content-Type: application/dtmf-relay\r\n", body=f"Signal={sig}\r\nDuration=160\r\n"
+            )
             assert (await udp_client.response()).status == 200
         d.request("INFO", extra="Content-Type: application/dtmf-relay\r\n", body="Signal=Z\r\n")
         assert (await udp_client.response()).status == 400
@@ -180,14 +188,15 @@ async def test_record_route_becomes_route_set(udp_client: UdpClient, rtp_port: i
         rr = f"Record-Route: <sip:127.0.0.1:{udp_client.port};lr>, <sip:p2.invalid;lr;ftag=x>\r\n"
         d.invite(extra=rr)
         ok = await udp_client.response(200)
-        assert ok.headers.values("Record-Route") == [f"<sip:127.0.0.1:{udp_client.port};lr>",
-                                                     "<sip:p2.invalid;lr;ftag=x>"]
+        assert ok.headers.values("Record-Route") == [
+            f"<sip:127.0.0.1:{udp_client.port};lr>",
+            "<sip:p2.invalid;lr;ftag=x>",
+        ]
         d.to_tag = ok.to.tag or ""
         d.ack()
         bye = await udp_client.request("BYE")  # sent to the first route, our "proxy"
         assert bye.uri == f"sip:bob@127.0.0.1:{udp_client.port}"
-        assert bye.headers.values("Route") == [f"<sip:127.0.0.1:{udp_client.port};lr>",
-                                               "<sip:p2.invalid;lr;ftag=x>"]
+        assert bye.headers.values("Route") == [f"<sip:127.0.0.1:{udp_client.port};lr>", "<sip:p2.invalid;lr;ftag=x>"]
         assert bye.headers.get("Max-Forwards") == "70" and bye.top_via.branch.startswith("z9hG4bK")
         assert bye.from_.tag == d.to_tag and bye.to.tag == d.tag
         assert bye.headers.get("Reason") == 'Q.850;cause=16;text="Normal call clearing"'
@@ -263,8 +272,9 @@ async def test_handler_error_gives_500(udp_client: UdpClient) -> None:
         assert server.active_calls == 0
 
 
-async def transfer_scenario(udp_client: UdpClient, rtp_port: int, peer_reply: str,
-                            **options: object) -> tuple[bool, IncomingCall, UdpClient]:
+async def transfer_scenario(
+    udp_client: UdpClient, rtp_port: int, peer_reply: str, **options: object
+) -> tuple[bool, IncomingCall, UdpClient]:
     results: list[tuple[bool, IncomingCall]] = []
 
     async def on_call(call: IncomingCall) -> None:
@@ -283,8 +293,12 @@ async def transfer_scenario(udp_client: UdpClient, rtp_port: int, peer_reply: st
         elif peer_reply.startswith("notify"):
             respond(udp_client, refer, 202, "Accepted", server.bound_port)
             frag = peer_reply.split()[1]
-            d.request("NOTIFY", extra="Event: refer\r\nSubscription-State: terminated;reason=noresource\r\n"
-                      "Content-Type: message/sipfrag\r\n", body=f"SIP/2.0 {frag} Whatever\r\n")
+            d.request(
+                "NOTIFY",
+                extra="Event: refer\r\nSubscription-State: terminated;reason=noresource\r\n"
+                "Content-Type: message/sipfrag\r\n",
+                body=f"SIP/2.0 {frag} Whatever\r\n",
+            )
             assert (await udp_client.response()).status == 200
         bye = await udp_client.request("BYE", within=3)
         respond(udp_client, bye, 200, "OK", server.bound_port)
@@ -320,7 +334,7 @@ async def test_transfer_bye_carries_reason(udp_client: UdpClient, rtp_port: int)
         refer = await udp_client.request("REFER")
         respond(udp_client, refer, 603, "Decline", server.bound_port)
         bye = await udp_client.request("BYE")
-        assert (bye.headers.get("Reason") or "").startswith("SIP;cause=480;text=\"transfer to sip:agent@")
+        assert (bye.headers.get("Reason") or "").startswith('SIP;cause=480;text="transfer to sip:agent@')
         respond(udp_client, bye, 200, "OK", server.bound_port)
 
 
@@ -413,8 +427,9 @@ async def test_tcp_call_and_broken_stream_isolated(rtp_port: int) -> None:
         assert reasons == ["bye"]
 
 
-async def test_fuzzed_requests_never_break_the_core(udp_client: UdpClient, rtp_port: int,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+async def test_fuzzed_requests_never_break_the_core(
+    udp_client: UdpClient, rtp_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
     """Mutated INVITE/re-INVITE/INFO/BYE requests reach the core (not just the parser): none may raise
     inside it, and a clean call still works afterwards."""
     answered: list[IncomingCall] = []
@@ -447,9 +462,9 @@ async def test_fuzzed_requests_never_break_the_core(udp_client: UdpClient, rtp_p
                 for _ in range(rng.randint(1, 2)):
                     i = rng.randrange(len(b))
                     if rng.random() < 0.5:
-                        b[i] = rng.choice(b" :;,<>=@\"\r\n0123456789abcdefINVITE\x00\xff")
+                        b[i] = rng.choice(b' :;,<>=@"\r\n0123456789abcdefINVITE\x00\xff')
                     else:
-                        del b[i:i + rng.randint(1, 6)]
+                        del b[i : i + rng.randint(1, 6)]
                 udp_client.send(bytes(b), server.bound_port)
                 await asyncio.sleep(0)  # let the server read: the socket buffer must not overflow
             await asyncio.sleep(0.3)
@@ -470,14 +485,18 @@ async def test_fuzzed_requests_never_break_the_core(udp_client: UdpClient, rtp_p
 
 async def test_bye_to_a_contact_hostname(udp_client: UdpClient, rtp_port: int) -> None:
     """A Contact with a host name is resolved without blocking, to an address our socket can reach."""
+
     async def on_call(call: IncomingCall) -> None:
         await call.answer("127.0.0.1", rtp_port)
         await call.hangup()
 
     async with running_server(on_call) as server:
         d = Dialer(udp_client, server.bound_port)
-        d.invite(mutate=lambda m: m.replace(f"Contact: <sip:bob@127.0.0.1:{udp_client.port}>",
-                                            f"Contact: <sip:bob@localhost:{udp_client.port}>"))
+        d.invite(
+            mutate=lambda m: m.replace(
+                f"Contact: <sip:bob@127.0.0.1:{udp_client.port}>", f"Contact: <sip:bob@localhost:{udp_client.port}>"
+            )
+        )
         ok = await udp_client.response(200)
         d.to_tag = ok.to.tag or ""
         d.ack()

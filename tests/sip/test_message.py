@@ -82,7 +82,8 @@ def test_multiple_vias_in_order() -> None:
         "Via: SIP/2.0/UDP 127.0.0.1:6001;branch=z9hG4bK-abc;rport\r\n",
         "Via: SIP/2.0/UDP proxy1.example.com;branch=z9hG4bK-1, "
         "SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bK-2\r\n"
-        "v: SIP / 2.0 / UDP 10.1.1.1:5062 ;branch=z9hG4bK-3;received=10.1.1.2\r\n")
+        "v: SIP / 2.0 / UDP 10.1.1.1:5062 ;branch=z9hG4bK-3;received=10.1.1.2\r\n",
+    )
     req = parse_req(text)
     vias = req.vias
     assert [v.branch for v in vias] == ["z9hG4bK-1", "z9hG4bK-2", "z9hG4bK-3"]
@@ -112,43 +113,51 @@ def test_content_length_rules() -> None:
 
 
 def test_response_parse() -> None:
-    msg = parse_message(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
-                        b"From: <sip:a@h>;tag=1\r\n"
-                        b"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REFER\r\nContent-Length: 0\r\n\r\n")
+    msg = parse_message(
+        b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
+        b"From: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REFER\r\nContent-Length: 0\r\n\r\n"
+    )
     assert isinstance(msg, SipResponse) and msg.status == 180 and msg.reason == "Ringing"
     assert msg.cseq == (2, "REFER") and msg.to.tag == "2"
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty"),
-    (b"\x00\xff\xfe garbage \x01", "end of headers"),
-    (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n", "end of headers"),
-    (b"INVITE sip:a@b SIP/3.0\r\n\r\n", "version"),
-    (b"INVITE  sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", "start line"),
-    (b"SIP/2.0 99 Low\r\n\r\n", "start line|status"),
-    (b"INVITE sip:a@b SIP/2.0\r\nNoColonHere\r\n\r\n", "header line"),
-    (b"INVITE sip:a@b SIP/2.0\r\n continuation first\r\n\r\n", "continuation"),
-    (b"INVITE sip:a@b SIP/2.0\r\nSubject: \xc3\x28\r\n\r\n", "UTF-8"),
-    (b"INVITE sip:a@b SIP/2.0\r\nX: " + b"a" * 20000 + b"\r\n\r\n", "too large"),
-    (b"INVITE sip:a@b SIP/2.0\r\n" + b"X: 1\r\n" * 200 + b"\r\n", "too many"),
-    (b"\r\n\r\n\r\n", "empty"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"\x00\xff\xfe garbage \x01", "end of headers"),
+        (b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n", "end of headers"),
+        (b"INVITE sip:a@b SIP/3.0\r\n\r\n", "version"),
+        (b"INVITE  sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", "start line"),
+        (b"SIP/2.0 99 Low\r\n\r\n", "start line|status"),
+        (b"INVITE sip:a@b SIP/2.0\r\nNoColonHere\r\n\r\n", "header line"),
+        (b"INVITE sip:a@b SIP/2.0\r\n continuation first\r\n\r\n", "continuation"),
+        (b"INVITE sip:a@b SIP/2.0\r\nSubject: \xc3\x28\r\n\r\n", "UTF-8"),
+        (b"INVITE sip:a@b SIP/2.0\r\nX: " + b"a" * 20000 + b"\r\n\r\n", "too large"),
+        (b"INVITE sip:a@b SIP/2.0\r\n" + b"X: 1\r\n" * 200 + b"\r\n", "too many"),
+        (b"\r\n\r\n\r\n", "empty"),
+    ],
+)
 def test_malformed_framing(data: bytes, reason: str) -> None:
     with pytest.raises(SipParseError, match=reason):
         parse_message(data)
 
 
-@pytest.mark.parametrize("old, new, reason", [
-    ("CSeq: 314159 INVITE", "CSeq: 314159 BYE", "CSeq method"),
-    ("CSeq: 314159 INVITE", "CSeq: 99999999999 INVITE", "CSeq"),
-    ("CSeq: 314159 INVITE", "CSeq: INVITE", "CSeq"),
-    ("Call-ID: a84b4c76e66710@pc33\r\n", "", "Call-ID"),
-    ("To: <sip:ivr@127.0.0.1:5099>", "To: <sip:ivr@127.0.0.1:5099", "unterminated"),
-    ('From: "Alice, the \\"caller\\"" <sip:alice@127.0.0.1:6001>', 'From: "Alice <sip:alice@h>', "display"),
-    ("Via: SIP/2.0/UDP 127.0.0.1:6001", "Via: SIP/2.0/UDP 127.0.0.1:99999", "port"),
-    ("Via: SIP/2.0/UDP 127.0.0.1:6001", "Via: HTTP/1.1 127.0.0.1", "Via"),
-    ("Max-Forwards: 70", "Max-Forwards: many", "Max-Forwards"),
-])
+@pytest.mark.parametrize(
+    "old, new, reason",
+    [
+        ("CSeq: 314159 INVITE", "CSeq: 314159 BYE", "CSeq method"),
+        ("CSeq: 314159 INVITE", "CSeq: 99999999999 INVITE", "CSeq"),
+        ("CSeq: 314159 INVITE", "CSeq: INVITE", "CSeq"),
+        ("Call-ID: a84b4c76e66710@pc33\r\n", "", "Call-ID"),
+        ("To: <sip:ivr@127.0.0.1:5099>", "To: <sip:ivr@127.0.0.1:5099", "unterminated"),
+        ('From: "Alice, the \\"caller\\"" <sip:alice@127.0.0.1:6001>', 'From: "Alice <sip:alice@h>', "display"),
+        ("Via: SIP/2.0/UDP 127.0.0.1:6001", "Via: SIP/2.0/UDP 127.0.0.1:99999", "port"),
+        ("Via: SIP/2.0/UDP 127.0.0.1:6001", "Via: HTTP/1.1 127.0.0.1", "Via"),
+        ("Max-Forwards: 70", "Max-Forwards: many", "Max-Forwards"),
+    ],
+)
 def test_malformed_headers(old: str, new: str, reason: str) -> None:
     req = parse_message(INVITE.replace(old, new).encode())
     with pytest.raises(SipParseError, match=reason):
@@ -173,8 +182,9 @@ def test_uri_and_name_addr() -> None:
 
 
 def test_contact_list_with_commas_in_quotes() -> None:
-    req = parse_req(INVITE.replace("Contact: <sip:alice@127.0.0.1:6001>",
-                                   'Contact: "Doe, John" <sip:j@h>, <sip:k@h;x=1,2>'))
+    req = parse_req(
+        INVITE.replace("Contact: <sip:alice@127.0.0.1:6001>", 'Contact: "Doe, John" <sip:j@h>, <sip:k@h;x=1,2>')
+    )
     assert req.headers.values("Contact") == ['"Doe, John" <sip:j@h>', "<sip:k@h;x=1,2>"]
 
 
@@ -193,10 +203,10 @@ def _mutations(rng: random.Random, base: bytes, n: int) -> list[bytes]:
             for _ in range(rng.randint(1, 8)):
                 b[rng.randrange(len(b))] = rng.randrange(256)
         elif op == 1:
-            del b[rng.randrange(len(b)):]
+            del b[rng.randrange(len(b)) :]
         elif op == 2:
             i = rng.randrange(len(b))
-            b[i:i] = bytes(rng.choice(b":;,<>\"\r\n @=") for _ in range(rng.randint(1, 5)))
+            b[i:i] = bytes(rng.choice(b':;,<>"\r\n @=') for _ in range(rng.randint(1, 5)))
         else:
             i, j = sorted(rng.randrange(len(b)) for _ in range(2))
             del b[i:j]

@@ -17,15 +17,18 @@ def answer_lines(neg_offer: bytes, port: int = 20000) -> list[str]:
     return body.decode().split("\r\n")
 
 
-@pytest.mark.parametrize("fmts, rtpmaps, codec, pt", [
-    ("0", "", "PCMU", 0),
-    ("8", "", "PCMA", 8),
-    ("0 8", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "PCMU", 0),
-    ("8 0", "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n", "PCMA", 8),
-    ("18 8 0", "a=rtpmap:18 G729/8000\r\n", "PCMA", 8),
-    ("9 96 0", "a=rtpmap:9 G722/8000\r\na=rtpmap:96 opus/48000/2\r\n", "PCMU", 0),
-    ("97", "a=rtpmap:97 pcmu/8000\r\n", "PCMU", 97),  # G.711 on a dynamic payload type
-])
+@pytest.mark.parametrize(
+    "fmts, rtpmaps, codec, pt",
+    [
+        ("0", "", "PCMU", 0),
+        ("8", "", "PCMA", 8),
+        ("0 8", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "PCMU", 0),
+        ("8 0", "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n", "PCMA", 8),
+        ("18 8 0", "a=rtpmap:18 G729/8000\r\n", "PCMA", 8),
+        ("9 96 0", "a=rtpmap:9 G722/8000\r\na=rtpmap:96 opus/48000/2\r\n", "PCMU", 0),
+        ("97", "a=rtpmap:97 pcmu/8000\r\n", "PCMU", 97),  # G.711 on a dynamic payload type
+    ],
+)
 def test_codec_choice_follows_callers_order(fmts: str, rtpmaps: str, codec: str, pt: int) -> None:
     neg = negotiate(parse_sdp(offer(f"m=audio 4000 RTP/AVP {fmts}\r\n{rtpmaps}")))
     assert (neg.media.codec, neg.media.payload_type) == (codec, pt)
@@ -35,8 +38,9 @@ def test_codec_choice_follows_callers_order(fmts: str, rtpmaps: str, codec: str,
 
 @pytest.mark.parametrize("te", [96, 101, 127])
 def test_telephone_event_at_any_offered_pt(te: int) -> None:
-    sdp = offer(f"m=audio 4000 RTP/AVP 0 {te}\r\na=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
-                "a=ptime:30\r\n")
+    sdp = offer(
+        f"m=audio 4000 RTP/AVP 0 {te}\r\na=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\na=ptime:30\r\n"
+    )
     neg = negotiate(parse_sdp(sdp))
     assert neg.media.telephone_event_pt == te and neg.media.ptime == 30
     lines = answer_lines(sdp)
@@ -47,21 +51,25 @@ def test_telephone_event_at_any_offered_pt(te: int) -> None:
 
 
 def test_first_telephone_event_wins_when_several_offered() -> None:
-    sdp = offer("m=audio 4000 RTP/AVP 0 8 96 101\r\na=rtpmap:96 telephone-event/8000\r\n"
-                "a=rtpmap:101 telephone-event/8000\r\n")
+    sdp = offer(
+        "m=audio 4000 RTP/AVP 0 8 96 101\r\na=rtpmap:96 telephone-event/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
     assert negotiate(parse_sdp(sdp)).media.telephone_event_pt == 96
     # a telephone-event at another clock rate does not fit 8 kHz G.711
     sdp = offer("m=audio 4000 RTP/AVP 0 110\r\na=rtpmap:110 telephone-event/48000\r\n")
     assert negotiate(parse_sdp(sdp)).media.telephone_event_pt is None
 
 
-@pytest.mark.parametrize("m_lines, warning", [
-    ("m=audio 4000 RTP/AVP 18 101\r\na=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\n", 305),
-    ("m=audio 4000 RTP/SAVP 0\r\n", 305),
-    ("m=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/16000\r\na=rtpmap:8 G722/8000\r\n", 305),
-    ("m=video 4002 RTP/AVP 31\r\n", 304),
-    ("m=audio 0 RTP/AVP 0\r\n", 304),
-])
+@pytest.mark.parametrize(
+    "m_lines, warning",
+    [
+        ("m=audio 4000 RTP/AVP 18 101\r\na=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\n", 305),
+        ("m=audio 4000 RTP/SAVP 0\r\n", 305),
+        ("m=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/16000\r\na=rtpmap:8 G722/8000\r\n", 305),
+        ("m=video 4002 RTP/AVP 31\r\n", 304),
+        ("m=audio 0 RTP/AVP 0\r\n", 304),
+    ],
+)
 def test_unusable_offers(m_lines: str, warning: int) -> None:
     with pytest.raises(SdpNotAcceptable) as info:
         negotiate(parse_sdp(offer(m_lines)))
@@ -69,17 +77,18 @@ def test_unusable_offers(m_lines: str, warning: int) -> None:
 
 
 def test_multiple_m_lines_other_streams_declined_with_port_0() -> None:
-    sdp = offer("m=video 5000 RTP/AVP 31\r\na=rtpmap:31 H261/90000\r\n"
-                "m=audio 4000 RTP/SAVP 0\r\n"
-                "m=audio 4002 RTP/AVP 8 0 101\r\nc=IN IP4 198.51.100.5\r\n"
-                "a=rtpmap:101 telephone-event/8000\r\n"
-                "m=audio 4004 RTP/AVP 0\r\n")
+    sdp = offer(
+        "m=video 5000 RTP/AVP 31\r\na=rtpmap:31 H261/90000\r\n"
+        "m=audio 4000 RTP/SAVP 0\r\n"
+        "m=audio 4002 RTP/AVP 8 0 101\r\nc=IN IP4 198.51.100.5\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+        "m=audio 4004 RTP/AVP 0\r\n"
+    )
     neg = negotiate(parse_sdp(sdp))
     assert neg.index == 2
     assert (neg.media.remote_ip, neg.media.remote_port, neg.media.codec) == ("198.51.100.5", 4002, "PCMA")
     m = [ln for ln in answer_lines(sdp) if ln.startswith("m=")]
-    assert m == ["m=video 0 RTP/AVP 31", "m=audio 0 RTP/SAVP 0", "m=audio 20000 RTP/AVP 8 101",
-                 "m=audio 0 RTP/AVP 0"]
+    assert m == ["m=video 0 RTP/AVP 31", "m=audio 0 RTP/SAVP 0", "m=audio 20000 RTP/AVP 8 101", "m=audio 0 RTP/AVP 0"]
 
 
 def test_connection_at_media_level_only_and_missing() -> None:
@@ -89,12 +98,15 @@ def test_connection_at_media_level_only_and_missing() -> None:
         negotiate(parse_sdp(offer("m=audio 4000 RTP/AVP 0\r\n", session="")))
 
 
-@pytest.mark.parametrize("attr, offered, answered", [
-    ("a=sendonly\r\n", "sendonly", "recvonly"),
-    ("a=recvonly\r\n", "recvonly", "sendonly"),
-    ("a=inactive\r\n", "inactive", "inactive"),
-    ("", "sendrecv", "sendrecv"),
-])
+@pytest.mark.parametrize(
+    "attr, offered, answered",
+    [
+        ("a=sendonly\r\n", "sendonly", "recvonly"),
+        ("a=recvonly\r\n", "recvonly", "sendonly"),
+        ("a=inactive\r\n", "inactive", "inactive"),
+        ("", "sendrecv", "sendrecv"),
+    ],
+)
 def test_directions(attr: str, offered: str, answered: str) -> None:
     sdp = offer("m=audio 4000 RTP/AVP 0\r\n" + attr)
     neg = negotiate(parse_sdp(sdp))
@@ -117,20 +129,23 @@ def test_ipv6_answer() -> None:
     assert "c=IN IP6 ::1" in body
 
 
-@pytest.mark.parametrize("bad", [
-    b"",
-    b"hello",
-    b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n",  # no o=
-    offer("m=audio port RTP/AVP 0\r\n"),
-    offer("m=audio 4000\r\n"),
-    offer("m=audio 70000 RTP/AVP 0\r\n"),
-    offer("m=audio 4000 RTP/AVP 0\r\na=rtpmap:x PCMU/8000\r\n"),
-    offer("m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n"),
-    offer("m=audio 4000 RTP/AVP 0\r\na=ptime:fast\r\n"),
-    offer("m=audio 4000 RTP/AVP 0\r\n", session="c=IN IP4\r\n"),
-    offer("m=audio 4000 RTP/AVP 0\r\nthis is not sdp\r\n"),
-    b"v=0\r\no=- 1 1 IN IP4 h\r\n\xff\xfe",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"hello",
+        b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n",  # no o=
+        offer("m=audio port RTP/AVP 0\r\n"),
+        offer("m=audio 4000\r\n"),
+        offer("m=audio 70000 RTP/AVP 0\r\n"),
+        offer("m=audio 4000 RTP/AVP 0\r\na=rtpmap:x PCMU/8000\r\n"),
+        offer("m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n"),
+        offer("m=audio 4000 RTP/AVP 0\r\na=ptime:fast\r\n"),
+        offer("m=audio 4000 RTP/AVP 0\r\n", session="c=IN IP4\r\n"),
+        offer("m=audio 4000 RTP/AVP 0\r\nthis is not sdp\r\n"),
+        b"v=0\r\no=- 1 1 IN IP4 h\r\n\xff\xfe",
+    ],
+)
 def test_malformed_sdp(bad: bytes) -> None:
     with pytest.raises(SdpError):
         negotiate(parse_sdp(bad))

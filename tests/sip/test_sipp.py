@@ -13,8 +13,7 @@ import pytest
 from ivr.sip import IncomingCall, SipServer
 from tests.sip.helpers import running_server
 
-pytestmark = [pytest.mark.peers,
-              pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")]
+pytestmark = [pytest.mark.peers, pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")]
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 FORBIDDEN = {5060, 5062, 5070, 8080, 4444, 16000, 40000}
@@ -44,15 +43,40 @@ def free_port(span: int = 1) -> int:
     raise RuntimeError("no free port")
 
 
-async def run_sipp(server: SipServer, scenario: str, tmp_path: Path, limit: float = 8.0,
-                   transport: str = "u1") -> tuple[int, str]:
+async def run_sipp(
+    server: SipServer, scenario: str, tmp_path: Path, limit: float = 8.0, transport: str = "u1"
+) -> tuple[int, str]:
     err = tmp_path / "sipp_err.log"
-    cmd = ["sipp", f"127.0.0.1:{server.bound_port}", "-sf", str(SCENARIOS / scenario), "-m", "1",
-           "-i", "127.0.0.1", "-p", str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port(4)),
-           "-nostdin", "-timeout", f"{int(limit)}s", "-timeout_error", "-trace_err", "-error_file", str(err),
-           "-max_recv_loops", "1000", "-t", transport]
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    cmd = [
+        "sipp",
+        f"127.0.0.1:{server.bound_port}",
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-m",
+        "1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(free_port()),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        str(free_port(4)),
+        "-nostdin",
+        "-timeout",
+        f"{int(limit)}s",
+        "-timeout_error",
+        "-trace_err",
+        "-error_file",
+        str(err),
+        "-max_recv_loops",
+        "1000",
+        "-t",
+        transport,
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), limit + 5)
     except TimeoutError:

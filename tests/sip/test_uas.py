@@ -145,10 +145,19 @@ async def test_non_2xx_retransmitted_until_ack(udp_client: UdpClient) -> None:
         assert SIP_REJECTED_CALLS.labels("no-common-codec")._value.get() == before + 1
 
 
-@pytest.mark.parametrize("kind, status", [
-    ("bad-sdp", 400), ("text-body", 415), ("require", 420), ("mf0", 483), ("tel", 416),
-    ("gzip", 415), ("bad-record-route", 400), ("no-contact", 400),
-])
+@pytest.mark.parametrize(
+    "kind, status",
+    [
+        ("bad-sdp", 400),
+        ("text-body", 415),
+        ("require", 420),
+        ("mf0", 483),
+        ("tel", 416),
+        ("gzip", 415),
+        ("bad-record-route", 400),
+        ("no-contact", 400),
+    ],
+)
 async def test_bad_invites(udp_client: UdpClient, kind: str, status: int) -> None:
     async def on_call(call: IncomingCall) -> None:
         raise AssertionError("no call expected")
@@ -221,14 +230,19 @@ async def test_rfc2543_peer_without_branch(udp_client: UdpClient) -> None:
         udp_client.send(invite, server.bound_port)  # retransmission: absorbed, 180 repeated
         await udp_client.response(180)
         head = invite.split("Content-Type")[0]
-        cancel = (head.replace("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-                  + "Content-Length: 0\r\n\r\n")
+        cancel = (
+            head.replace("INVITE sip:", "CANCEL sip:", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+            + "Content-Length: 0\r\n\r\n"
+        )
         udp_client.send(cancel, server.bound_port)
         responses = {r.status: r for r in [await udp_client.response(), await udp_client.response()]}
         assert set(responses) == {200, 487}
         to_487 = responses[487].headers.get("To") or ""
-        ack = (cancel.replace("CANCEL sip:", "ACK sip:", 1).replace("CSeq: 1 CANCEL", "CSeq: 1 ACK")
-               .replace(f"To: <sip:ivr@127.0.0.1:{server.bound_port}>", f"To: {to_487}"))
+        ack = (
+            cancel.replace("CANCEL sip:", "ACK sip:", 1)
+            .replace("CSeq: 1 CANCEL", "CSeq: 1 ACK")
+            .replace(f"To: <sip:ivr@127.0.0.1:{server.bound_port}>", f"To: {to_487}")
+        )
         udp_client.send(ack, server.bound_port)
         await asyncio.sleep(0.02)
         while not udp_client.queue.empty():

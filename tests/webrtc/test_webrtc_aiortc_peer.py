@@ -30,10 +30,10 @@ PY = WORK / "venv" / "bin" / "python"
 
 
 @pytest.mark.skipif(not (CLIENT.exists() and PY.exists()), reason="peers kit not installed (install.sh)")
-@pytest.mark.parametrize(("codec", "min_rx", "min_heard"), [("opus", 0.9, 0.9), ("pcmu", 0.99, 0.99),
-                                                          ("pcma", 0.99, 0.99)])
-async def test_aiortc_caller_speech_in_prompt_out(codec: str, min_rx: float, min_heard: float,
-                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("codec", "min_rx", "min_heard"), [("opus", 0.9, 0.9), ("pcmu", 0.99, 0.99), ("pcma", 0.99, 0.99)]
+)
+async def test_aiortc_caller_speech_in_prompt_out(codec: str, min_rx: float, min_heard: float, tmp_path: Path) -> None:
     common = peers_common()
     speech, speech_rate = common.read_wav(str(AUDIO / "speech8k.wav"))
     prompt, prompt_rate = common.read_wav(str(AUDIO / "prompt8k.wav"))
@@ -45,12 +45,13 @@ async def test_aiortc_caller_speech_in_prompt_out(codec: str, min_rx: float, min
     baseline = asyncio.all_tasks()
     t0 = time.monotonic()
     async with serve(app) as url:
-        rc, out = await run_bounded(PY, CLIENT, "--url", url + "/webrtc", "--codec", codec,
-                                    "--seconds", "12", "--out", tmp_path, limit_s=40)
+        rc, out = await run_bounded(
+            PY, CLIENT, "--url", url + "/webrtc", "--codec", codec, "--seconds", "12", "--out", tmp_path, limit_s=40
+        )
         assert rc == 0, out
         await asyncio.wait_for(harness.done.wait(), 5)
     wall = time.monotonic() - t0
-    report = json.loads(out[out.index("{"):])
+    report = json.loads(out[out.index("{") :])
 
     assert harness.info is not None and harness.info.codec.lower().startswith(codec)
     assert harness.play_result is True and harness.hangup is not None
@@ -59,12 +60,14 @@ async def test_aiortc_caller_speech_in_prompt_out(codec: str, min_rx: float, min
     rx = common.resample(harness.received, harness.rate, 8000)
     rx_corr, rx_lag = common.best_correlation(common.resample(speech, speech_rate, 8000), rx)
     heard, heard_rate = common.read_wav(str(tmp_path / "heard.wav"))
-    heard_corr, _ = common.best_correlation(common.resample(prompt, prompt_rate, 8000),
-                                            common.resample(heard, heard_rate, 8000))
-    print(f"\n{codec}: server rx corr {rx_corr:.4f} (lag {rx_lag / 8000:.3f} s), client heard prompt corr "
-          f"{heard_corr:.4f}, offer/answer {report['offer_answer_s']} s, wall {wall:.1f} s")
+    heard_corr, _ = common.best_correlation(
+        common.resample(prompt, prompt_rate, 8000), common.resample(heard, heard_rate, 8000)
+    )
+    print(
+        f"\n{codec}: server rx corr {rx_corr:.4f} (lag {rx_lag / 8000:.3f} s), client heard prompt corr "
+        f"{heard_corr:.4f}, offer/answer {report['offer_answer_s']} s, wall {wall:.1f} s"
+    )
     assert rx_corr > min_rx
     assert heard_corr > min_heard
     await wait_until(lambda: endpoint.active_calls == 0 and not endpoint.legs(), 5, "call released")
-    await wait_until(lambda: not (asyncio.all_tasks() - baseline - {asyncio.current_task()}), 5,
-                     "no leftover tasks")
+    await wait_until(lambda: not (asyncio.all_tasks() - baseline - {asyncio.current_task()}), 5, "no leftover tasks")

@@ -33,8 +33,13 @@ pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 
 DRIVER = PEERS / "webrtc" / "drive_playwright.js"
 MIC = AUDIO / "speech48k_lead1500ms.wav"
-usable = DRIVER.exists() and MIC.exists() and shutil.which("node") and Path("/usr/bin/chromium").exists() \
+usable = (
+    DRIVER.exists()
+    and MIC.exists()
+    and shutil.which("node")
+    and Path("/usr/bin/chromium").exists()
     and (WORK / "node" / "node_modules" / "playwright-core").exists()
+)
 
 
 def _decode_webm(data: bytes, rate: int = 8000) -> np.ndarray:
@@ -49,8 +54,7 @@ def _decode_webm(data: bytes, rate: int = 8000) -> np.ndarray:
 
 @pytest.mark.skipif(not usable, reason="chromium / playwright-core / peers audio not installed")
 @pytest.mark.parametrize(("codec", "min_rx", "page_hangs_up"), [("opus", 0.8, False), ("PCMU", 0.95, True)])
-async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_hangs_up: bool,
-                                              tmp_path: Path) -> None:
+async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_hangs_up: bool, tmp_path: Path) -> None:
     """Opus: the IVR hangs up after the caller spoke. PCMU: the page's Hang up ends the call."""
     common = peers_common()
     speech, speech_rate = common.read_wav(str(AUDIO / "speech8k.wav"))
@@ -74,10 +78,10 @@ async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_ha
     t0 = time.monotonic()
     async with serve(app) as url:
         hangup_ms = 10000 if page_hangs_up else 25000
-        page = (f"{url}/?autotest=1&hangup_after_ms={hangup_ms}&dtmf=1%23&dtmf_at_ms=1500"
-                f"&upload=/test/upload" + ("&codec=PCMU" if codec == "PCMU" else ""))
-        rc, out = await run_bounded("node", DRIVER, page, MIC, "40000", limit_s=60,
-                                    env={"PEERS_TMP": str(tmp_path)})
+        page = f"{url}/?autotest=1&hangup_after_ms={hangup_ms}&dtmf=1%23&dtmf_at_ms=1500&upload=/test/upload" + (
+            "&codec=PCMU" if codec == "PCMU" else ""
+        )
+        rc, out = await run_bounded("node", DRIVER, page, MIC, "40000", limit_s=60, env={"PEERS_TMP": str(tmp_path)})
         await asyncio.wait_for(harness.done.wait(), 5)
     wall = time.monotonic() - t0
     assert rc == 0, out
@@ -109,8 +113,10 @@ async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_ha
     heard = _decode_webm(uploads[0]["audio"])
     prompt8k = common.resample(prompt, prompt_rate, 8000)
     seg_corr = common.segment_correlation(prompt8k, heard)
-    print(f"\nchromium {codec}: server rx corr {rx_corr:.4f} (lag {rx_lag / 8000:.3f} s), page heard prompt "
-          f"segment corr {seg_corr:.4f}, inbound stats {report['stats'].get('inbound')}, wall {wall:.1f} s")
+    print(
+        f"\nchromium {codec}: server rx corr {rx_corr:.4f} (lag {rx_lag / 8000:.3f} s), page heard prompt "
+        f"segment corr {seg_corr:.4f}, inbound stats {report['stats'].get('inbound')}, wall {wall:.1f} s"
+    )
     assert rx_corr > min_rx
     assert seg_corr > 0.6
     await wait_until(lambda: endpoint.active_calls == 0 and not endpoint.legs(), 5, "call released")

@@ -87,8 +87,9 @@ async def _assert_cleaned_up(endpoint: WebRtcEndpoint, legs: list[WebRtcLeg], ba
         assert leg.ended
         assert leg._pc.connectionState == "closed"
         assert not leg._tasks
-    await wait_until(lambda: not (asyncio.all_tasks() - baseline - {asyncio.current_task()}), 5,
-                     "no leftover asyncio tasks")
+    await wait_until(
+        lambda: not (asyncio.all_tasks() - baseline - {asyncio.current_task()}), 5, "no leftover asyncio tasks"
+    )
 
 
 async def test_malformed_offers_are_400_and_counted() -> None:
@@ -196,7 +197,7 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     assert len(frames) > 25  # > 0.5 s of 20 ms frames
     assert all(f.sample_rate == 16000 and f.pcm.dtype == np.int16 and f.pcm.ndim == 1 for f in frames)
     heard = np.concatenate([f.pcm for f in frames]).astype(np.float64)
-    assert np.sqrt(np.mean(heard ** 2)) > 1000  # the tone, not silence
+    assert np.sqrt(np.mean(heard**2)) > 1000  # the tone, not silence
     assert collector.infos[0].codec == "opus/48000"
     await _assert_cleaned_up(endpoint, collector.legs, baseline)
 
@@ -237,7 +238,7 @@ async def test_server_hangup_after_barge_in_reaches_the_caller() -> None:
     assert collector.events[-1] == Hangup("bye")
     assert collector.infos[0].codec == "PCMU/8000"
     heard = np.concatenate(caller.recorder.chunks).astype(np.float64)
-    loud = np.sqrt(np.convolve(heard ** 2, np.ones(160) / 160, "valid")) > 1500
+    loud = np.sqrt(np.convolve(heard**2, np.ones(160) / 160, "valid")) > 1500
     # ~1 s of the first prompt (cut within a frame), 0.2 s of the second, ~0.3 s of the cancelled one
     assert 1.35 < loud.sum() / 8000 < 1.7
     await _assert_cleaned_up(endpoint, collector.legs, baseline)
@@ -332,7 +333,7 @@ async def test_playout_track_is_paced_and_silent_when_idle() -> None:
     assert done.result() is True
     got = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
     assert all(f.sample_rate == OUT_RATE and f.samples == FRAME_SAMPLES for f in frames)
-    assert np.array_equal(got[:pcm.size], pcm) and not got[pcm.size:].any()
+    assert np.array_equal(got[: pcm.size], pcm) and not got[pcm.size :].any()
     track.start(pcm)
     with pytest.raises(RuntimeError):
         track.start(pcm)

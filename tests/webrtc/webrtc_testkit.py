@@ -211,8 +211,11 @@ async def wait_until(predicate: Any, within_s: float, what: str) -> None:
 async def run_bounded(*cmd: str | Path, limit_s: float, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run a subprocess without blocking the loop (the server under test shares it); kill on timeout."""
     proc = await asyncio.create_subprocess_exec(
-        *map(str, cmd), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
+        *map(str, cmd),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), limit_s)
     except TimeoutError:

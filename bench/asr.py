@@ -1,0 +1,172 @@
+"""ASR benchmark: voicenav's engine and faster-whisper side by side, same weights, same threads.
+
+    .venv/bin/python bench/asr.py [--model tiny.en] [--limit N] [--streams 1,4,16]
+
+Part 1, accuracy and single-stream latency: every clip of the real Asterisk recordings (8 kHz) and
+of the synthetic callers, one at a time, through each system: WER, real-time factor, latency p50/p95
+(all clips and clips under 5 s). Part 2, load: N concurrent callers each sending utterances one
+after another (closed loop) for a bounded number of utterances: latency p50/p95 and throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Clip, asterisk_clips, caller_clips, pct, table, wer
+
+from asr_engine.audio.resample import resample
+from asr_engine.batcher import BatchingRecognizer
+from asr_engine.config import EngineConfig, RecognizerConfig
+from asr_engine.recognizer import Recognizer, Utterance
+from asr_engine.segmenter import speech_chunks
+from asr_engine.transcribe import transcribe_audio
+from asr_engine.vad import RATE, SileroVad
+
+
+class Ours:
+    def __init__(self, model: str, threads: int, window: str, max_batch: int) -> None:
+        cfg = RecognizerConfig(
+            model=model, encoder_window=window, max_batch=max_batch, engine=EngineConfig(intra_op_threads=threads)
+        )
+        self.rec = Recognizer(cfg)
+        self.rec.warmup()
+        self.vad = SileroVad()
+        self.name = f"voicenav ({window}, onnx int8)"
+
+    def transcribe(self, clip: Clip) -> str:
+        return transcribe_audio(self.rec, self.vad, clip.audio).text
+
+
+class FasterWhisper:
+    def __init__(self, model_dir: str, threads: int) -> None:
+        from faster_whisper import WhisperModel
+
+        self.model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+        self.name = "faster-whisper 1.2.1 (int8)"
+        self.lock = threading.Lock()  # one model instance, as one would serve it
+
+    def transcribe(self, clip: Clip) -> str:
+        x = resample(clip.audio.samples, clip.audio.sample_rate, 16000)
+        with self.lock:
+            segs, _ = self.model.transcribe(x, beam_size=1, language="en", without_timestamps=True)
+            return " ".join(s.text.strip() for s in segs)
+
+
+def accuracy(system, clips: list[Clip]) -> dict:
+    hyps, lat = [], []
+    for c in clips:
+        t0 = time.perf_counter()
+        hyps.append(system.transcribe(c))
+        lat.append(time.perf_counter() - t0)
+    audio = sum(c.audio.seconds for c in clips)
+    short = [t for t, c in zip(lat, clips, strict=True) if c.audio.seconds < 5]
+    return {
+        "wer": wer([c.text for c in clips], hyps),
+        "rtf": sum(lat) / audio,
+        "p50": pct(lat, 50),
+        "p95": pct(lat, 95),
+        "p50_short": pct(short, 50),
+        "hyps": hyps,
+    }
+
+
+async def load_ours(ours: Ours, clips: list[Clip], streams: int, per_stream: int, max_batch: int) -> dict:
+    batcher = BatchingRecognizer(ours.rec, max_batch=max_batch, max_wait_ms=10, queue_size=64)
+    # The VAD has cut each utterance already when it reaches the recognizer, as in a call.
+    utts = [
+        Utterance(ch.samples, RATE)
+        for c in clips
+        for ch in speech_chunks(c.audio.samples, c.audio.sample_rate, ours.vad)
+    ]
+    lat: list[float] = []
+
+    async def caller(i: int) -> None:
+        for j in range(per_stream):
+            u = utts[(i * per_stream + j) % len(utts)]
+            t0 = time.perf_counter()
+            await batcher.transcribe(u)
+            lat.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(streams)))
+    wall = time.perf_counter() - t0
+    batcher.close()
+    return {"p50": pct(lat, 50), "p95": pct(lat, 95), "tput": len(lat) / wall}
+
+
+def load_fw(fw: FasterWhisper, clips: list[Clip], streams: int, per_stream: int) -> dict:
+    lat: list[float] = []
+
+    def caller(i: int) -> None:
+        for j in range(per_stream):
+            c = clips[(i * per_stream + j) % len(clips)]
+            t0 = time.perf_counter()
+            fw.transcribe(c)
+            lat.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(caller, range(streams)))
+    wall = time.perf_counter() - t0
+    return {"p50": pct(lat, 50), "p95": pct(lat, 95), "tput": len(lat) / wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tiny.en")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, help="clips per set (default: all)")
+    ap.add_argument("--window", default="spliced", choices=["spliced", "full", "utterance"])
+    ap.add_argument("--streams", default="1,4,16")
+    ap.add_argument("--load-utterances", type=int, default=48, help="utterances per load level (bounded)")
+    ap.add_argument("--max-batch", type=int, default=16)
+    args = ap.parse_args()
+
+    ours = Ours(args.model, args.threads, args.window, args.max_batch)
+    model_dir = ours.rec.config.model
+    from asr_engine.models.registry import resolve_model
+
+    fw = FasterWhisper(str(resolve_model(model_dir, ours.rec.config.engine.cache_dir)), args.threads)
+    sets = {"Asterisk (real, 8 kHz)": asterisk_clips(args.limit), "callers (synthetic)": caller_clips(args.limit)}
+
+    rows = []
+    for set_name, clips in sets.items():
+        for system in (ours, fw):
+            r = accuracy(system, clips)
+            rows.append(
+                [
+                    set_name,
+                    system.name,
+                    len(clips),
+                    f"{r['wer']:.2f}",
+                    f"{r['rtf']:.3f}",
+                    f"{r['p50'] * 1000:.0f}",
+                    f"{r['p95'] * 1000:.0f}",
+                    f"{r['p50_short'] * 1000:.0f}",
+                ]
+            )
+    print(f"\nAccuracy and single-stream latency ({args.model}, {args.threads} threads, greedy)\n")
+    print(table(["set", "system", "clips", "WER %", "RTF", "p50 ms", "p95 ms", "p50 ms <5 s"], rows))
+
+    short = [c for clips in sets.values() for c in clips if c.audio.seconds < 5][: args.load_utterances]
+    rows = []
+    for n in (int(s) for s in args.streams.split(",")):
+        per = max(1, args.load_utterances // n)
+        o = asyncio.run(load_ours(ours, short, n, per, args.max_batch))
+        f = load_fw(fw, short, n, per)
+        for name, r in ((ours.name, o), (fw.name, f)):
+            rows.append([n, name, n * per, f"{r['p50'] * 1000:.0f}", f"{r['p95'] * 1000:.0f}", f"{r['tput']:.2f}"])
+    print(f"\nConcurrent streams (utterances < 5 s, closed loop, max batch {args.max_batch})\n")
+    print(table(["streams", "system", "utterances", "p50 ms", "p95 ms", "utt/s"], rows))
+
+
+if __name__ == "__main__":
+    main()

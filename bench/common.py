@@ -1,0 +1,91 @@
+"""Shared by the benchmarks: the evaluation sets, text normalization, WER and tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+from asr_engine.audio.wav import Audio, read_wav
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_CONTRACTIONS = [
+    (r"\bwon't\b", "will not"),
+    (r"\bcan't\b", "can not"),
+    (r"\bcannot\b", "can not"),
+    (r"n't\b", " not"),
+    (r"\blet's\b", "let us"),
+    (r"\b(it|that|there|what|here)'s\b", r"\1 is"),
+    (r"'re\b", " are"),
+    (r"'ll\b", " will"),
+    (r"'ve\b", " have"),
+    (r"\bi'm\b", "i am"),
+    (r"'d\b", " would"),
+]
+
+
+def shared_dir() -> Path:
+    for cand in (os.environ.get("VOICENAV_SHARED"), ROOT.parent / "shared", ROOT / "shared"):
+        if cand and (Path(cand) / "data").is_dir():
+            return Path(cand)
+    raise SystemExit("speech data not found: set VOICENAV_SHARED or put shared/ beside the checkout")
+
+
+def normalize(text: str) -> str:
+    """Lower case, contractions expanded, digits spelled out one by one, punctuation dropped."""
+    t = text.lower().replace("-", " ")
+    for pattern, repl in _CONTRACTIONS:
+        t = re.sub(pattern, repl, t)
+    t = re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", t)
+    t = re.sub(r"[^a-z' ]+", " ", t)
+    return " ".join(w.strip("'") for w in t.split() if w.strip("'"))
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True)]
+    refs_n = [r for r, _ in pairs if r]
+    hyps_n = [h for r, h in pairs if r]
+    return 100.0 * jiwer.wer(refs_n, hyps_n)
+
+
+@dataclass
+class Clip:
+    set: str
+    key: str
+    audio: Audio
+    text: str
+    hotwords: list[str]
+
+
+def asterisk_clips(limit: int | None = None) -> list[Clip]:
+    rows = [line.split("\t") for line in (shared_dir() / "data/asterisk_dev.tsv").read_text().splitlines()]
+    out = [Clip("asterisk", k, read_wav(str(ASTERISK / f"{k}.wav")), ref, []) for k, ref in rows]
+    return out[:limit]
+
+
+def caller_clips(limit: int | None = None) -> list[Clip]:
+    d = shared_dir() / "data/callers_dev"
+    rows = [json.loads(line) for line in (d / "manifest.jsonl").read_text().splitlines()]
+    return [Clip("callers", r["id"], read_wav(str(d / f"{r['id']}.wav")), r["text"], r["hotwords"]) for r in rows][
+        :limit
+    ]
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
+    return "\n".join([line, sep, *body])

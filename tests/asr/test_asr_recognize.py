@@ -1,0 +1,166 @@
+"""Recognition behaviour: no invented text on non-speech, the streaming API, batching and
+back-pressure, the transcribe command and the /v1/recognize endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from asr_engine.audio.wav import Audio, read_wav, wav_bytes
+from asr_engine.batcher import BatchingRecognizer, RecognizerOverloaded
+from asr_engine.recognizer import Utterance
+from asr_engine.streaming import StreamingRecognizer
+from asr_engine.transcribe import transcribe_audio
+from asr_engine.vad import SpeechEnd, SpeechStart
+
+RNG = np.random.default_rng(7)
+
+
+def _non_speech() -> dict[str, np.ndarray]:
+    n = 8000 * 3
+    click = np.zeros(n, np.float32)
+    click[8000 : 8000 + 1600] = RNG.normal(0, 0.5, 1600)  # 0.2 s burst
+    line_noise = RNG.normal(0, 0.03, n).astype(np.float32)
+    hum = (0.2 * np.sin(2 * np.pi * 60 * np.arange(n) / 8000)).astype(np.float32) + line_noise
+    return {"silence": np.zeros(n, np.float32), "noise": line_noise, "click": click, "hum": hum}
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise", "click", "hum"])
+def test_non_speech_gives_no_text(recognizer, vad, kind):
+    x = _non_speech()[kind]
+    assert transcribe_audio(recognizer, vad, Audio(x, 8000)).text == ""
+
+
+def test_digital_silence_is_not_decoded_even_without_vad(recognizer):
+    t = recognizer.recognize([Utterance(np.zeros(16000, np.float32), 16000)])[0]
+    assert t.text == "" and t.rejected == "silence"
+
+
+def test_real_recording_transcribed(recognizer, vad, asterisk_dev):
+    wav, ref = next((p, r) for p, r in asterisk_dev if p.stem == "agent-pass")
+    text = transcribe_audio(recognizer, vad, read_wav(str(wav))).text
+    assert text.lower().strip(".").replace(",", "") == ref
+
+
+def test_streaming_api_batches_streams(recognizer, vad, shared):
+    rec = StreamingRecognizer(recognizer, vad=vad)
+    clips = [read_wav(str(shared / f"data/callers_dev/dev0{i}.wav")) for i in (31, 36, 40)]
+    streams = [rec.create_stream() for _ in clips]
+    events: list[list] = [[] for _ in clips]
+    # 20 ms telephone packets, interleaved across calls as a media server would see them.
+    for off in range(0, max(len(c.samples) for c in clips), 160):
+        for s, c, ev in zip(streams, clips, events, strict=True):
+            pcm = (c.samples[off : off + 160] * 32767).astype(np.int16)
+            if len(pcm):
+                ev.extend(s.accept_waveform(8000, pcm))
+    for s, ev in zip(streams, events, strict=True):
+        ev.extend(s.input_finished())
+        assert isinstance(ev[0], SpeechStart) and any(isinstance(e, SpeechEnd) for e in ev)
+    assert all(rec.is_ready(s) for s in streams)
+    calls = []
+    original = recognizer.recognize
+    recognizer.recognize = lambda utts: calls.append(len(utts)) or original(utts)
+    try:
+        rec.decode_streams(streams)
+    finally:
+        recognizer.recognize = original
+    assert calls == [3]  # one batch for the three callers
+    for s, c in zip(streams, clips, strict=True):
+        (res,) = s.get_results()
+        offline = transcribe_audio(recognizer, vad, c).text
+        assert res.text and res.text == offline
+        assert 0 <= res.start < res.end <= c.seconds + 0.1 and 0 < res.confidence <= 1
+
+
+async def test_batcher_groups_concurrent_requests(recognizer, shared):
+    clips = [read_wav(str(shared / f"data/callers_dev/dev0{i}.wav")) for i in range(31, 39)]
+    sizes: list[int] = []
+    original = recognizer.recognize
+    recognizer.recognize = lambda utts: sizes.append(len(utts)) or original(utts)
+    batcher = BatchingRecognizer(recognizer, max_batch=8, max_wait_ms=50, queue_size=16)
+    try:
+        results = await asyncio.gather(*(batcher.transcribe(Utterance(c.samples, 8000)) for c in clips))
+    finally:
+        batcher.close()
+        recognizer.recognize = original
+    assert all(r.text for r in results)
+    assert sum(sizes) == len(clips) and max(sizes) > 1, sizes
+
+
+async def test_batcher_back_pressure_rejects_when_full(recognizer):
+    release = __import__("threading").Event()
+    original = recognizer.recognize
+
+    def slow(utts):
+        release.wait(10)
+        return original(utts)
+
+    recognizer.recognize = slow
+    batcher = BatchingRecognizer(recognizer, max_batch=1, max_wait_ms=0, queue_size=2, admission_timeout_s=0.2)
+    utt = Utterance(RNG.normal(0, 0.1, 8000).astype(np.float32), 8000)
+    try:
+        first = [asyncio.create_task(batcher.transcribe(utt)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        with pytest.raises(RecognizerOverloaded):
+            await batcher.transcribe(utt)
+        assert 0.15 < time.perf_counter() - t0 < 2.0  # waited (back-pressure), then gave up
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*first), 30)
+    finally:
+        release.set()
+        batcher.close()
+        recognizer.recognize = original
+
+
+def test_transcribe_command_json(tmp_path, shared, model_cache):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF....WAVEnope")
+    files = [str(shared / "data/callers_dev/dev033.wav"), str(bad)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ivr.cli", "transcribe", "--json", "--cache-dir", str(model_cache), *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 1, proc.stderr  # one file failed
+    assert lines[0]["file"] == files[0] and lines[0]["text"] and lines[0]["seconds"] > 0
+    assert lines[1]["file"] == files[1] and lines[1]["error"] == "no fmt chunk"
+
+
+async def test_recognize_endpoint(model_cache, shared):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ivr.app import build_app
+    from ivr.config import ServiceConfig
+    from ivr.service import Service
+
+    svc = Service(ServiceConfig(cache_dir=model_cache, max_body_mb=1))
+    async with TestClient(TestServer(build_app(svc))) as client:
+        await _exercise_recognize(client, svc, shared)
+
+
+async def _exercise_recognize(client, svc, shared) -> None:
+    assert (await client.get("/healthz")).status == 200
+    await asyncio.wait_for(svc.ready.wait(), 120)
+    assert (await client.get("/readyz")).status == 200
+    body = (shared / "data/callers_dev/dev040.wav").read_bytes()
+    resp = await client.post("/v1/recognize", data=body)
+    assert resp.status == 200
+    out = await resp.json()
+    assert out["text"] and out["seconds"] > 0 and out["segments"][0]["end"] > out["segments"][0]["start"]
+    resp = await client.post("/v1/recognize", data=b"definitely not audio")
+    assert resp.status == 400 and "bad audio" in (await resp.json())["error"]
+    resp = await client.post("/v1/recognize", data=wav_bytes(np.zeros(8000 * 70, np.int16), 8000))
+    assert resp.status == 413
+    metrics = await (await client.get("/metrics")).text()
+    assert "voicenav_asr_latency_seconds_count" in metrics and 'voicenav_http_rejected_total{reason="bad-audio"' in (
+        metrics.replace('route="recognize",', "")
+    )
