@@ -51,6 +51,7 @@ def scope_rank(scope: str) -> int:
 class Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # The raw cap only bounds work before cleaning; the real limit applies to the cleaned phrase.
     phrase: str = Field(min_length=1, max_length=MAX_PHRASE_CHARS * 4)
     boost: float | None = Field(
         default=None, gt=0, le=MAX_BOOST, description="per-token boost; the configured default when absent"

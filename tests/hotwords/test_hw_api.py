@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from conftest import Instance, auth
@@ -213,3 +213,17 @@ async def test_openapi_document(make_instance: Make) -> None:
     assert set(put["requestBody"]["content"]) == {"application/json", "text/plain", "text/csv"}
     entry = doc["components"]["schemas"]["Entry"]["properties"]["boost"]
     assert "exclusiveMinimum" in str(entry) and "maximum" in str(entry)
+
+
+async def test_oversized_chunked_upload_is_cut_off(make_instance: Make) -> None:
+    node = await make_instance(max_body_bytes=4096)
+
+    async def body() -> AsyncIterator[bytes]:
+        for n in range(100):
+            yield f"Zentrix model {n}\n".encode() * 10
+
+    resp = await node.client.put(
+        "/v1/hotwords/products", data=body(), headers={**auth("tok-alice"), "Content-Type": "text/plain"}
+    )
+    assert resp.status == 413
+    assert await node.store.get("products") is None
