@@ -43,6 +43,6 @@ def test_compile_entries_from_cli_forms(codec: TokenCodec, tmp_path: Path) -> No
     for phrase, boost in (("Kestrava", 6.0), ("NovaPay", 2.0)):
         tokens = codec.encode(" " + phrase)
         state = graph.start()
-        assert state.boosts()[tokens[0]] == config.first_piece_boost
+        assert state.boosts().get(tokens[0], 0.0) == config.first_piece_boost
         state, _ = state.advance(tokens[0])
         assert state.boosts()[tokens[1]] == boost
