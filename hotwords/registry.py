@@ -15,6 +15,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 from pydantic import ValidationError
@@ -22,13 +23,15 @@ from pydantic import ValidationError
 from hotwords.config import HotwordsConfig
 from hotwords.graph import BiasGraph, GraphState, WeightedPhrase, compile_graph
 from hotwords.metrics import COMPILE_SECONDS, GRAPH_NODES, HITS, RELOADS, SYNC_ERRORS
-from hotwords.schema import HotwordList, normalize_phrase, scope_rank, validate_scope
+from hotwords.postpass import PhraseCorrector
+from hotwords.schema import Entry, HotwordList, normalize_phrase, scope_rank, validate_scope
 from hotwords.service import Codec
 from hotwords.store import HotwordStore, Subscription
 
 log = logging.getLogger(__name__)
 
 _CACHE_SIZE = 128
+INLINE = "inline"  # metrics label of literal phrases passed to `biaser()`
 _WORD_EDGE = r"(?<!\w){}(?!\w)"
 
 
@@ -43,7 +46,7 @@ class ComposedBiaser:
     """The lists in force for one call composed into one graph; a `Biaser` for the decoder."""
 
     graph: BiasGraph
-    key: tuple[tuple[str, int], ...]
+    key: tuple[tuple[tuple[str, int], ...], tuple[str, ...]]  # ((list, version)...), literal phrases
     sources: Mapping[str, tuple[str, ...]] = field(repr=False)  # phrase -> lists it comes from
 
     def start(self) -> GraphState:
@@ -52,6 +55,11 @@ class ComposedBiaser:
     @property
     def phrases(self) -> tuple[str, ...]:
         return self.graph.phrases
+
+    @cached_property
+    def corrector(self) -> PhraseCorrector:
+        """The transcript post-pass for these phrases."""
+        return PhraseCorrector(self.graph.phrases)
 
     def record_hits(self, phrases: Iterable[str]) -> None:
         """Count recognized phrases (e.g. `GraphState.completed` along the best hypothesis)."""
@@ -103,34 +111,46 @@ class HotwordRegistry:
         loaded = self._loaded.get(name)
         return None if loaded is None else loaded.record.version
 
-    async def biaser(self, scopes: Sequence[str]) -> ComposedBiaser:
-        """The lists whose scope is `global` or one of `scopes`, composed into one graph.
+    async def biaser(
+        self, scopes: Sequence[str] = (), lists: Sequence[str] = (), phrases: Sequence[str] = ()
+    ) -> ComposedBiaser:
+        """One graph for a call: the lists whose scope is `global` or one of `scopes`, the lists named in
+        `lists` whatever their scope (a flow node's `@name`), and literal `phrases` (a node's own hot
+        words, default boost, first in the prompt).
 
-        Phrases of narrower scopes come first in the prompt; a phrase in several lists keeps its largest
-        boost. Compositions are cached by the (list, version) tuple they were built from.
+        Narrower scopes come first in the prompt; a phrase present several times keeps its largest boost.
+        Compositions are cached by the (list, version) tuple and the literal phrases they were built from.
         """
         wanted = {"global", *(validate_scope(scope) for scope in scopes)}
+        named = set(lists)
         chosen = sorted(
-            (loaded for loaded in self._loaded.values() if loaded.record.scope in wanted),
+            (
+                loaded
+                for loaded in self._loaded.values()
+                if loaded.record.scope in wanted or loaded.record.name in named
+            ),
             key=lambda loaded: (-scope_rank(loaded.record.scope), loaded.record.name),
         )
-        key = tuple((loaded.record.name, loaded.record.version) for loaded in chosen)
+        inline = tuple(dict.fromkeys(Entry(phrase=phrase).phrase for phrase in phrases))
+        key = (tuple((loaded.record.name, loaded.record.version) for loaded in chosen), inline)
         cached = self._composed.get(key)
         if cached is not None:
             self._composed.move_to_end(key)
             return cached
+        default = self._config.default_boost
+        groups = [(INLINE, [WeightedPhrase(phrase, default) for phrase in inline])]
+        groups += [(loaded.record.name, self._weighted(loaded.record)) for loaded in chosen]
         merged: dict[str, WeightedPhrase] = {}
         sources: dict[str, list[str]] = {}
-        canonical: dict[str, str] = {}
-        for loaded in chosen:
-            for item in self._weighted(loaded.record):
+        for source, items in groups:
+            for item in items:
                 norm = normalize_phrase(item.phrase)
-                phrase = canonical.setdefault(norm, item.phrase)
                 previous = merged.get(norm)
+                phrase = item.phrase if previous is None else previous.phrase
                 if previous is None or item.boost > previous.boost:
                     merged[norm] = WeightedPhrase(phrase, item.boost)
-                sources.setdefault(phrase, []).append(loaded.record.name)
-        if len(chosen) == 1:
+                sources.setdefault(phrase, []).append(source)
+        if len(chosen) == 1 and not inline:
             graph = chosen[0].graph
         else:
             graph = await self._compile(list(merged.values()))

@@ -92,12 +92,16 @@ async def test_composition_by_scope_is_cached_by_versions(make_instance: Make, c
     # Narrowest scope first (for the prompt); a phrase present twice keeps its largest boost.
     assert biaser.phrases == ("Orbilo Family", "Kestrava router", "velmont fiber", "Zentrix Unlimited")
     assert biaser.start().prompt_text().startswith("Orbilo Family, Kestrava router")
-    assert biaser.key == (("menu", 1), ("acme", 1), ("base", 1))
+    assert biaser.key == ((("menu", 1), ("acme", 1), ("base", 1)), ())
     assert await node.registry.biaser(["node:sales/menu", "tenant:acme"]) is biaser
     state = biaser.start()
     for token in codec.encode(" Velmont")[:2]:
         state, _ = state.advance(token)
     assert max(state.boosts().values()) == 5.0
+    # A flow node's own phrases and its `@list` references, whatever the lists' scopes.
+    node_biaser = await node.registry.biaser(["flow:sales"], lists=["other"], phrases=["NovaPay  wallet"])
+    assert node_biaser.phrases == ("NovaPay wallet", "Qubitel roaming", "Zentrix Unlimited", "Velmont Fiber")
+    assert node_biaser.corrector.correct("my nova pay wallet")[0] == "my NovaPay wallet"
     with pytest.raises(ValueError, match="invalid scope"):
         await node.registry.biaser(["planet:mars"])
 
