@@ -164,12 +164,9 @@ class HotwordRegistry:
 
     # -- following the store -----------------------------------------------------------------------------
     async def resync(self) -> None:
-        """Bring every list to the store's current version (and drop deleted ones)."""
-        try:
-            current = await self._store.current_versions()
-        except Exception:
-            self._count_error("resync")
-            raise
+        """Bring every list to the store's current version (and drop deleted ones). Raises when the store
+        is unreachable; the background loop counts that and retries."""
+        current = await self._store.current_versions()
         for name in set(self._loaded) - set(current):
             await self._apply(name, None, "resync")
         for name, version in current.items():
@@ -233,7 +230,7 @@ class HotwordRegistry:
                 raise
             except Exception as exc:
                 # The store is unreachable or answered garbage: keep serving the last graphs and retry.
-                self._count_error("subscription")
+                self._count_error("store")
                 log.warning(
                     "hot-word store unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
                 )

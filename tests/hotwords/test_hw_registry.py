@@ -182,7 +182,7 @@ async def test_redis_outage_keeps_the_last_graphs(prefix: str, codec: TokenCodec
     try:
         await asyncio.wait_for(registry.connected.wait(), 5)
         assert registry.version("products") == 1
-        sample = ("voicenav_hotwords_resync_errors_total", {"source": "subscription"})
+        sample = ("voicenav_hotwords_resync_errors_total", {"source": "store"})
         errors_before = REGISTRY.get_sample_value(*sample) or 0.0
 
         await proxy.down()
@@ -232,3 +232,19 @@ async def test_memory_store_registry(codec: TokenCodec) -> None:
         assert (await registry.biaser([])).phrases == ("Orbilo Family",)
     finally:
         await registry.stop()
+
+
+async def test_a_corrupt_record_does_not_block_the_other_lists(
+    prefix: str, codec: TokenCodec, redis_client: aioredis.Redis
+) -> None:
+    store = RedisHotwordStore(redis_client, prefix)
+    await store.put("good", HotwordListIn(entries=[Entry(phrase="Orbilo Family")]), "alice")
+    await store.put("bad", HotwordListIn(entries=[Entry(phrase="Velmont Fiber")]), "alice")
+    await redis_client.hset(f"{prefix}:list:bad:v", "1", '{"name": "bad", "entries": "garbage"}')
+    registry = HotwordRegistry(store, codec, HotwordsConfig())
+    sample = ("voicenav_hotwords_resync_errors_total", {"source": "record"})
+    before = REGISTRY.get_sample_value(*sample) or 0.0
+    await registry.resync()
+    assert registry.version("good") == 1 and registry.version("bad") is None
+    assert registry.sync_errors == 1
+    assert REGISTRY.get_sample_value(*sample) == before + 1
