@@ -10,12 +10,14 @@ changes nothing.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
+from redis.exceptions import RedisError
 
 from hotwords.auth import AdminAuth
 from hotwords.metrics import REJECTED
@@ -34,6 +36,7 @@ from hotwords.store import NotFound, StoreBusy, VersionConflict
 
 _NAME = "{name:" + NAME_PATTERN.strip("^$") + "}"
 _CHUNK = 64 * 1024
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
@@ -54,8 +57,9 @@ def _json(model: BaseModel, status: int = 200, version: int | None = None) -> we
     )
 
 
-def _problem(problem: HttpProblem) -> web.Response:
-    REJECTED.labels(problem.reason).inc()
+def _problem(request: web.Request, problem: HttpProblem) -> web.Response:
+    if request.method != "GET":
+        REJECTED.labels(problem.reason).inc()
     headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else {}
     body = ErrorBody(error=problem.error, detail=problem.detail)
     return web.Response(
@@ -110,13 +114,18 @@ class HotwordsApi:
                     raise HttpProblem(401, "missing or invalid bearer token", "unauthorized")
                 return await handler(request, identity)
             except HttpProblem as problem:
-                return _problem(problem)
+                return _problem(request, problem)
             except NotFound as exc:
-                return _problem(HttpProblem(404, str(exc), "not_found"))
+                return _problem(request, HttpProblem(404, str(exc), "not_found"))
             except VersionConflict as exc:
-                return _problem(HttpProblem(409, str(exc), "conflict", [{"current_version": exc.current}]))
+                detail = [{"current_version": exc.current}]
+                return _problem(request, HttpProblem(409, str(exc), "conflict", detail))
             except StoreBusy as exc:
-                return _problem(HttpProblem(503, str(exc), "busy"))
+                return _problem(request, HttpProblem(503, str(exc), "busy"))
+            except (RedisError, OSError) as exc:
+                log.warning("hot-word store unavailable for %s %s: %s", request.method, request.path, exc)
+                message = f"hot-word store unavailable ({type(exc).__name__})"
+                return _problem(request, HttpProblem(503, message, "store_unavailable"))
 
         return run
 
@@ -130,10 +139,13 @@ class HotwordsApi:
             if size > self.max_body_bytes:
                 raise HttpProblem(413, f"body larger than {self.max_body_bytes} bytes", "too_large")
             chunks.append(chunk)
+        charset = request.charset or "utf-8"
         try:
-            return b"".join(chunks).decode("utf-8")
+            return b"".join(chunks).decode(charset)
+        except LookupError:
+            raise HttpProblem(415, f"unknown charset {charset!r}", "unsupported_media_type") from None
         except UnicodeDecodeError as exc:
-            raise HttpProblem(422, f"body is not UTF-8 (byte {exc.start})", "invalid") from None
+            raise HttpProblem(422, f"body is not valid {charset} (byte {exc.start})", "invalid") from None
 
     async def _upload(self, request: web.Request) -> HotwordListIn:
         kind = request.content_type

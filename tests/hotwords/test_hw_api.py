@@ -3,9 +3,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from conftest import Instance, auth
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from hotword_helpers import Instance, auth
 
+from hotwords.api import setup_routes
+from hotwords.auth import AdminAuth
+from hotwords.codec import TokenCodec
+from hotwords.config import HotwordsConfig
 from hotwords.schema import HotwordList
+from hotwords.service import HotwordService
+from hotwords.store import RedisHotwordStore
 
 Make = Callable[..., Awaitable[Instance]]
 PRODUCTS = {
@@ -227,3 +235,27 @@ async def test_oversized_chunked_upload_is_cut_off(make_instance: Make) -> None:
     )
     assert resp.status == 413
     assert await node.store.get("products") is None
+
+
+async def test_store_outage_is_a_clear_503(codec: TokenCodec, prefix: str) -> None:
+    config = HotwordsConfig()
+    store = RedisHotwordStore.from_url("redis://127.0.0.1:1/0", prefix)
+    app = web.Application()
+    setup_routes(app, HotwordService(store, codec, config), AdminAuth({"ops": "t"}))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        resp = await client.put("/v1/hotwords/products", json=PRODUCTS, headers=auth("t"))
+        assert resp.status == 503
+        assert "store unavailable" in (await resp.json())["error"]
+        assert (await client.get("/v1/hotwords", headers=auth("t"))).status == 503
+    await store.close()
+
+
+async def test_latin1_text_upload_is_decoded_by_its_charset(make_instance: Make) -> None:
+    node = await make_instance()
+    resp = await node.client.put(
+        "/v1/hotwords/products",
+        data="Café Zentrix\n".encode("latin-1"),
+        headers={**auth("tok-alice"), "Content-Type": "text/plain; charset=latin-1"},
+    )
+    assert resp.status == 201
+    assert await current(node) == (1, ["Café Zentrix"])

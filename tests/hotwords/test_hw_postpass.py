@@ -4,17 +4,22 @@ import json
 from pathlib import Path
 
 import pytest
+from hotword_helpers import shared_data
 
 from hotwords.postpass import PhraseCorrector
 
-DATA = Path("/work/shared/data")
 # Whisper tiny.en (faster-whisper, greedy) transcripts of the callers_dev recordings.
 TINY_EN = Path(__file__).parent / "data" / "callers_dev_tiny_en.jsonl"
 
 
 @pytest.fixture(scope="module")
-def phrases() -> list[str]:
-    rows = [json.loads(line) for line in (DATA / "callers_dev" / "manifest.jsonl").read_text().splitlines()]
+def data() -> Path:
+    return shared_data()
+
+
+@pytest.fixture(scope="module")
+def phrases(data: Path) -> list[str]:
+    rows = [json.loads(line) for line in (data / "callers_dev" / "manifest.jsonl").read_text().splitlines()]
     return sorted({phrase for row in rows for phrase in row["hotwords"]})
 
 
@@ -46,9 +51,9 @@ def test_sound_alikes_are_replaced(corrector: PhraseCorrector, heard: str, expec
     assert len(hits) == 1 and heard[hits[0].start : hits[0].end] == hits[0].heard
 
 
-def test_ordinary_sentences_are_left_alone(corrector: PhraseCorrector) -> None:
+def test_ordinary_sentences_are_left_alone(corrector: PhraseCorrector, data: Path) -> None:
     prompts = [
-        line.split("\t", 1)[1].strip() for line in (DATA / "asterisk_dev.tsv").read_text().splitlines()
+        line.split("\t", 1)[1].strip() for line in (data / "asterisk_dev.tsv").read_text().splitlines()
     ]
     rows = [json.loads(line) for line in TINY_EN.read_text().splitlines()]
     ordinary = prompts + [row["hypothesis"] for row in rows if not row["hotwords"]]

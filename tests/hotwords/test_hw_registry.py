@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import Instance, auth
+from hotword_helpers import Instance, auth
 from prometheus_client import REGISTRY
 
 from hotwords.codec import TokenCodec
