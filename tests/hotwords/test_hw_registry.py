@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from hotwords.codec import TokenCodec
 from hotwords.config import HotwordsConfig
+from hotwords.graph import GraphState
 from hotwords.registry import HotwordRegistry
 from hotwords.schema import Entry, HotwordListIn
 from hotwords.store import MemoryHotwordStore, RedisHotwordStore
@@ -27,12 +28,12 @@ async def until(condition: Callable[[], bool], seconds: float) -> float:
     return time.perf_counter() - began
 
 
-def completes(biaser_graph_start: object, codec: TokenCodec, text: str) -> list[str]:
-    state = biaser_graph_start
+def completes(state: GraphState, codec: TokenCodec, text: str) -> list[str]:
+    """Phrases completed along the tokens of `text`."""
     done: list[str] = []
     for token in codec.encode(text):
-        state, _ = state.advance(token)  # type: ignore[attr-defined]
-        done.extend(state.completed)  # type: ignore[attr-defined]
+        state, _ = state.advance(token)
+        done.extend(state.completed)
     return done
 
 
