@@ -1,0 +1,33 @@
+"""Settings of the hot-word service, shared by the API, the store and the replica registry."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hotwords.schema import MAX_BOOST
+
+
+class HotwordsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db; without it lists live in process memory only"
+    )
+    key_prefix: str = Field(default="voicenav:hotwords", min_length=1, max_length=128)
+    # Per-token boosts in log-probability units, tuned on callers_dev with Whisper tiny.en together with
+    # the prompt (`prompt_text()` as previous text), which is the stronger lever: with it, 4 / 0 gave the
+    # lowest WER (greedy and beam 4) without changing sentences that hold no hot phrase; larger boosts or
+    # a first-piece boost made it worse. Without a prompt, 8 / 1 does best.
+    default_boost: float = Field(default=4.0, gt=0, le=MAX_BOOST)
+    # Whisper splits unknown names into short common pieces (' Z', ' K'); boosting those alone makes
+    # greedy decoding loop on them, so the first piece of a phrase gets little or nothing.
+    first_piece_boost: float = Field(default=0.0, ge=0, le=MAX_BOOST)
+    max_phrase_tokens: int = Field(default=24, ge=1, le=128)
+    max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    audit_cap: int = Field(default=1000, ge=10)
+    resync_seconds: float = Field(default=30.0, gt=0)
+    reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    prompt_max_chars: int = Field(default=200, ge=0)
+    executor_min_phrases: int = Field(
+        default=200, ge=0, description="graphs with more phrases are compiled in a worker thread"
+    )

@@ -1,0 +1,106 @@
+"""Transcript post-pass: replace word spans that sound like an active hot phrase with the phrase.
+
+A span of 1..n+3 words (n: words of the phrase; hyphenated compounds are never cut) matches when both its
+spelling (letters only, spaces removed) and its Metaphone code are close to the phrase's. The thresholds
+are deliberately strict: a false replacement in an ordinary sentence costs more than a missed name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import jellyfish
+from rapidfuzz import fuzz
+
+from hotwords.schema import normalize_phrase
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    phrase: str
+    heard: str  # the replaced text
+    start: int  # character offsets in the input text
+    end: int
+    spelling: float  # 0..100
+    sound: float  # 0..100
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    phrase: str
+    words: int
+    key: str
+    code: str
+
+
+def _key(text: str) -> str:
+    return "".join(ch for ch in normalize_phrase(text) if ch.isalnum())
+
+
+class PhraseCorrector:
+    def __init__(
+        self,
+        phrases: Iterable[str],
+        *,
+        min_spelling: float = 75.0,
+        min_sound: float = 80.0,
+        min_total: float = 160.0,
+        short_key_chars: int = 8,
+        short_min_spelling: float = 88.0,
+    ) -> None:
+        self._targets = []
+        for phrase in dict.fromkeys(phrases):
+            key = _key(phrase)
+            if key:
+                self._targets.append(_Target(phrase, len(phrase.split()), key, jellyfish.metaphone(key)))
+        self._min_spelling = min_spelling
+        self._min_sound = min_sound
+        self._min_total = min_total
+        self._short_key_chars = short_key_chars
+        self._short_min_spelling = short_min_spelling
+
+    def _accepts(self, target: _Target, spelling: float, sound: float) -> bool:
+        # Short phrases collide with ordinary words far more easily: demand a closer spelling.
+        floor = self._short_min_spelling if len(target.key) < self._short_key_chars else self._min_spelling
+        return spelling >= floor and sound >= self._min_sound and spelling + sound >= self._min_total
+
+    def correct(self, text: str) -> tuple[str, list[Hit]]:
+        """The text with matched spans replaced by their phrase, and the hits (in text order)."""
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        keys = [_key(text[a:b]) for a, b in words]
+        # A span may not start or end inside a hyphenated compound ("all-or-be-low").
+        joined = [text[words[i][1] : words[i + 1][0]] == "-" for i in range(len(words) - 1)]
+        candidates: list[tuple[float, Hit]] = []
+        for target in self._targets:
+            for first in range(len(words)):
+                if first and joined[first - 1]:
+                    continue
+                for last in range(first, min(len(words), first + target.words + 3)):
+                    if last < len(words) - 1 and joined[last]:
+                        continue
+                    key = "".join(keys[first : last + 1])
+                    if not 0.6 * len(target.key) <= len(key) <= 1.6 * len(target.key):
+                        continue
+                    spelling = fuzz.ratio(key, target.key)
+                    sound = fuzz.ratio(jellyfish.metaphone(key), target.code)
+                    if self._accepts(target, spelling, sound):
+                        start, end = words[first][0], words[last][1]
+                        hit = Hit(target.phrase, text[start:end], start, end, spelling, sound)
+                        candidates.append((spelling + sound, hit))
+        chosen: list[Hit] = []
+        for _, hit in sorted(candidates, key=lambda item: (-item[0], item[1].start)):
+            if all(hit.end <= other.start or hit.start >= other.end for other in chosen):
+                chosen.append(hit)
+        chosen.sort(key=lambda hit: hit.start)
+        parts: list[str] = []
+        cursor = 0
+        for hit in chosen:
+            parts.append(text[cursor : hit.start])
+            parts.append(hit.phrase)
+            cursor = hit.end
+        parts.append(text[cursor:])
+        return "".join(parts), chosen

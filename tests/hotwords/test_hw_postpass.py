@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hotword_helpers import shared_data
+
+from hotwords.postpass import PhraseCorrector
+
+# Whisper tiny.en (faster-whisper, greedy) transcripts of the callers_dev recordings.
+TINY_EN = Path(__file__).parent / "data" / "callers_dev_tiny_en.jsonl"
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    return shared_data()
+
+
+@pytest.fixture(scope="module")
+def phrases(data: Path) -> list[str]:
+    rows = [json.loads(line) for line in (data / "callers_dev" / "manifest.jsonl").read_text().splitlines()]
+    return sorted({phrase for row in rows for phrase in row["hotwords"]})
+
+
+@pytest.fixture(scope="module")
+def corrector(phrases: list[str]) -> PhraseCorrector:
+    return PhraseCorrector(phrases)
+
+
+def test_the_loaded_list(phrases: list[str]) -> None:
+    assert len(phrases) == 6 and "Zentrix Unlimited" in phrases
+
+
+@pytest.mark.parametrize(
+    ("heard", "expected"),
+    [
+        (
+            "I want to upgrade to the Zen tricks Unlimited plan",
+            "I want to upgrade to the Zentrix Unlimited plan",
+        ),
+        ("My zen tricks and limited keeps dropping", "My Zentrix Unlimited keeps dropping"),
+        ("I want to upgrade to the Kistravi-Rooter plan.", "I want to upgrade to the Kestrava router plan."),
+        ("cancel my Velmont fiber subscription", "cancel my Velmont Fiber subscription"),
+        ("Please add quippy tail roaming to my account.", "Please add Qubitel roaming to my account."),
+    ],
+)
+def test_sound_alikes_are_replaced(corrector: PhraseCorrector, heard: str, expected: str) -> None:
+    text, hits = corrector.correct(heard)
+    assert text == expected
+    assert len(hits) == 1 and heard[hits[0].start : hits[0].end] == hits[0].heard
+
+
+def test_ordinary_sentences_are_left_alone(corrector: PhraseCorrector, data: Path) -> None:
+    prompts = [
+        line.split("\t", 1)[1].strip() for line in (data / "asterisk_dev.tsv").read_text().splitlines()
+    ]
+    rows = [json.loads(line) for line in TINY_EN.read_text().splitlines()]
+    ordinary = prompts + [row["hypothesis"] for row in rows if not row["hotwords"]]
+    assert len(ordinary) > 250
+    changed = [(text, corrector.correct(text)[0]) for text in ordinary if corrector.correct(text)[0] != text]
+    assert changed == []
+
+
+def test_real_tiny_en_transcripts(corrector: PhraseCorrector) -> None:
+    rows = [json.loads(line) for line in TINY_EN.read_text().splitlines() if json.loads(line)["hotwords"]]
+    before = sum(row["hotwords"][0] in row["hypothesis"] for row in rows)
+    after = 0
+    for row in rows:
+        text, hits = corrector.correct(row["hypothesis"])
+        assert {hit.phrase for hit in hits} <= set(row["hotwords"])  # never the wrong phrase
+        after += row["hotwords"][0] in text
+    print(f"hot phrase spelled right: {before}/{len(rows)} raw, {after}/{len(rows)} after the post-pass")
+    assert after >= before + 4
+
+
+def test_case_and_punctuation_are_kept_outside_the_span(corrector: PhraseCorrector) -> None:
+    text, hits = corrector.correct("Zen tricks Unlimited, please.")
+    assert text == "Zentrix Unlimited, please."
+    assert (hits[0].start, hits[0].end) == (0, 20)
+    assert PhraseCorrector([]).correct("anything at all") == ("anything at all", [])
