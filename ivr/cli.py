@@ -52,10 +52,21 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace):
     from .config import from_env
 
-    keys = (
-        "model engine device intra_op_threads cache_dir sip_host sip_port http_host http_port redis_url flow "
-        "max_calls beam_size"
-    ).split()
+    keys = [
+        "model",
+        "engine",
+        "device",
+        "intra_op_threads",
+        "cache_dir",
+        "sip_host",
+        "sip_port",
+        "http_host",
+        "http_port",
+        "redis_url",
+        "flow",
+        "max_calls",
+        "beam_size",
+    ]
     return from_env({k: getattr(args, k, None) for k in keys})
 
 
