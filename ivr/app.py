@@ -90,8 +90,6 @@ def build_app(service: Service) -> web.Application:
     setup_softphone_routes(app)
 
     async def start(app: web.Application) -> None:
-        # SIP answers (503 until the recognizer is ready) as soon as the HTTP side does.
-        await service.start_sip()
         app[LOADER] = asyncio.create_task(service.load())
 
     async def stop(app: web.Application) -> None:

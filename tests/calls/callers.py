@@ -172,6 +172,7 @@ async def running_service(load_timeout_s: float = 180.0, **overrides: Any) -> As
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     try:
+        await service.start_sip()
         await site.start()
         host, port = runner.addresses[0][:2]
         async with asyncio.timeout(load_timeout_s):
