@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,14 +61,14 @@ def free_udp_port(span: int = 1) -> int:
     raise RuntimeError("no free UDP port")
 
 
-def ulaw_file(utterance: str, out_dir: Path, tail_s: float = 1.5) -> Path:
+def ulaw_file(utterance: str, out_dir: Path, tail_s: float = 1.5, lead_s: float = 0.0) -> Path:
     """The utterance as raw μ-law at 8 kHz, followed by `tail_s` of silence, padded to whole 160-byte
     packets (sipp's rtp_stream sends raw payload and wraps at the end of the file)."""
     audio = read_wav(str(CALLERS_DEV / f"{utterance}.wav"))
     pcm = np.clip(np.asarray(audio.samples, dtype=np.float32) * 32768, -32768, 32767).astype(np.int16)
     if audio.sample_rate != 8000:
         pcm = resample(pcm, audio.sample_rate, 8000)
-    pcm = np.concatenate([pcm, np.zeros(int(tail_s * 8000), np.int16)])
+    pcm = np.concatenate([np.zeros(int(lead_s * 8000), np.int16), pcm, np.zeros(int(tail_s * 8000), np.int16)])
     pcm = np.concatenate([pcm, np.zeros(-len(pcm) % 160, np.int16)])
     path = out_dir / f"{utterance}.ulaw"
     path.write_bytes(ulaw_encode(pcm))
@@ -191,6 +191,15 @@ async def running_service(load_timeout_s: float = 180.0, **overrides: Any) -> As
                 await client.delete(*keys)
         finally:
             await client.aclose()
+
+
+async def poll(check: Callable[[], Awaitable[bool]], within: float, interval: float = 0.1) -> None:
+    """Wait until `check()` holds (an HTTP state has no event to wait on); TimeoutError after `within`."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(interval)
 
 
 # -- subprocesses ----------------------------------------------------------------------------------
