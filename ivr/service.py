@@ -20,6 +20,7 @@ from dialog.policy import DialogPolicy
 from dialog.records import open_record_store
 from hotwords.config import HotwordsConfig
 from hotwords.registry import HotwordRegistry
+from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 
 from .call_session import CallDeps, Transport
@@ -125,15 +126,20 @@ class Service:
         self._hotword_store = open_store(hw.redis_url, hw.key_prefix, hw.audit_cap)
         self.hotwords = HotwordRegistry(self._hotword_store, self.recognizer.tokenizer, hw)
         await self.hotwords.start()
+        assert self.flow is not None
+        try:
+            self._hotword_scopes: tuple[str, ...] = (validate_scope(f"flow:{self.flow.id}"),)
+        except ValueError:
+            log.warning("flow id %r cannot name a hot-word scope: only global lists apply", self.flow.id)
+            self._hotword_scopes = ()
 
     async def _biaser_for(self, listen: act.Listen) -> Biaser | None:
         """A node's literal hot words and named lists, with the global and this flow's lists."""
         assert self.hotwords is not None and self.flow is not None
         if not (listen.hotwords or listen.hotword_lists or self.hotwords.lists):
             return None
-        return await self.hotwords.biaser(
-            scopes=(f"flow:{self.flow.id}",), lists=listen.hotword_lists, phrases=listen.hotwords
-        )
+        return await self.hotwords.biaser(scopes=self._hotword_scopes, lists=listen.hotword_lists,
+                                          phrases=listen.hotwords)
 
     async def start_sip(self) -> None:
         cfg = self.config
