@@ -94,6 +94,7 @@ class _Heard:
     text: str
     confidence: float
     speech_end: float  # loop time at which the VAD found the end of speech
+    transcribed: float  # loop time at which the transcript was ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class CallSession:
         self._barged = False
         self._gone: str | None = None
         self._speech_end: float | None = None  # of the utterance whose answer is being played
+        self._transcribed = 0.0
         self._utterance_latency: list[float | None] = []  # per utterance turn, in order
 
     # -- inputs from the transport -----------------------------------------------------------------
@@ -231,8 +233,10 @@ class CallSession:
         loop = asyncio.get_running_loop()
         if self._speech_end is not None:
             latency = loop.time() - self._speech_end
-            self._speech_end = None
             TURN_LATENCY.observe(latency)
+            log.debug("call %s: answer after %.0f ms (transcript after %.0f ms)", self.call_id, latency * 1000,
+                      (self._transcribed - self._speech_end) * 1000)
+            self._speech_end = None
             self.latencies_ms.append(latency * 1000)
             self._utterance_latency[-1] = round(latency * 1000, 1)
         if play.text:
@@ -262,6 +266,7 @@ class CallSession:
             match item:
                 case _Heard():
                     self._speech_end = item.speech_end
+                    self._transcribed = item.transcribed
                     self._utterance_latency.append(None)
                     return ev.Utterance(item.text, confidence=item.confidence)
                 case _Key():
@@ -329,7 +334,7 @@ class CallSession:
             UTTERANCES_DROPPED.labels("overloaded").inc()
             log.warning("call %s: recognizer overloaded, utterance dropped", self.call_id)
             # The caller said something: the dialog answers with its no-match prompt.
-            self._inbox.put_nowait(_Heard("", 0.0, speech_end))
+            self._inbox.put_nowait(_Heard("", 0.0, speech_end, asyncio.get_running_loop().time()))
             return
         except RecognizerClosed:
             UTTERANCES_DROPPED.labels("shutdown").inc()
@@ -339,7 +344,8 @@ class CallSession:
             UTTERANCES_DROPPED.labels(transcript.rejected or "empty").inc()
             return
         self.control.notify({"type": "transcript", "text": transcript.text})
-        self._inbox.put_nowait(_Heard(transcript.text, transcript.confidence, speech_end))
+        now = asyncio.get_running_loop().time()
+        self._inbox.put_nowait(_Heard(transcript.text, transcript.confidence, speech_end, now))
 
     # -- failure and bookkeeping -------------------------------------------------------------------
     async def _apologize(self) -> None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from prometheus_client import Gauge
 
+from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.decoding.bias import Biaser
-from asr_engine.recognizer import Recognizer
-from asr_engine.vad import SileroVad, VadConfig
+from asr_engine.recognizer import Recognizer, Utterance
+from asr_engine.vad import RATE, SileroVad, VadConfig
 from dialog import actions as act
+from dialog import events as ev
 from dialog.context import open_context_store
 from dialog.flow import Flow, load_demo_flow, load_flow
 from dialog.policy import DialogPolicy
@@ -51,6 +55,7 @@ class Service:
         self.deps: CallDeps | None = None
         self.hotwords: HotwordRegistry | None = None
         self._hotword_store: HotwordStore | None = None
+        self._hotword_scopes: tuple[str, ...] = ()
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
         self.draining = False
@@ -113,12 +118,34 @@ class Service:
             local_ip = cfg.public_ip or cfg.sip_host
             self._sip_handler = SipCallHandler(self.deps, rtp, local_ip, queue_uris=cfg.queue_uris, **counting)
             self._webrtc_handler = WebRtcCallHandler(self.deps, **counting)
+            await self._warm_turns(prompts)
             self.ready.set()
             log.info("ready for calls: model %s on %s", rc.model, self.recognizer.engine.name)
         except Exception as exc:
             self.load_error = exc
             log.exception("service failed to load")
             raise
+
+    async def _warm_turns(self, prompts: PromptCache) -> None:
+        """Decode speech of every length a first turn is likely to have (the encoder's input shapes
+        come in 1 s steps), with the opening node's hot words, so the first callers' answers are not
+        slowed by one-time set-up in the inference engine."""
+        assert self.deps is not None and self.batcher is not None
+        policy = self.deps.policy
+        opening = policy.decide(policy.new_context("warm-up"), ev.CallStarted()).actions
+        listen = next((a for a in opening if isinstance(a, act.Listen)), None)
+        plays = [a for a in opening if isinstance(a, act.Play)]
+        if not plays:
+            return
+        speech = (await prompts.get(plays[0])).pcm.astype(np.float32) / 32768
+        speech = await asyncio.to_thread(resample, speech, 8000, RATE)
+        biaser = await self._biaser_for(listen) if listen is not None and self.hotwords is not None else None
+        t0 = time.perf_counter()
+        for seconds in range(1, 9):
+            clip = np.resize(speech, seconds * RATE)  # repeats a short prompt to fill the length
+            state = biaser.start() if biaser is not None else None
+            await self.batcher.transcribe(Utterance(clip, RATE, state, state.prompt_text() if state else ""))
+        log.info("first-turn decoding warmed up in %.1f s", time.perf_counter() - t0)
 
     async def _start_hotwords(self) -> None:
         assert self.recognizer is not None
@@ -128,7 +155,7 @@ class Service:
         await self.hotwords.start()
         assert self.flow is not None
         try:
-            self._hotword_scopes: tuple[str, ...] = (validate_scope(f"flow:{self.flow.id}"),)
+            self._hotword_scopes = (validate_scope(f"flow:{self.flow.id}"),)
         except ValueError:
             log.warning("flow id %r cannot name a hot-word scope: only global lists apply", self.flow.id)
             self._hotword_scopes = ()
