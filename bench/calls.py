@@ -1,6 +1,6 @@
 """Calls benchmark: N concurrent sipp callers against voicenav, end to end, on loopback.
 
-    .venv/bin/python bench/calls.py [--calls 1 5 10 20] [--ramp 1.0] [--no-redis]
+    .venv/bin/python bench/calls.py [--calls 1 5 10 20] [--listen 0 10] [--ramp 1.0] [--no-redis]
 
 For each N: voicenav runs in this process (SIP and HTTP on free loopback ports, the tiny.en model from
 .cache/test-models, Redis at 127.0.0.1:6379 under a throw-away key prefix unless --no-redis); N sipp
@@ -10,6 +10,11 @@ table: calls attempted / completed (sipp saw the call through to the IVR's BYE) 
 manifest's queue, the server's own per-turn latency from the end of speech (VAD) to the start of
 the answering prompt (p50/p95/max, from the call records), and the CPU this process used (server;
 sipp runs in its own processes) and the whole machine used over the run, in cores.
+
+Every round keeps all N calls up together (each lasts longer than the ramp). --listen sets when the
+callers start talking: 0 = all at once (every end of speech within ~2 s: a burst the recognizer must
+work through one utterance after another), 10 = spread over the first 10 s of the welcome prompt, as
+callers who listen to part of the menu do.
 """
 
 from __future__ import annotations
@@ -43,14 +48,16 @@ def _machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-async def one_round(n: int, ramp: float, utterances: list[str], use_redis: bool, work: Path) -> list[str]:
+async def one_round(n: int, ramp: float, listen: float, utterances: list[str], use_redis: bool,
+                    work: Path) -> list[str]:
     overrides = {} if use_redis else {"redis_url": None}
     async with running_service(max_calls=max(32, n), **overrides) as server:
         callers = []
         for i in range(n):
             utt = utterances[i % len(utterances)]
             caller = f"bench{i:03d}-{uuid.uuid4().hex[:6]}"
-            audio = ulaw_file(utt, work)
+            # Caller i listens to the welcome prompt for i/n of `listen` seconds, then talks over it.
+            audio = ulaw_file(utt, work, lead_s=round(listen * i / n, 2))
             callers.append((caller, utt, sipp_scenario(work, caller, f'<exec rtp_stream="{audio},1,0"/>')))
         cpu0, wall0, (busy0, total0) = os.times(), time.monotonic(), _machine_busy()
 
@@ -75,7 +82,7 @@ async def one_round(n: int, ramp: float, utterances: list[str], use_redis: bool,
         machine = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
         lat = np.array(latencies) if latencies else np.array([float("nan")])
         return [
-            str(n), str(n), str(sum(rc == 0 for rc in rcs)), str(routed),
+            str(n), f"{listen:g}", str(n), str(sum(rc == 0 for rc in rcs)), str(routed),
             f"{np.percentile(lat, 50):.0f}", f"{np.percentile(lat, 95):.0f}", f"{lat.max():.0f}",
             f"{server_cpu:.2f}", f"{machine:.2f}", f"{wall:.1f}",
         ]
@@ -85,6 +92,9 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, nargs="+", default=[1, 5, 10, 20], help="concurrent calls per round")
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which a round's calls start")
+    ap.add_argument("--listen", type=float, nargs="+", default=[0.0, 10.0],
+                    help="callers start talking over the welcome prompt within this many seconds of the answer "
+                         "(0: all at once, the worst case for the recognizer); one round per value")
     ap.add_argument("--no-redis", action="store_true", help="in-process dialog stores instead of Redis")
     args = ap.parse_args()
     if max(args.calls) > 50 or min(args.calls) < 1:
@@ -93,13 +103,14 @@ async def main() -> None:
     utterances = sorted(k for k, v in intents.items() if v["intent"] in QUEUE_INTENTS)
     rows = []
     with tempfile.TemporaryDirectory(prefix="voicenav-bench-") as tmp:
-        for n in args.calls:
-            work = Path(tmp) / f"n{n}"
-            work.mkdir()
-            rows.append(await one_round(n, args.ramp, utterances, not args.no_redis, work))
-            print(f"round of {n} done", file=sys.stderr, flush=True)
-    headers = ["concurrent", "attempted", "completed", "routed ok", "latency p50 ms", "p95 ms", "max ms",
-               "server CPU (cores)", "machine CPU (cores)", "wall s"]
+        for listen in args.listen:
+            for n in args.calls:
+                work = Path(tmp) / f"n{n}-l{listen:g}"
+                work.mkdir()
+                rows.append(await one_round(n, args.ramp, listen, utterances, not args.no_redis, work))
+                print(f"round of {n} (listen {listen:g} s) done", file=sys.stderr, flush=True)
+    headers = ["concurrent", "talk within s", "attempted", "completed", "routed ok", "latency p50 ms", "p95 ms",
+               "max ms", "server CPU (cores)", "machine CPU (cores)", "wall s"]
     print(table(headers, rows))
 
 

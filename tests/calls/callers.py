@@ -62,15 +62,15 @@ def free_udp_port(span: int = 1) -> int:
 
 
 def ulaw_file(utterance: str, out_dir: Path, tail_s: float = 1.5, lead_s: float = 0.0) -> Path:
-    """The utterance as raw μ-law at 8 kHz, followed by `tail_s` of silence, padded to whole 160-byte
-    packets (sipp's rtp_stream sends raw payload and wraps at the end of the file)."""
+    """The utterance as raw μ-law at 8 kHz, after `lead_s` and before `tail_s` of silence, padded to
+    whole 160-byte packets (sipp's rtp_stream sends raw payload and wraps at the end of the file)."""
     audio = read_wav(str(CALLERS_DEV / f"{utterance}.wav"))
     pcm = np.clip(np.asarray(audio.samples, dtype=np.float32) * 32768, -32768, 32767).astype(np.int16)
     if audio.sample_rate != 8000:
         pcm = resample(pcm, audio.sample_rate, 8000)
     pcm = np.concatenate([np.zeros(int(lead_s * 8000), np.int16), pcm, np.zeros(int(tail_s * 8000), np.int16)])
     pcm = np.concatenate([pcm, np.zeros(-len(pcm) % 160, np.int16)])
-    path = out_dir / f"{utterance}.ulaw"
+    path = out_dir / f"{utterance}-{lead_s:g}.ulaw"
     path.write_bytes(ulaw_encode(pcm))
     return path
 
