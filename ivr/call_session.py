@@ -47,7 +47,11 @@ TURN_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
 )
 BARGE_INS = Counter("voicenav_barge_ins_total", "Prompts cut short by the caller", ["transport", "by"])
-CALL_FAILURES = Counter("voicenav_call_failures_total", "Calls the service could not serve to the end", ["cause"])
+CALL_FAILURES = Counter(
+    "voicenav_call_failures_total",
+    "Failures on calls by cause: store, media, error end the call; hotwords: it goes on without them",
+    ["cause"],
+)
 UTTERANCES_DROPPED = Counter(
     "voicenav_utterances_dropped_total", "Caller utterances that produced no transcript", ["reason"]
 )
@@ -126,8 +130,6 @@ class CallSession:
         self.deps = deps
         self.stream = RecognitionStream(deps.vad, deps.vad_config)
         self.dialog = DialogSession(call_id, deps.policy, deps.contexts, deps.records, caller, control.transport)
-        self.barge_ins = 0
-        self.latencies_ms: list[float] = []  # per answered utterance, end of speech -> prompt start
         self._inbox: asyncio.Queue[_Heard | _Key | _Gone] = asyncio.Queue()
         self._audio: list[tuple[int, np.ndarray]] = []
         self._audio_at = 0.0
@@ -158,6 +160,8 @@ class CallSession:
     async def run(self) -> str:
         reader = asyncio.create_task(self._read_media(), name=f"call-media-{self.call_id}")
         vad = asyncio.create_task(self._run_vad(), name=f"call-vad-{self.call_id}")
+        for task in (reader, vad):
+            task.add_done_callback(self._media_task_done)
         outcome = "error"
         try:
             outcome = await self._drive()
@@ -206,9 +210,7 @@ class CallSession:
                     if not self._barged:  # the caller is talking: the rest of the prompts would cut in
                         await self._play(action)
                 case act.Listen():
-                    biaser = await self.deps.biaser_for(action) if self.deps.biaser_for else None
-                    prompt = biaser.start().prompt_text() if biaser is not None else ""
-                    self.stream.set_context(biaser, prompt)
+                    await self._listen_context(action)
                     wait_s = action.timeout_ms / 1000
                 case act.CollectDigits():
                     wait_s = action.timeout_ms / 1000
@@ -224,6 +226,17 @@ class CallSession:
                     return "hangup"
         return wait_s
 
+    async def _listen_context(self, listen: act.Listen) -> None:
+        """The node's hot words for the recognizer; without them (a failed list) recognition goes on."""
+        biaser = None
+        if self.deps.biaser_for is not None:
+            try:
+                biaser = await self.deps.biaser_for(listen)
+            except Exception:
+                CALL_FAILURES.labels("hotwords").inc()
+                log.exception("call %s: hot words for %s unavailable", self.call_id, listen.hotword_lists)
+        self.stream.set_context(biaser, biaser.start().prompt_text() if biaser is not None else "")
+
     async def _play(self, play: act.Play) -> None:
         try:
             prompt = await self.deps.prompts.get(play)
@@ -237,7 +250,6 @@ class CallSession:
             log.debug("call %s: answer after %.0f ms (transcript after %.0f ms)", self.call_id, latency * 1000,
                       (self._transcribed - self._speech_end) * 1000)
             self._speech_end = None
-            self.latencies_ms.append(latency * 1000)
             self._utterance_latency[-1] = round(latency * 1000, 1)
         if play.text:
             self.control.notify({"type": "prompt", "text": play.text})
@@ -320,11 +332,17 @@ class CallSession:
                         self._asr.add(task)
                         task.add_done_callback(self._asr.discard)
 
+    def _media_task_done(self, task: asyncio.Task[None]) -> None:
+        """A media task that fails leaves the call deaf: end it rather than wait on silence."""
+        if not task.cancelled() and task.exception() is not None:
+            CALL_FAILURES.labels("media").inc()
+            log.error("call %s: %s failed", self.call_id, task.get_name(), exc_info=task.exception())
+            self.leg_gone("media-error")
+
     def _barge_in(self, by: str) -> None:
         self.leg.stop_playback()
         self._barged = True
         self._playing = False
-        self.barge_ins += 1
         BARGE_INS.labels(self.control.transport, by).inc()
 
     async def _transcribe(self, utterance: Utterance, speech_end: float) -> None:
@@ -338,6 +356,11 @@ class CallSession:
             return
         except RecognizerClosed:
             UTTERANCES_DROPPED.labels("shutdown").inc()
+            return
+        except Exception:
+            UTTERANCES_DROPPED.labels("error").inc()
+            log.exception("call %s: recognition failed", self.call_id)
+            self._inbox.put_nowait(_Heard("", 0.0, speech_end, asyncio.get_running_loop().time()))
             return
         if not transcript.text.strip():
             # Noise, a cough, the line's own echo: not a turn.
