@@ -41,6 +41,9 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "draining"}, status=503)
     if not svc.ready.is_set():
         return web.json_response({"status": "loading" if svc.load_error is None else "failed"}, status=503)
+    if svc.active_calls >= svc.config.max_calls:
+        # Full: send new callers elsewhere until a call ends.
+        return web.json_response({"status": "full", "active_calls": svc.active_calls}, status=503)
     return web.json_response({"status": "ready", "active_calls": svc.active_calls})
 
 

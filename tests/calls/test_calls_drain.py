@@ -1,6 +1,6 @@
-"""`voicenav serve` as its own process: SIGTERM while a call is up drains the instance — /readyz 503,
-a new INVITE 503 with Retry-After, a new WebRTC offer 503 — the call in progress completes (and is
-recorded in Redis), then the process exits."""
+"""`voicenav serve` as its own process: a full instance refuses calls (503 + Retry-After); SIGTERM
+while a call is up drains it — /readyz 503, a new INVITE 503 with Retry-After, a new WebRTC offer 503 —
+the call in progress completes (and is recorded in Redis), then the process exits."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ivr.cli", "serve", "--sip-host", "127.0.0.1", "--sip-port", str(sip_port),
             "--http-host", "127.0.0.1", "--http-port", str(http_port), "--redis-url", REDIS_URL,
-            "--drain-timeout", "60",
+            "--drain-timeout", "60", "--max-calls", "1",
             cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=asyncio.subprocess.STDOUT,
         )
         try:
@@ -122,13 +122,15 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
             scenario = sipp_scenario(tmp_path, caller, f'<exec rtp_stream="{audio},1,0"/>')
             call = asyncio.create_task(sipp_call(scenario, sip_port, tmp_path, limit_s=40))
 
-            async def call_up() -> bool:
-                return (await _get(f"{http}/readyz"))[1].get("active_calls") == 1
+            async def full() -> bool:
+                return await _get(f"{http}/readyz") == (503, {"status": "full", "active_calls": 1})
 
             async def draining() -> bool:
-                return (await _get(f"{http}/readyz"))[0] == 503
+                return (await _get(f"{http}/readyz"))[1]["status"] == "draining"
 
-            await poll(call_up, 10)
+            await poll(full, 10)  # --max-calls 1: the one call fills the instance
+            busy = await _invite_status(sip_port)
+            assert busy.startswith("SIP/2.0 503") and "\r\nRetry-After: 9\r\n" in busy, busy
             proc.send_signal(signal.SIGTERM)
             await poll(draining, 5)
             refused = await _invite_status(sip_port)
