@@ -119,8 +119,8 @@ class _CallGone(Exception):
 
 class CallSession:
     """Run with `await session.run()`; returns the outcome ("route", "transfer", "hangup", "abandoned",
-    "error"). Feed keys from outside the media path (SIP INFO) with `dtmf`, the transport's end of the
-    call with `leg_gone`."""
+    "error"; a cancelled session is counted as "cancelled"). Feed keys from outside the media path
+    (SIP INFO) with `dtmf`, the transport's end of the call with `leg_gone`."""
 
     def __init__(self, call_id: str, caller: str, leg: MediaLeg, control: CallControl, deps: CallDeps) -> None:
         self.call_id = call_id
@@ -171,6 +171,9 @@ class CallSession:
             await self._apologize()
         except _CallGone:
             outcome = "abandoned"
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the service is shutting down
+            raise
         except Exception:
             CALL_FAILURES.labels("error").inc()
             log.exception("call %s failed", self.call_id)
