@@ -1,6 +1,7 @@
 """Calls benchmark: N concurrent sipp callers against voicenav, end to end, on loopback.
 
-    .venv/bin/python bench/calls.py [--calls 1 5 10 20] [--listen 0 10] [--ramp 1.0] [--no-redis]
+    .venv/bin/python bench/calls.py [--calls 1 5 10 20] [--listen 0 10] [--ramp 1.0] [--max-batch 8]
+                                    [--no-redis]
 
 For each N: voicenav runs in this process (SIP and HTTP on free loopback ports, the tiny.en model from
 .cache/test-models, Redis at 127.0.0.1:6379 under a throw-away key prefix unless --no-redis); N sipp
@@ -48,9 +49,8 @@ def _machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-async def one_round(n: int, ramp: float, listen: float, utterances: list[str], use_redis: bool,
-                    work: Path) -> list[str]:
-    overrides = {} if use_redis else {"redis_url": None}
+async def one_round(n: int, ramp: float, listen: float, utterances: list[str], work: Path,
+                    **overrides: object) -> list[str]:
     async with running_service(max_calls=max(32, n), **overrides) as server:
         callers = []
         for i in range(n):
@@ -96,6 +96,7 @@ async def main() -> None:
                     help="callers start talking over the welcome prompt within this many seconds of the answer "
                          "(0: all at once, the worst case for the recognizer); one round per value")
     ap.add_argument("--no-redis", action="store_true", help="in-process dialog stores instead of Redis")
+    ap.add_argument("--max-batch", type=int, default=8, help="utterances the recognizer decodes together")
     args = ap.parse_args()
     if max(args.calls) > 50 or min(args.calls) < 1:
         ap.error("--calls: 1 to 50 per round")
@@ -107,7 +108,10 @@ async def main() -> None:
             for n in args.calls:
                 work = Path(tmp) / f"n{n}-l{listen:g}"
                 work.mkdir()
-                rows.append(await one_round(n, args.ramp, listen, utterances, not args.no_redis, work))
+                overrides: dict[str, object] = {"max_batch": args.max_batch}
+                if args.no_redis:
+                    overrides["redis_url"] = None
+                rows.append(await one_round(n, args.ramp, listen, utterances, work, **overrides))
                 print(f"round of {n} (listen {listen:g} s) done", file=sys.stderr, flush=True)
     headers = ["concurrent", "talk within s", "attempted", "completed", "routed ok", "latency p50 ms", "p95 ms",
                "max ms", "server CPU (cores)", "machine CPU (cores)", "wall s"]
