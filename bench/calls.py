@@ -58,12 +58,14 @@ async def one_round(n: int, ramp: float, listen: float, utterances: list[str], w
             caller = f"bench{i:03d}-{uuid.uuid4().hex[:6]}"
             # Caller i listens to the welcome prompt for i/n of `listen` seconds, then talks over it.
             audio = ulaw_file(utt, work, lead_s=round(listen * i / n, 2))
-            callers.append((caller, utt, sipp_scenario(work, caller, f'<exec rtp_stream="{audio},1,0"/>')))
+            # A misheard caller goes through re-prompts before escalation: give the call time to end.
+            scenario = sipp_scenario(work, caller, f'<exec rtp_stream="{audio},1,0"/>', timeout_ms=75000)
+            callers.append((caller, utt, scenario))
         cpu0, wall0, (busy0, total0) = os.times(), time.monotonic(), _machine_busy()
 
         async def call(i: int, caller: str, scenario: Path) -> int:
             await asyncio.sleep(ramp * i / max(1, n))
-            rc, _ = await sipp_call(scenario, server.sip_port, work, limit_s=60)
+            rc, _ = await sipp_call(scenario, server.sip_port, work, limit_s=90)
             return rc
 
         rcs = await asyncio.gather(*(call(i, c, s) for i, (c, _, s) in enumerate(callers)))
@@ -74,8 +76,14 @@ async def one_round(n: int, ramp: float, listen: float, utterances: list[str], w
             try:
                 record = await server.record_of(caller, within=10)
             except AssertionError:
+                print(f"  {utt}: no finished call record", file=sys.stderr)
                 continue
-            routed += record["outcome"] == {"route": intents[utt]["intent"]}
+            ok = record["outcome"] == {"route": intents[utt]["intent"]}
+            routed += ok
+            if not ok:
+                heard = [t["transcript"] for t in record["turns"] if t["event"] == "utterance"]
+                print(f"  {utt} ({intents[utt]['intent']}): heard {heard}, outcome {record['outcome']}",
+                      file=sys.stderr)
             latencies += [t["latency_ms"] for t in record["turns"] if t["event"] == "utterance" and t["latency_ms"]]
         wall = wall1 - wall0
         server_cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) / wall
