@@ -337,11 +337,34 @@ END_REFER = """  <recv request="REFER" timeout="{timeout_ms}">
 """
 
 
+# The caller hangs up first.
+END_CALLER_BYE = """  <pause milliseconds="{hangup_after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE sip:ivr@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag[call_number]
+      To: <sip:ivr@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" next="done"/>
+"""
+
+
 def sipp_scenario(out: Path, caller: str, media: str, *, refer_to: str | None = None,
-                  timeout_ms: int = 40000) -> Path:
+                  hangup_after_ms: int | None = None, timeout_ms: int = 40000) -> Path:
     """A UAC scenario: INVITE offering PCMU + telephone-event 96, then `media` (sipp exec actions),
-    then the IVR's BYE (or REFER to `refer_to`, then BYE). A 503 ends the scenario as a refusal."""
-    ending = (END_REFER if refer_to else END_BYE).format(caller=caller, refer_to=refer_to, timeout_ms=timeout_ms)
+    then the IVR's BYE (or REFER to `refer_to`, then BYE; or the caller's own BYE after
+    `hangup_after_ms`). A 503 ends the scenario as a refusal."""
+    template = END_CALLER_BYE if hangup_after_ms is not None else END_REFER if refer_to else END_BYE
+    ending = template.format(caller=caller, refer_to=refer_to, timeout_ms=timeout_ms,
+                             hangup_after_ms=hangup_after_ms)
     text = SIPP_SCENARIO.format(caller=caller, media=media, ending=ending + '  <label id="done"/>\n')
     path = out / f"{caller}.xml"
     path.write_text(text)

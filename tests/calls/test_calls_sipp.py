@@ -1,5 +1,6 @@
 """sipp callers against a running voicenav: speech routes to the intent's queue, a key press is
-transferred by REFER to the queue's URI, and speech over the welcome prompt cuts it short."""
+transferred by REFER to the queue's URI, speech over the welcome prompt cuts it short, and a caller's
+BYE mid-prompt ends the call."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from callers import Running, manifest, running_service, sipp_call, sipp_scenario, ulaw_file
+from callers import Running, manifest, poll, running_service, sipp_call, sipp_scenario, ulaw_file
 
 pytestmark = [
     pytest.mark.peers,
@@ -64,3 +65,18 @@ async def test_key_press_transfers_to_the_queue_uri(server: Running, tmp_path: P
     assert record["outcome"] == {"route": "tech_support"}, record
     keyed = [t for t in record["turns"] if t["event"] == "dtmf"]
     assert keyed and keyed[-1]["dtmf"] == "2"
+
+
+async def test_caller_hanging_up_mid_prompt_ends_the_call(server: Running, tmp_path: Path) -> None:
+    caller = _caller("bye")
+    audio = ulaw_file("dev031", tmp_path, lead_s=3.0)  # silent while the prompt plays
+    scenario = sipp_scenario(tmp_path, caller, f'<exec rtp_stream="{audio},1,0"/>', hangup_after_ms=1500)
+    rc, out = await sipp_call(scenario, server.sip_port, tmp_path, limit_s=20)
+    assert rc == 0, out
+    record = await server.record_of(caller)
+    assert record["outcome"] == {"hangup": "bye"}, record
+
+    async def idle() -> bool:
+        return server.service.active_calls == 0
+
+    await poll(idle, 5)  # session, RTP session and call are all released
