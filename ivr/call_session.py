@@ -56,6 +56,7 @@ UTTERANCES_DROPPED = Counter(
     "voicenav_utterances_dropped_total", "Caller utterances that produced no transcript", ["reason"]
 )
 
+APOLOGY = "Sorry, we are having technical difficulties. Please call again later."
 BiaserFor = Callable[[act.Listen], Awaitable[Biaser | None]]  # a flow node's hot words for the recognizer
 _MAX_SPEECH_WAIT_S = 30.0  # longest a listen timeout waits for speech in progress to be transcribed
 
@@ -89,7 +90,7 @@ class CallDeps:
     vad_executor: Executor  # one thread for all calls' VAD work
     vad_config: VadConfig = field(default_factory=VadConfig)
     biaser_for: BiaserFor | None = None
-    apology: str = "Sorry, we are having technical difficulties. Please call again later."
+    apology: str = APOLOGY
     apology_transfer: str | None = None  # where a call goes when the dialog can no longer serve it
 
 

@@ -27,7 +27,7 @@ from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 
-from .call_session import CallDeps, Transport
+from .call_session import APOLOGY, CallDeps, Transport
 from .config import ServiceConfig
 from .prompt_cache import PromptCache
 from .prompts import PromptConfig, PromptRenderer
@@ -96,8 +96,7 @@ class Service:
                 PromptConfig(cache_dir=cfg.prompt_cache_dir or cfg.cache_dir / "prompts", voice=cfg.prompt_voice)
             )
             prompts = PromptCache(renderer, flow_path.parent if flow_path else None)
-            apology = "Sorry, we are having technical difficulties. Please call again later."
-            ready = await prompts.warm(self.flow, (apology,))
+            ready = await prompts.warm(self.flow, (APOLOGY,))
             log.info("flow %s: %d prompts ready", self.flow.id, ready)
             await self._start_hotwords()
             self.deps = CallDeps(
@@ -109,8 +108,7 @@ class Service:
                 vad=self.vad,
                 vad_executor=self.vad_executor,
                 vad_config=VadConfig(min_silence_ms=cfg.end_of_speech_ms),
-                biaser_for=self._biaser_for if self.hotwords is not None else None,
-                apology=apology,
+                biaser_for=self._biaser_for,
                 apology_transfer=cfg.apology_transfer_uri,
             )
             counting = {"started": self.call_started, "ended": self.call_ended}
@@ -137,9 +135,9 @@ class Service:
         plays = [a for a in opening if isinstance(a, act.Play)]
         if not plays:
             return
-        speech = (await prompts.get(plays[0])).pcm.astype(np.float32) / 32768
-        speech = await asyncio.to_thread(resample, speech, 8000, RATE)
-        biaser = await self._biaser_for(listen) if listen is not None and self.hotwords is not None else None
+        prompt = await prompts.get(plays[0])
+        speech = await asyncio.to_thread(resample, prompt.pcm.astype(np.float32) / 32768, prompt.sample_rate, RATE)
+        biaser = await self._biaser_for(listen) if listen is not None else None
         t0 = time.perf_counter()
         for seconds in range(1, 9):
             clip = np.resize(speech, seconds * RATE)  # repeats a short prompt to fill the length
