@@ -41,7 +41,7 @@ class Utterance:
     samples: np.ndarray  # float32 mono
     sample_rate: int
     bias: BiasState | None = None
-    prompt: str = ""
+    prompt: str = ""  # previous text for the decoder; default: the bias state's prompt_text()
 
 
 @dataclass
@@ -117,7 +117,9 @@ class Recognizer:
             k, v = cross_k[:, i, :s], cross_v[:, i, :s]
             if self.silence is not None and s < self.dims.n_audio_ctx:
                 k, v = self.silence.splice(k, v, pad)
-            prompt = self.tokenizer.encode(" " + u.prompt.strip()) if u.prompt.strip() else []
+            # Hot words double as previous text: Whisper follows the spelling it was just "shown".
+            text = u.prompt.strip() or (u.bias.prompt_text().strip() if u.bias is not None else "")
+            prompt = self.tokenizer.encode(" " + text) if text else []
             reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, prompt, u.bias))
         results = self.searcher.decode(reqs, self.config.decode)
         elapsed = time.perf_counter() - t0
