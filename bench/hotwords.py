@@ -1,7 +1,7 @@
 """Hot-word benchmark on the caller set: recall of product names, false alarms and WER on the
 utterances without them, and decode-time overhead of a large list.
 
-    .venv/bin/python bench/hotwords.py [--beam 1,4]
+    .venv/bin/python -m bench.hotwords [--beam 1,4]
 
 Side by side in one run, same weights, same threads: voicenav without lists, voicenav with the dev
 lists (biasing graph + prompt + post-pass), and faster-whisper with its prompt `hotwords` option.
@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import Clip, asterisk_clips, caller_clips, normalize, table, wer
 
 from asr_engine.audio.resample import resample
 from asr_engine.config import DecodeConfig, EngineConfig, RecognizerConfig
@@ -31,6 +26,8 @@ from hotwords.config import HotwordsConfig
 from hotwords.postpass import PhraseCorrector
 from hotwords.runtime import compile_entries
 from hotwords.schema import Entry
+
+from .common import Clip, asterisk_clips, caller_clips, normalize, table, wer
 
 
 def contains(hyp: str, phrase: str) -> bool:
