@@ -193,24 +193,11 @@ class EncoderExport(nn.Module):
 
 
 class DecoderExport(nn.Module):
+    """One decoder step with the inputs of `TextDecoder.step`, in that order."""
+
     def __init__(self, model: Whisper) -> None:
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(
-        self,
-        tokens: Tensor,
-        positions: Tensor,
-        self_bias: Tensor,
-        self_k: Tensor,
-        self_v: Tensor,
-        cross_k: Tensor,
-        cross_v: Tensor,
-        cross_bias: Tensor,
-        tail_k: Tensor,
-        tail_v: Tensor,
-        tail_bias: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        return self.decoder.step(
-            tokens, positions, self_bias, self_k, self_v, cross_k, cross_v, cross_bias, tail_k, tail_v, tail_bias
-        )
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.decoder.step(*inputs)
