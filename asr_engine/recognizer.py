@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,8 +18,8 @@ from .audio.mel import SAMPLE_RATE, log_mel
 from .audio.resample import resample
 from .config import RecognizerConfig
 from .decoding.bias import BiasState
-from .decoding.guards import compression_ratio
-from .decoding.search import DecodeRequest, Searcher
+from .decoding.guards import compression_ratio, repeated_tail
+from .decoding.search import DecodeRequest, DecodeResult, Searcher
 from .engines.base import Engine
 from .models.export import prepare
 from .models.registry import load_tokenizer, resolve_model, suppress_config
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # Below this level (dBFS RMS) there is nothing to hear: Whisper would still "hear" its favourite
 # words in digital silence, so such audio is not decoded at all.
 SILENCE_DBFS = -65.0
+# A prompted decode is redone without its prompt when its text is this sparse (words per second of
+# the utterance, padding included; callers speak 2-3) or ends by saying a phrase twice.
+MIN_WORDS_PER_SECOND = 0.8
 # Silence appended after the speech before encoding: Whisper expects to see where speech ends.
 TAIL_FRAMES = 100
 BUCKET_FRAMES = 100
@@ -119,8 +122,22 @@ class Recognizer:
             prompt = self.tokenizer.encode(" " + text) if text else []
             reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, prompt, u.bias))
         results = self.searcher.decode(reqs, self.config.decode, self.tail)
+        # A prompt can take over: Whisper then copies it or loops instead of transcribing. Such rows
+        # are decoded again without it (as Whisper's own fallback drops the previous text).
+        retry = [i for i, (q, r) in enumerate(zip(reqs, results, strict=True)) if q.prompt and self._degenerate(q, r)]
+        if retry:
+            again = [replace(reqs[i], prompt=[]) for i in retry]
+            for i, r in zip(retry, self.searcher.decode(again, self.config.decode, self.tail), strict=True):
+                results[i] = r
         elapsed = time.perf_counter() - t0
         return [self._transcript(u, r, elapsed) for u, r in zip(utts, results, strict=True)]
+
+    def _degenerate(self, req: DecodeRequest, r: DecodeResult) -> bool:
+        """Too few words for the speech it heard, or text that repeats itself."""
+        text = self.tokenizer.decode(r.tokens)
+        words = len(text.split())
+        looped = repeated_tail(r.tokens, max_repeats=1, max_ngram=max(3, len(r.tokens) // 2), min_ngram=3)
+        return words < MIN_WORDS_PER_SECOND * req.seconds - 1 or looped is not None
 
     def _transcript(self, utt: Utterance, r, elapsed: float) -> Transcript:
         cfg = self.config.decode
