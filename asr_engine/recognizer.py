@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,19 +18,22 @@ from .audio.mel import SAMPLE_RATE, log_mel
 from .audio.resample import resample
 from .config import RecognizerConfig
 from .decoding.bias import BiasState
-from .decoding.guards import compression_ratio
-from .decoding.search import DecodeRequest, Searcher
+from .decoding.guards import compression_ratio, repeated_tail
+from .decoding.search import DecodeRequest, DecodeResult, Searcher
 from .engines.base import Engine
 from .models.export import prepare
 from .models.registry import load_tokenizer, resolve_model, suppress_config
 from .models.whisper import WhisperDims
-from .silence_tail import SilenceTail
+from .silence_tail import LEVEL, silence_tail
 
 log = logging.getLogger(__name__)
 
 # Below this level (dBFS RMS) there is nothing to hear: Whisper would still "hear" its favourite
 # words in digital silence, so such audio is not decoded at all.
 SILENCE_DBFS = -65.0
+# A prompted decode is redone without its prompt when its text is this sparse (words per second of
+# the utterance, padding included; callers speak 2-3) or ends by saying a phrase twice.
+MIN_WORDS_PER_SECOND = 0.8
 # Silence appended after the speech before encoding: Whisper expects to see where speech ends.
 TAIL_FRAMES = 100
 BUCKET_FRAMES = 100
@@ -41,7 +44,7 @@ class Utterance:
     samples: np.ndarray  # float32 mono
     sample_rate: int
     bias: BiasState | None = None
-    prompt: str = ""
+    prompt: str = ""  # previous text for the decoder; default: the bias state's prompt_text()
 
 
 @dataclass
@@ -83,24 +86,23 @@ class Recognizer:
         self.engine, self.tokenizer, suppress, self.dims = engine_for(config, progress)
         self.searcher = Searcher(self.engine, self.tokenizer, suppress, self.dims.n_text_ctx)
         self.max_frames = 2 * self.dims.n_audio_ctx
-        self.silence = (
-            SilenceTail(self.engine, self.dims.n_mels, self.max_frames) if config.encoder_window == "spliced" else None
-        )
+        spliced = config.encoder_window == "spliced"
+        self.tail = silence_tail(self.engine, self.dims.n_mels, self.max_frames) if spliced else None
 
     def warmup(self) -> None:
         """One throwaway decode so the first caller does not pay for kernel set-up."""
         noise = np.random.default_rng(0).normal(0, 0.01, SAMPLE_RATE).astype(np.float32)
         self.recognize([Utterance(noise, SAMPLE_RATE)])
 
-    def _features(self, utt: Utterance) -> tuple[np.ndarray, float]:
+    def _features(self, utt: Utterance) -> np.ndarray:
         x = resample(utt.samples, utt.sample_rate, SAMPLE_RATE)
-        mel, pad = log_mel(x, self.dims.n_mels)
+        mel, pad = log_mel(x, self.dims.n_mels, LEVEL if self.tail is not None else None)
         mel = mel[:, : self.max_frames]
         if self.config.encoder_window == "full":
             frames = self.max_frames
         else:
             frames = min(self.max_frames, -(-(mel.shape[1] + TAIL_FRAMES) // BUCKET_FRAMES) * BUCKET_FRAMES)
-        return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=pad), pad
+        return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=pad)
 
     def recognize(self, utts: list[Utterance]) -> list[Transcript]:
         """Decode a batch together; results in input order."""
@@ -108,20 +110,34 @@ class Recognizer:
             return []
         t0 = time.perf_counter()
         feats = [self._features(u) for u in utts]
-        width = max(f.shape[1] for f, _ in feats)
-        mel = np.stack([np.pad(f, ((0, 0), (0, width - f.shape[1])), mode="edge") for f, _ in feats])
+        width = max(f.shape[1] for f in feats)
+        mel = np.stack([np.pad(f, ((0, 0), (0, width - f.shape[1])), mode="edge") for f in feats])
         cross_k, cross_v = self.engine.encode(mel)
         reqs = []
-        for i, (u, (f, pad)) in enumerate(zip(utts, feats, strict=True)):
+        for i, (u, f) in enumerate(zip(utts, feats, strict=True)):
             s = f.shape[1] // 2
             k, v = cross_k[:, i, :s], cross_v[:, i, :s]
-            if self.silence is not None and s < self.dims.n_audio_ctx:
-                k, v = self.silence.splice(k, v, pad)
-            prompt = self.tokenizer.encode(" " + u.prompt.strip()) if u.prompt.strip() else []
+            # Hot words double as previous text: Whisper follows the spelling it was just "shown".
+            text = u.prompt.strip() or (u.bias.prompt_text().strip() if u.bias is not None else "")
+            prompt = self.tokenizer.encode(" " + text) if text else []
             reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, prompt, u.bias))
-        results = self.searcher.decode(reqs, self.config.decode)
+        results = self.searcher.decode(reqs, self.config.decode, self.tail)
+        # A prompt can take over: Whisper then copies it or loops instead of transcribing. Such rows
+        # are decoded again without it (as Whisper's own fallback drops the previous text).
+        retry = [i for i, (q, r) in enumerate(zip(reqs, results, strict=True)) if q.prompt and self._degenerate(q, r)]
+        if retry:
+            again = [replace(reqs[i], prompt=[]) for i in retry]
+            for i, r in zip(retry, self.searcher.decode(again, self.config.decode, self.tail), strict=True):
+                results[i] = r
         elapsed = time.perf_counter() - t0
         return [self._transcript(u, r, elapsed) for u, r in zip(utts, results, strict=True)]
+
+    def _degenerate(self, req: DecodeRequest, r: DecodeResult) -> bool:
+        """Too few words for the speech it heard, or text that repeats itself."""
+        text = self.tokenizer.decode(r.tokens)
+        words = len(text.split())
+        looped = repeated_tail(r.tokens, max_repeats=1, max_ngram=max(3, len(r.tokens) // 2), min_ngram=3)
+        return words < MIN_WORDS_PER_SECOND * req.seconds - 1 or looped is not None
 
     def _transcript(self, utt: Utterance, r, elapsed: float) -> Transcript:
         cfg = self.config.decode

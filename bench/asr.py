@@ -1,6 +1,6 @@
 """ASR benchmark: voicenav's engine and faster-whisper side by side, same weights, same threads.
 
-    .venv/bin/python bench/asr.py [--model tiny.en] [--limit N] [--streams 1,4,16]
+    .venv/bin/python -m bench.asr [--model tiny.en] [--limit N] [--streams 1,4,16]
 
 Part 1, accuracy and single-stream latency: every clip of the real Asterisk recordings (8 kHz) and
 of the synthetic callers, one at a time, through each system: WER, real-time factor, latency p50/p95
@@ -12,15 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import Clip, asterisk_clips, caller_clips, pct, table, wer
 
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
@@ -29,6 +23,8 @@ from asr_engine.recognizer import Recognizer, Utterance
 from asr_engine.segmenter import speech_chunks
 from asr_engine.transcribe import transcribe_audio
 from asr_engine.vad import RATE, SileroVad
+
+from .common import Clip, asterisk_clips, caller_clips, pct, table, wer
 
 
 class Ours:

@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(t)
     t.add_argument("--beam-size", type=int)
     t.add_argument("--json", action="store_true", help='one JSON line per file: {"file", "text", "seconds"}')
+    t.add_argument("--hotwords", help='phrases to favour, comma-separated: "Zentrix Unlimited, NovaPay wallet"')
+    t.add_argument("--hotword-file", type=Path, help="one phrase per line, optionally `phrase,boost`")
     t.add_argument("files", nargs="+")
 
     p = sub.add_parser("prepare", help="convert a model ahead of time (ONNX, int8, TorchScript)")
@@ -80,11 +82,15 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     recognizer = Recognizer(cfg.recognizer(), progress=lambda m: print(m, file=sys.stderr))
+    recognizer.warmup()
     vad = SileroVad()
+    biasing = _hotwords(args, recognizer)
     failed = 0
     for f in args.files:
         try:
-            result = transcribe_audio(recognizer, vad, read_wav(f))
+            result = transcribe_audio(recognizer, vad, read_wav(f), biaser=biasing.graph if biasing else None)
+            if biasing:
+                result.text = biasing.correct(result.text)
         except (AudioFormatError, OSError) as e:
             failed += 1
             print(json.dumps({"file": f, "error": str(e)}) if args.json else f"{f}: error: {e}", flush=True)
@@ -94,6 +100,23 @@ def _transcribe(args: argparse.Namespace) -> int:
         else:
             print(f"{f}\t{result.text}", flush=True)
     return 1 if failed else 0
+
+
+def _hotwords(args: argparse.Namespace, recognizer):
+    """The --hotwords/--hotword-file phrases as a biasing graph and transcript post-pass."""
+    if not args.hotwords and not args.hotword_file:
+        return None
+    from hotwords.parsing import ParseError, parse_hotword_arg, parse_hotword_file
+
+    from .biasing import Biasing
+
+    try:
+        entries = parse_hotword_arg(args.hotwords) if args.hotwords else []
+        if args.hotword_file:
+            entries += parse_hotword_file(args.hotword_file)
+    except (ParseError, OSError) as e:
+        raise SystemExit(f"voicenav: bad hot-word list: {e}") from e
+    return Biasing.from_entries(entries, recognizer.tokenizer)
 
 
 def _prepare(args: argparse.Namespace) -> int:

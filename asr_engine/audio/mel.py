@@ -47,11 +47,13 @@ def _window() -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
 
 
-def log_mel(audio: np.ndarray, n_mels: int = 80) -> tuple[np.ndarray, float]:
+def log_mel(audio: np.ndarray, n_mels: int = 80, level: float | None = None) -> tuple[np.ndarray, float]:
     """16 kHz float samples -> (log-mel [n_mels, len // 160], padding value).
 
     The padding value is what Whisper's features hold where a 30 s window has only zeros: the
-    floor of the dynamic range, max - 8, rescaled like the rest.
+    floor of the dynamic range, max - 8, rescaled like the rest. With `level`, the spectrum is
+    shifted so that its peak (log10 power) sits there, as a gain change of the audio would: the
+    padding value is then the same for every input.
     """
     x = np.asarray(audio, dtype=np.float32)
     if len(x) < N_FFT:
@@ -67,6 +69,8 @@ def log_mel(audio: np.ndarray, n_mels: int = 80) -> tuple[np.ndarray, float]:
     power = (spec.real**2 + spec.imag**2)[:-1].T  # Whisper drops the last frame
     mel = mel_filters(n_mels) @ power
     log_spec = np.log10(np.maximum(mel, 1e-10))
+    if level is not None:
+        log_spec += level - float(log_spec.max())
     # A 30 s window's zero padding reaches log10(1e-10) = -10, so the floor is max - 8 unless the
     # audio is nearly silent, where -10 wins: either way the padding value is the same as Whisper's.
     floor = max(float(log_spec.max()), -10.0 + 8.0) - 8.0

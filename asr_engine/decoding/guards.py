@@ -11,13 +11,13 @@ def max_new_tokens(seconds: float, per_second: float, floor: int, ceiling: int) 
     return max(1, min(ceiling, max(floor, math.ceil(seconds * per_second))))
 
 
-def repeated_tail(tokens: list[int], max_repeats: int, max_ngram: int = 8) -> int | None:
+def repeated_tail(tokens: list[int], max_repeats: int, max_ngram: int = 8, min_ngram: int = 1) -> int | None:
     """Length to cut `tokens` to when their tail repeats an n-gram more than allowed, else None.
 
     Single tokens get twice the allowance, since callers do say "no no no" or "five five five".
     """
     n_tok = len(tokens)
-    for n in range(1, max_ngram + 1):
+    for n in range(min_ngram, max_ngram + 1):
         allowed = max_repeats * 2 if n == 1 else max_repeats
         need = (allowed + 1) * n
         if n_tok < need:

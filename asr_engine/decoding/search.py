@@ -53,22 +53,32 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
 
 
-def _stack_cross(reqs: list[DecodeRequest], repeat: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cross K/V of all rows, padded to the longest utterance, with the padding masked out."""
+@dataclass(frozen=True)
+class SharedTail:
+    """Encoder positions every utterance shares (the silence after speech): [L, T, d] each."""
+
+    k: np.ndarray
+    v: np.ndarray
+
+
+def _stack_cross(reqs: list[DecodeRequest], tail: SharedTail | None):
+    """Each row's own cross K/V padded to the longest and masked; the mask of the shared tail."""
     s_max = max(r.cross_k.shape[1] for r in reqs)
     L, _, d = reqs[0].cross_k.shape
-    rows = sum(repeat)
+    rows = len(reqs)
     k = np.zeros((L, rows, s_max, d), dtype=np.float32)
     v = np.zeros_like(k)
     bias = np.zeros((rows, 1, s_max), dtype=np.float32)
-    row = 0
-    for r, n in zip(reqs, repeat, strict=True):
+    t_len = tail.k.shape[1] if tail is not None else 1
+    tail_bias = np.full((rows, 1, t_len), NEG_INF, dtype=np.float32)
+    for row, r in enumerate(reqs):
         s = r.cross_k.shape[1]
-        k[:, row : row + n, :s] = r.cross_k[:, None]
-        v[:, row : row + n, :s] = r.cross_v[:, None]
-        bias[row : row + n, :, s:] = NEG_INF
-        row += n
-    return k, v, bias
+        k[:, row, :s] = r.cross_k
+        v[:, row, :s] = r.cross_v
+        bias[row, :, s:] = NEG_INF
+        if tail is not None:
+            tail_bias[row, :, s:] = 0.0  # the row's own encoding covers positions before s
+    return k, v, bias, tail_bias
 
 
 class Searcher:
@@ -90,7 +100,9 @@ class Searcher:
         # The prompt is bounded like Whisper's: at most half the text context, newest tokens kept.
         return [s.sot_prev, *req.prompt[-(self.n_text_ctx // 2 - 1) :], s.sot]
 
-    def decode(self, reqs: list[DecodeRequest], cfg: DecodeConfig) -> list[DecodeResult]:
+    def decode(
+        self, reqs: list[DecodeRequest], cfg: DecodeConfig, tail: SharedTail | None = None
+    ) -> list[DecodeResult]:
         if not reqs:
             return []
         e = self.engine
@@ -114,9 +126,14 @@ class Searcher:
         allowed = causal[None] & key_ok[:, None, :]
         allowed |= np.eye(width, dtype=bool)[None]  # padding rows attend to themselves: no NaN
         self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
-        cross_k, cross_v, cross_bias = _stack_cross(reqs, [1] * B)
+        cross_k, cross_v, cross_bias, tail_bias = _stack_cross(reqs, tail)
+        if tail is None:  # the step still takes a tail: one position, masked out for every row
+            tail = SharedTail(np.zeros((n_layer, 1, d), np.float32), np.zeros((n_layer, 1, d), np.float32))
+        shared = (tail.k, tail.v)
         empty = np.zeros((n_layer, B, 0, d), dtype=np.float32)
-        logits, kk, vv = e.decode(tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias)
+        logits, kk, vv = e.decode(
+            tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias, *shared, tail_bias
+        )
         no_speech = np.exp(_log_softmax(logits)[:, s.no_speech])
 
         # 2. The rest of the start sequence (language, task, no timestamps): same for every row.
@@ -128,7 +145,9 @@ class Searcher:
         causal = np.tril(np.ones((n, n), dtype=bool))
         allowed = np.concatenate([np.repeat(key_ok[:, None, :width], n, axis=1), np.repeat(causal[None], B, 0)], 2)
         self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
-        logits, kk, vv = e.decode(step_tokens, step_pos, self_bias, kk, vv, cross_k, cross_v, cross_bias)
+        logits, kk, vv = e.decode(
+            step_tokens, step_pos, self_bias, kk, vv, cross_k, cross_v, cross_bias, *shared, tail_bias
+        )
         next_pos = step_pos[:, -1] + 1
 
         # 3. Search. Row r of the running batch belongs to request owner[r].
@@ -207,6 +226,7 @@ class Searcher:
             if new_owner != owner:
                 # Rows of one utterance share its encoder output: gather only when the row set changes.
                 cross_k, cross_v, cross_bias = cross_k[:, idx], cross_v[:, idx], cross_bias[idx]
+                tail_bias = tail_bias[idx]
                 owner = new_owner
             key_ok = key_ok[idx]
             pos = next_pos[idx]
@@ -221,6 +241,8 @@ class Searcher:
                 cross_k,
                 cross_v,
                 cross_bias,
+                *shared,
+                tail_bias,
             )
             next_pos = pos + 1
             step += 1

@@ -24,6 +24,9 @@ class Engine(Protocol):
         cross_k: np.ndarray,
         cross_v: np.ndarray,
         cross_bias: np.ndarray,
+        tail_k: np.ndarray,
+        tail_v: np.ndarray,
+        tail_bias: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One step: (logits [B, V] of the last position, grown self_k, grown self_v)."""
         ...

@@ -21,7 +21,7 @@ from .whisper import DecoderExport, EncoderExport, Whisper
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"
 ONNX_OPSET = 17
 Progress = Callable[[str], None]
 
@@ -57,11 +57,26 @@ def _example_inputs(model: Whisper, batch: int = 2, frames: int = 200, past: int
         torch.randn(L, batch, s, d.n_text_state),
         torch.randn(L, batch, s, d.n_text_state),
         torch.zeros(batch, 1, s),
+        torch.randn(L, 7, d.n_text_state),
+        torch.randn(L, 7, d.n_text_state),
+        torch.zeros(batch, 1, 7),
     )
     return mel, dec
 
 
-DECODER_INPUTS = ["tokens", "positions", "self_bias", "self_k", "self_v", "cross_k", "cross_v", "cross_bias"]
+DECODER_INPUTS = [
+    "tokens",
+    "positions",
+    "self_bias",
+    "self_k",
+    "self_v",
+    "cross_k",
+    "cross_v",
+    "cross_bias",
+    "tail_k",
+    "tail_v",
+    "tail_bias",
+]
 DECODER_OUTPUTS = ["logits", "new_self_k", "new_self_v"]
 
 
@@ -96,6 +111,9 @@ def _export_onnx(model: Whisper, out: Path) -> None:
             "cross_k": {1: "batch", 2: "ctx"},
             "cross_v": {1: "batch", 2: "ctx"},
             "cross_bias": {0: "batch", 2: "ctx"},
+            "tail_k": {1: "tail"},
+            "tail_v": {1: "tail"},
+            "tail_bias": {0: "batch", 2: "tail"},
             "logits": {0: "batch"},
             "new_self_k": {1: "batch", 2: "total"},
             "new_self_v": {1: "batch", 2: "total"},

@@ -40,17 +40,38 @@ class MultiHeadAttention(nn.Module):
         self.value = nn.Linear(n_state, n_state)
         self.out = nn.Linear(n_state, n_state)
 
+    def _heads(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.n_head, d // self.n_head).transpose(1, 2)
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
         b, nq, d = q.shape
-        h = self.n_head
-        dh = d // h
-        q = q.view(b, nq, h, dh).transpose(1, 2)
-        k = k.view(b, k.shape[1], h, dh).transpose(1, 2)
-        v = v.view(b, v.shape[1], h, dh).transpose(1, 2)
-        w = (q @ k.transpose(-1, -2)) * (dh**-0.5)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        w = (q @ k.transpose(-1, -2)) * ((d // self.n_head) ** -0.5)
         if bias is not None:
             w = w + bias.unsqueeze(1)
         out = torch.softmax(w.float(), dim=-1).to(q.dtype) @ v
+        return self.out(out.transpose(1, 2).reshape(b, nq, d))
+
+    def attend_with_tail(
+        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, tail_k: Tensor, tail_v: Tensor, tail_bias: Tensor
+    ) -> Tensor:
+        """Attention over each row's own keys [B, S, d] and keys shared by every row [T, d].
+
+        The shared part (the encoding of the silence after the speech) is read once per step for the
+        whole batch instead of being copied into every row.
+        """
+        b, nq, d = q.shape
+        h, dh = self.n_head, d // self.n_head
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        tk = tail_k.view(-1, h, dh).transpose(0, 1)  # [h, T, dh], broadcast over the batch
+        tv = tail_v.view(-1, h, dh).transpose(0, 1)
+        scale = dh**-0.5
+        w_own = (q @ k.transpose(-1, -2)) * scale + bias.unsqueeze(1)
+        w_tail = torch.matmul(q, tk.transpose(-1, -2)) * scale + tail_bias.unsqueeze(1)
+        p = torch.softmax(torch.cat([w_own, w_tail], dim=-1).float(), dim=-1).to(q.dtype)
+        s = k.shape[2]
+        out = p[..., :s] @ v + torch.matmul(p[..., s:], tv)
         return self.out(out.transpose(1, 2).reshape(b, nq, d))
 
 
@@ -112,11 +133,16 @@ class TextDecoder(nn.Module):
         cross_k: Tensor,
         cross_v: Tensor,
         cross_bias: Tensor,
+        tail_k: Tensor,
+        tail_v: Tensor,
+        tail_bias: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One decoding step for n new tokens per sequence.
 
         tokens, positions [B, n]; self_bias [B, n, P+n] additive (causal and padding mask);
-        self_k/self_v [L, B, P, d] the cache; cross_k/cross_v [L, B, S, d]; cross_bias [B, 1, S].
+        self_k/self_v [L, B, P, d] the cache; cross_k/cross_v [L, B, S, d] each row's encoding,
+        cross_bias [B, 1, S]; tail_k/tail_v [L, T, d] encoder positions shared by all rows (the
+        silence after the speech), tail_bias [B, 1, T] masking the ones a row covers itself.
         Returns the last position's logits [B, V] and the grown cache [L, B, P+n, d].
         """
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
@@ -129,11 +155,14 @@ class TextDecoder(nn.Module):
             new_v.append(v)
             x = x + block.attn.attend(block.attn.query(h), k, v, self_bias)
             h = block.cross_attn_ln(x)  # type: ignore[misc]
-            x = x + block.cross_attn.attend(  # type: ignore[union-attr]
-                block.cross_attn.query(h),
+            x = x + block.cross_attn.attend_with_tail(  # type: ignore[union-attr]
+                block.cross_attn.query(h),  # type: ignore[union-attr]
                 cross_k[i],
                 cross_v[i],
-                cross_bias,  # type: ignore[union-attr]
+                cross_bias,
+                tail_k[i],
+                tail_v[i],
+                tail_bias,
             )
             x = x + block.mlp(block.mlp_ln(x))
         last = self.ln(x[:, -1])
@@ -164,19 +193,11 @@ class EncoderExport(nn.Module):
 
 
 class DecoderExport(nn.Module):
+    """One decoder step with the inputs of `TextDecoder.step`, in that order."""
+
     def __init__(self, model: Whisper) -> None:
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(
-        self,
-        tokens: Tensor,
-        positions: Tensor,
-        self_bias: Tensor,
-        self_k: Tensor,
-        self_v: Tensor,
-        cross_k: Tensor,
-        cross_v: Tensor,
-        cross_bias: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        return self.decoder.step(tokens, positions, self_bias, self_k, self_v, cross_k, cross_v, cross_bias)
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.decoder.step(*inputs)

@@ -36,7 +36,7 @@ def test_greedy_text_matches_faster_whisper(clips, model_cache):
         ours.append(rec.recognize([Utterance(a.samples, a.sample_rate)])[0].text)
         # Whisper's 30 s window, padded as OpenAI's reference pads it (faster-whisper's own
         # front end pads the log-mel with zeros instead, a different input).
-        mel = rec._features(Utterance(a.samples, a.sample_rate))[0][None]
+        mel = rec._features(Utterance(a.samples, a.sample_rate))[None]
         result = reference.model.generate(
             ctranslate2.StorageView.from_array(mel),
             [rec.tokenizer.sot_sequence()],
