@@ -57,7 +57,17 @@ UTTERANCES_DROPPED = Counter(
 )
 
 APOLOGY = "Sorry, we are having technical difficulties. Please call again later."
-BiaserFor = Callable[[act.Listen], Awaitable[Biaser | None]]  # a flow node's hot words for the recognizer
+
+
+@dataclass(frozen=True)
+class HotwordContext:
+    """A flow node's hot words as the recognizer and the transcript see them."""
+
+    biaser: Biaser
+    correct: Callable[[str], str] | None = None  # sound-alike spans of a transcript -> the phrase
+
+
+HotwordsFor = Callable[[act.Listen], Awaitable[HotwordContext | None]]
 _MAX_SPEECH_WAIT_S = 30.0  # longest a listen timeout waits for speech in progress to be transcribed
 
 
@@ -89,7 +99,7 @@ class CallDeps:
     vad: SileroVad
     vad_executor: Executor  # one thread for all calls' VAD work
     vad_config: VadConfig = field(default_factory=VadConfig)
-    biaser_for: BiaserFor | None = None
+    hotwords_for: HotwordsFor | None = None
     apology: str = APOLOGY
     apology_transfer: str | None = None  # where a call goes when the dialog can no longer serve it
 
@@ -142,6 +152,7 @@ class CallSession:
         self._gone: str | None = None
         self._speech_end: float | None = None  # of the utterance whose answer is being played
         self._transcribed = 0.0
+        self._correct: Callable[[str], str] | None = None
         self._utterance_latency: list[float | None] = []  # per utterance turn, in order
 
     # -- inputs from the transport -----------------------------------------------------------------
@@ -232,14 +243,20 @@ class CallSession:
 
     async def _listen_context(self, listen: act.Listen) -> None:
         """The node's hot words for the recognizer; without them (a failed list) recognition goes on."""
-        biaser = None
-        if self.deps.biaser_for is not None:
+        context = None
+        if self.deps.hotwords_for is not None:
             try:
-                biaser = await self.deps.biaser_for(listen)
+                context = await self.deps.hotwords_for(listen)
             except Exception:
                 CALL_FAILURES.labels("hotwords").inc()
                 log.exception("call %s: hot words for %s unavailable", self.call_id, listen.hotword_lists)
-        self.stream.set_context(biaser, biaser.start().prompt_text() if biaser is not None else "")
+        if context is None:
+            self.stream.set_context(None, "")
+            self._correct = None
+            return
+        # The phrases also go in as the decoder's previous-text prompt: the stronger lever of the two.
+        self.stream.set_context(context.biaser, context.biaser.start().prompt_text())
+        self._correct = context.correct
 
     async def _play(self, play: act.Play) -> None:
         try:
@@ -370,9 +387,10 @@ class CallSession:
             # Noise, a cough, the line's own echo: not a turn.
             UTTERANCES_DROPPED.labels(transcript.rejected or "empty").inc()
             return
-        self.control.notify({"type": "transcript", "text": transcript.text})
+        text = self._correct(transcript.text) if self._correct is not None else transcript.text
+        self.control.notify({"type": "transcript", "text": text})
         now = asyncio.get_running_loop().time()
-        self._inbox.put_nowait(_Heard(transcript.text, transcript.confidence, speech_end, now))
+        self._inbox.put_nowait(_Heard(text, transcript.confidence, speech_end, now))
 
     # -- failure and bookkeeping -------------------------------------------------------------------
     async def _apologize(self) -> None:

@@ -13,7 +13,6 @@ from prometheus_client import Gauge
 
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
-from asr_engine.decoding.bias import Biaser
 from asr_engine.recognizer import Recognizer, Utterance
 from asr_engine.vad import RATE, SileroVad, VadConfig
 from dialog import actions as act
@@ -27,7 +26,7 @@ from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 
-from .call_session import APOLOGY, CallDeps, Transport
+from .call_session import APOLOGY, CallDeps, HotwordContext, Transport
 from .config import ServiceConfig
 from .prompt_cache import PromptCache
 from .prompts import PromptConfig, PromptRenderer
@@ -108,7 +107,7 @@ class Service:
                 vad=self.vad,
                 vad_executor=self.vad_executor,
                 vad_config=VadConfig(min_silence_ms=cfg.end_of_speech_ms),
-                biaser_for=self._biaser_for,
+                hotwords_for=self._hotwords_for,
                 apology_transfer=cfg.apology_transfer_uri,
             )
             counting = {"started": self.call_started, "ended": self.call_ended}
@@ -137,11 +136,11 @@ class Service:
             return
         prompt = await prompts.get(plays[0])
         speech = await asyncio.to_thread(resample, prompt.pcm.astype(np.float32) / 32768, prompt.sample_rate, RATE)
-        biaser = await self._biaser_for(listen) if listen is not None else None
+        context = await self._hotwords_for(listen) if listen is not None else None
         t0 = time.perf_counter()
         for seconds in range(1, 9):
             clip = np.resize(speech, seconds * RATE)  # repeats a short prompt to fill the length
-            state = biaser.start() if biaser is not None else None
+            state = context.biaser.start() if context is not None else None
             await self.batcher.transcribe(Utterance(clip, RATE, state, state.prompt_text() if state else ""))
         log.info("first-turn decoding warmed up in %.1f s", time.perf_counter() - t0)
 
@@ -158,13 +157,20 @@ class Service:
             log.warning("flow id %r cannot name a hot-word scope: only global lists apply", self.flow.id)
             self._hotword_scopes = ()
 
-    async def _biaser_for(self, listen: act.Listen) -> Biaser | None:
+    async def _hotwords_for(self, listen: act.Listen) -> HotwordContext | None:
         """A node's literal hot words and named lists, with the global and this flow's lists."""
-        assert self.hotwords is not None and self.flow is not None
+        assert self.hotwords is not None
         if not (listen.hotwords or listen.hotword_lists or self.hotwords.lists):
             return None
-        return await self.hotwords.biaser(scopes=self._hotword_scopes, lists=listen.hotword_lists,
-                                          phrases=listen.hotwords)
+        composed = await self.hotwords.biaser(scopes=self._hotword_scopes, lists=listen.hotword_lists,
+                                              phrases=listen.hotwords)
+
+        def correct(text: str) -> str:
+            corrected = composed.corrector.correct(text)[0]
+            composed.record_hits(composed.hits_in(corrected))
+            return corrected
+
+        return HotwordContext(composed, correct)
 
     async def start_sip(self) -> None:
         cfg = self.config
