@@ -57,7 +57,8 @@ async def one_round(n: int, ramp: float, listen: float, utterances: list[str], w
             utt = utterances[i % len(utterances)]
             caller = f"bench{i:03d}-{uuid.uuid4().hex[:6]}"
             # Caller i listens to the welcome prompt for i/n of `listen` seconds, then talks over it.
-            audio = ulaw_file(utt, work, lead_s=round(listen * i / n, 2))
+            # Then silence, as a phone sends while the caller waits (until the IVR hangs up).
+            audio = ulaw_file(utt, work, lead_s=round(listen * i / n, 2), tail_s=75.0)
             # A misheard caller goes through re-prompts before escalation: give the call time to end.
             scenario = sipp_scenario(work, caller, f'<exec rtp_stream="{audio},1,0"/>', timeout_ms=75000)
             callers.append((caller, utt, scenario))
