@@ -1,4 +1,5 @@
-"""The HTTP side of the service (aiohttp): health, metrics and recognition."""
+"""The HTTP side of the service (aiohttp): health, metrics, recognition, call records, the WebRTC
+offer endpoint and the softphone page."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from asr_engine.audio.wav import AudioFormatError, parse_wav
 from asr_engine.batcher import RecognizerOverloaded
 from asr_engine.segmenter import speech_chunks
 from asr_engine.transcribe import assemble, utterances
+from dialog.records import setup_routes as setup_record_routes
 
 from .service import Service
+from .webrtc import setup_routes as setup_webrtc_routes
+from .webrtc_softphone import setup_softphone_routes
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,9 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "draining"}, status=503)
     if not svc.ready.is_set():
         return web.json_response({"status": "loading" if svc.load_error is None else "failed"}, status=503)
+    if svc.active_calls >= svc.config.max_calls:
+        # Full: send new callers elsewhere until a call ends.
+        return web.json_response({"status": "full", "active_calls": svc.active_calls}, status=503)
     return web.json_response({"status": "ready", "active_calls": svc.active_calls})
 
 
@@ -81,12 +88,17 @@ def build_app(service: Service) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/recognize", recognize)
+    setup_record_routes(app, service.records)
+    setup_webrtc_routes(app, service.webrtc)
+    setup_softphone_routes(app)
 
     async def start(app: web.Application) -> None:
         app[LOADER] = asyncio.create_task(service.load())
 
     async def stop(app: web.Application) -> None:
-        service.close()
+        app[LOADER].cancel()
+        await asyncio.gather(app[LOADER], return_exceptions=True)
+        await service.stop()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

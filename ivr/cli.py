@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--redis-url", help="Redis for dialog context, call records and hot words (default: in-process)")
     s.add_argument("--flow", type=Path, help="call flow YAML (default: the built-in demo flow)")
     s.add_argument("--max-calls", type=int)
+    s.add_argument("--drain-timeout", type=float, dest="drain_timeout_s", help="seconds to wait for calls on SIGTERM")
 
     t = sub.add_parser("transcribe", help="transcribe WAV files (8 kHz telephone or 16 kHz)")
     _add_model_args(t)
@@ -67,6 +68,7 @@ def _config(args: argparse.Namespace):
         "redis_url",
         "flow",
         "max_calls",
+        "drain_timeout_s",
         "beam_size",
     ]
     return from_env({k: getattr(args, k, None) for k in keys})
@@ -136,15 +138,24 @@ async def _serve(args: argparse.Namespace) -> int:
     service = Service(cfg)
     app = build_app(service)
     runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.http_host, cfg.http_port)
-    await site.start()
-    log.info("HTTP on http://%s:%d", cfg.http_host, cfg.http_port)
+    await runner.setup()  # starts loading the recognizer in the background; /readyz says when it is done
+    try:
+        await service.start_sip()
+        site = web.TCPSite(runner, cfg.http_host, cfg.http_port)
+        await site.start()
+    except OSError as e:
+        log.error("cannot listen: %s", e)
+        await runner.cleanup()
+        return 1
+    assert service.sip is not None
+    log.info("SIP on %s:%d, HTTP on http://%s:%d", cfg.sip_host, service.sip.bound_port, cfg.http_host,
+             runner.addresses[0][1])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    # Draining: /readyz 503, new SIP calls 503 + Retry-After, new WebRTC offers 503; active calls finish.
     await service.drain()
     await runner.cleanup()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -13,12 +14,13 @@ from asr_engine.config import DecodeConfig, EngineConfig, RecognizerConfig
 
 class ServiceConfig(BaseModel):
     sip_host: str = "127.0.0.1"
-    sip_port: int = Field(5060, ge=1, le=65535)
+    sip_port: int = Field(5060, ge=0, le=65535)  # 0: any free port
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     public_ip: str | None = Field(None, description="address advertised in SDP and Contact; default sip_host")
-    rtp_port_min: int = Field(20000, ge=1024, le=65535)
-    rtp_port_max: int = Field(20999, ge=1024, le=65535)
+    # RTP ports per call; both None: any free port (tests, single-host setups without a firewall)
+    rtp_port_min: int | None = Field(20000, ge=1024, le=65535)
+    rtp_port_max: int | None = Field(20999, ge=1024, le=65535)
     redis_url: str | None = None
     model: str = "tiny.en"
     engine: Literal["onnx", "torchscript"] = "onnx"
@@ -35,6 +37,18 @@ class ServiceConfig(BaseModel):
     drain_timeout_s: float = Field(300.0, ge=0)
     flow: Path | None = None
     max_body_mb: float = Field(16.0, gt=0)
+    redis_prefix: str = Field("voicenav:", min_length=1, description="dialog keys go under <prefix>dialog:")
+    hotwords_prefix: str = Field("voicenav:hotwords", min_length=1, description="the hot-word admin API's prefix")
+    sip_transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
+    retry_after_s: int = Field(30, ge=0, description="Retry-After of a 503 while draining or full")
+    queue_uris: dict[str, str] = Field(
+        default_factory=dict, description="queue -> SIP URI a routed SIP call is transferred to (REFER)"
+    )
+    apology_transfer_uri: str | None = Field(None, description="where a call goes when the service fails it")
+    webrtc_host_addresses: list[str] | None = Field(None, description="ICE host candidates; None: all")
+    prompt_cache_dir: Path | None = Field(None, description="rendered prompts; default <cache_dir>/prompts")
+    prompt_voice: str | None = None
+    end_of_speech_ms: int = Field(600, ge=64, le=5000, description="silence that ends a caller's turn")
 
     def recognizer(self) -> RecognizerConfig:
         return RecognizerConfig(
@@ -59,7 +73,8 @@ def from_env(overrides: dict | None = None, environ: dict[str, str] | None = Non
     for name in ServiceConfig.model_fields:
         raw = env.get(f"VOICENAV_{name.upper()}")
         if raw is not None and raw != "":
-            values[name] = raw
+            # Structured fields (queue_uris, lists) come as JSON in the environment.
+            values[name] = json.loads(raw) if raw[:1] in "[{" else raw
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return ServiceConfig.model_validate(values)
 

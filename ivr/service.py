@@ -1,17 +1,42 @@
-"""The running service's shared parts: recognizer, VAD, readiness and draining."""
+"""The running service: recognizer, VAD, dialog stores, prompts, hot words, the SIP and WebRTC front
+ends, readiness, call counting and draining."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from prometheus_client import Gauge
 
+from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
-from asr_engine.recognizer import Recognizer
-from asr_engine.vad import SileroVad
+from asr_engine.recognizer import Recognizer, Utterance
+from asr_engine.vad import RATE, SileroVad, VadConfig
+from dialog import actions as act
+from dialog import events as ev
+from dialog.context import open_context_store
+from dialog.flow import Flow, load_demo_flow, load_flow
+from dialog.policy import DialogPolicy
+from dialog.records import open_record_store
+from hotwords.config import HotwordsConfig
+from hotwords.registry import HotwordRegistry
+from hotwords.schema import validate_scope
+from hotwords.store import HotwordStore, open_store
 
+from .call_session import APOLOGY, CallDeps, HotwordContext, Transport
 from .config import ServiceConfig
+from .prompt_cache import PromptCache
+from .prompts import PromptConfig, PromptRenderer
+from .rtp_session import RtpSessionConfig
+from .sip import SipServer
+from .sip.call import IncomingCall
+from .sip_calls import SipCallHandler
+from .webrtc import CallInfo, WebRtcEndpoint
+from .webrtc_calls import WebRtcCallHandler
+from .webrtc_leg import WebRtcLeg
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +50,11 @@ class Service:
         self.recognizer: Recognizer | None = None
         self.batcher: BatchingRecognizer | None = None
         self.vad: SileroVad | None = None
+        self.flow: Flow | None = None
+        self.deps: CallDeps | None = None
+        self.hotwords: HotwordRegistry | None = None
+        self._hotword_store: HotwordStore | None = None
+        self._hotword_scopes: tuple[str, ...] = ()
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
         self.draining = False
@@ -32,27 +62,148 @@ class Service:
         self.calls_idle.set()
         self._calls = 0
         DRAINING.set(0)
+        if not config.redis_url:
+            log.warning("no Redis configured: dialog context and call records live in this process only")
+        dialog_prefix = f"{config.redis_prefix}dialog:"
+        self.contexts = open_context_store(config.redis_url, prefix=dialog_prefix)
+        self.records = open_record_store(config.redis_url, prefix=dialog_prefix)
+        # All calls' VAD runs in this one thread: cheap per frame, but model inference all the same.
+        self.vad_executor = ThreadPoolExecutor(1, thread_name_prefix="vad")
+        self._sip_handler: SipCallHandler | None = None
+        self._webrtc_handler: WebRtcCallHandler | None = None
+        self.sip: SipServer | None = None
+        self.webrtc = WebRtcEndpoint(
+            self._on_webrtc_call,
+            max_calls=config.max_calls,
+            host_addresses=config.webrtc_host_addresses,
+            retry_after_s=config.retry_after_s,
+        )
 
+    # -- startup -----------------------------------------------------------------------------------
     async def load(self) -> None:
-        """Load (and on first use convert) the model off the event loop."""
+        """Load (and on first use convert) the model, the flow and its prompts, off the event loop."""
         try:
-            rc = self.config.recognizer()
+            cfg = self.config
+            rc = cfg.recognizer()
             self.recognizer = await asyncio.to_thread(Recognizer, rc, lambda msg: log.info("%s", msg))
+            await asyncio.to_thread(self.recognizer.warmup)
             self.vad = await asyncio.to_thread(SileroVad)
             self.batcher = BatchingRecognizer(self.recognizer, rc.max_batch, rc.max_wait_ms, rc.queue_size)
+            flow_path = cfg.flow
+            self.flow = await asyncio.to_thread(load_flow, flow_path) if flow_path else load_demo_flow()
+            renderer = PromptRenderer(
+                PromptConfig(cache_dir=cfg.prompt_cache_dir or cfg.cache_dir / "prompts", voice=cfg.prompt_voice)
+            )
+            prompts = PromptCache(renderer, flow_path.parent if flow_path else None)
+            ready = await prompts.warm(self.flow, (APOLOGY,))
+            log.info("flow %s: %d prompts ready", self.flow.id, ready)
+            await self._start_hotwords()
+            self.deps = CallDeps(
+                policy=DialogPolicy(self.flow),
+                contexts=self.contexts,
+                records=self.records,
+                prompts=prompts,
+                batcher=self.batcher,
+                vad=self.vad,
+                vad_executor=self.vad_executor,
+                vad_config=VadConfig(min_silence_ms=cfg.end_of_speech_ms),
+                hotwords_for=self._hotwords_for,
+                apology_transfer=cfg.apology_transfer_uri,
+            )
+            counting = {"started": self.call_started, "ended": self.call_ended}
+            rtp = RtpSessionConfig(bind_host=cfg.sip_host, port_min=cfg.rtp_port_min, port_max=cfg.rtp_port_max)
+            local_ip = cfg.public_ip or cfg.sip_host
+            self._sip_handler = SipCallHandler(self.deps, rtp, local_ip, queue_uris=cfg.queue_uris, **counting)
+            self._webrtc_handler = WebRtcCallHandler(self.deps, **counting)
+            await self._warm_turns(prompts)
             self.ready.set()
-            log.info("recognizer ready: model %s on %s", rc.model, self.recognizer.engine.name)
+            log.info("ready for calls: model %s on %s", rc.model, self.recognizer.engine.name)
         except Exception as exc:
             self.load_error = exc
-            log.exception("recognizer failed to load")
+            log.exception("service failed to load")
             raise
 
-    def call_started(self, transport: str) -> None:
+    async def _warm_turns(self, prompts: PromptCache) -> None:
+        """Decode speech of every length a first turn is likely to have (the encoder's input shapes
+        come in 1 s steps), with the opening node's hot words, so the first callers' answers are not
+        slowed by one-time set-up in the inference engine."""
+        assert self.deps is not None and self.batcher is not None
+        policy = self.deps.policy
+        opening = policy.decide(policy.new_context("warm-up"), ev.CallStarted()).actions
+        listen = next((a for a in opening if isinstance(a, act.Listen)), None)
+        plays = [a for a in opening if isinstance(a, act.Play)]
+        if not plays:
+            return
+        prompt = await prompts.get(plays[0])
+        speech = await asyncio.to_thread(resample, prompt.pcm.astype(np.float32) / 32768, prompt.sample_rate, RATE)
+        context = await self._hotwords_for(listen) if listen is not None else None
+        t0 = time.perf_counter()
+        for seconds in range(1, 9):
+            clip = np.resize(speech, seconds * RATE)  # repeats a short prompt to fill the length
+            state = context.biaser.start() if context is not None else None
+            await self.batcher.transcribe(Utterance(clip, RATE, state, state.prompt_text() if state else ""))
+        log.info("first-turn decoding warmed up in %.1f s", time.perf_counter() - t0)
+
+    async def _start_hotwords(self) -> None:
+        assert self.recognizer is not None
+        hw = HotwordsConfig(redis_url=self.config.redis_url, key_prefix=self.config.hotwords_prefix)
+        self._hotword_store = open_store(hw.redis_url, hw.key_prefix, hw.audit_cap)
+        self.hotwords = HotwordRegistry(self._hotword_store, self.recognizer.tokenizer, hw)
+        await self.hotwords.start()
+        assert self.flow is not None
+        try:
+            self._hotword_scopes = (validate_scope(f"flow:{self.flow.id}"),)
+        except ValueError:
+            log.warning("flow id %r cannot name a hot-word scope: only global lists apply", self.flow.id)
+            self._hotword_scopes = ()
+
+    async def _hotwords_for(self, listen: act.Listen) -> HotwordContext | None:
+        """A node's literal hot words and named lists, with the global and this flow's lists."""
+        assert self.hotwords is not None
+        if not (listen.hotwords or listen.hotword_lists or self.hotwords.lists):
+            return None
+        composed = await self.hotwords.biaser(scopes=self._hotword_scopes, lists=listen.hotword_lists,
+                                              phrases=listen.hotwords)
+
+        def correct(text: str) -> str:
+            corrected = composed.corrector.correct(text)[0]
+            composed.record_hits(composed.hits_in(corrected))
+            return corrected
+
+        return HotwordContext(composed, correct)
+
+    async def start_sip(self) -> None:
+        cfg = self.config
+        self.sip = SipServer(
+            cfg.sip_host,
+            cfg.sip_port,
+            on_call=self._on_sip_call,
+            max_calls=cfg.max_calls,
+            transports=cfg.sip_transports,
+            public_host=cfg.public_ip,
+            retry_after=cfg.retry_after_s,
+        )
+        await self.sip.start()
+
+    # -- calls -------------------------------------------------------------------------------------
+    async def _on_sip_call(self, call: IncomingCall) -> None:
+        if self._sip_handler is None or not self.accepting():
+            call.reject(503, "Service Unavailable")
+            return
+        await self._sip_handler(call)
+
+    async def _on_webrtc_call(self, leg: WebRtcLeg, info: CallInfo) -> None:
+        if self._webrtc_handler is None or not self.accepting():
+            await leg.close("service-unavailable")
+            return
+        await self._webrtc_handler(leg, info)
+
+    def call_started(self, transport: Transport) -> None:
         self._calls += 1
         self.calls_idle.clear()
         ACTIVE_CALLS.labels(transport).inc()
 
-    def call_ended(self, transport: str) -> None:
+    def call_ended(self, transport: Transport) -> None:
         self._calls -= 1
         ACTIVE_CALLS.labels(transport).dec()
         if self._calls == 0:
@@ -65,16 +216,34 @@ class Service:
     def accepting(self) -> bool:
         return self.ready.is_set() and not self.draining and self._calls < self.config.max_calls
 
-    async def drain(self) -> None:
-        """Refuse new calls and wait for the active ones, up to the drain timeout."""
+    # -- shutdown ----------------------------------------------------------------------------------
+    def start_draining(self) -> None:
+        """Refuse new calls from now on: /readyz 503, SIP 503 + Retry-After, WebRTC offers 503."""
         self.draining = True
         DRAINING.set(1)
+        if self.sip is not None:
+            self.sip.draining = True
+        self.webrtc.start_draining()
+
+    async def drain(self) -> None:
+        """Refuse new calls and wait for the active ones, up to the drain timeout."""
+        self.start_draining()
         log.info("draining: %d active calls, waiting up to %.0f s", self._calls, self.config.drain_timeout_s)
         try:
             await asyncio.wait_for(self.calls_idle.wait(), self.config.drain_timeout_s)
         except TimeoutError:
             log.warning("drain timeout with %d calls still active", self._calls)
 
-    def close(self) -> None:
-        if self.batcher:
-            self.batcher.close()
+    async def stop(self) -> None:
+        """Hang up what is left and release everything."""
+        self.start_draining()
+        if self.sip is not None:
+            await self.sip.stop()
+        await self.webrtc.close("server-shutdown")
+        if self.hotwords is not None:
+            await self.hotwords.stop()
+        if self._hotword_store is not None:
+            await self._hotword_store.close()
+        if self.batcher is not None:
+            await asyncio.to_thread(self.batcher.close)
+        self.vad_executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,427 @@
+"""One call, end to end: the caller's media through the VAD and the recognizer into the dialog, and the
+dialog's actions (prompts, listening, digits, routing) back out to the caller.
+
+Per call, three tasks: the media reader (audio to the VAD buffer, keys to the dialog), the VAD task
+(feeds the buffered audio to the call's `RecognitionStream` in the service's one VAD thread, stops a
+prompt when the caller talks over it, hands finished utterances to the recognizer) and the driver (the
+dialog turn by turn). The transport (SIP or WebRTC) is behind `CallControl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from prometheus_client import Counter, Histogram
+
+from asr_engine.batcher import BatchingRecognizer, RecognizerClosed, RecognizerOverloaded
+from asr_engine.decoding.bias import Biaser
+from asr_engine.recognizer import Utterance
+from asr_engine.streaming import RecognitionStream
+from asr_engine.vad import SileroVad, SpeechEnd, SpeechStart, VadConfig, VadEvent
+from dialog import actions as act
+from dialog import events as ev
+from dialog.context import ContextStore
+from dialog.policy import DialogPolicy
+from dialog.records import RecordStore
+from dialog.session import DialogSession
+from dialog.storage import StoreError
+
+from .media import AudioFrame, DtmfDigit, Hangup, MediaLeg
+from .prompt_cache import PromptCache
+from .prompts import PromptError
+
+log = logging.getLogger(__name__)
+
+Transport = Literal["sip", "webrtc"]
+
+CALLS = Counter("voicenav_calls_total", "Calls that ended, by outcome", ["outcome"])
+TURN_LATENCY = Histogram(
+    "voicenav_turn_latency_seconds",
+    "From the end of the caller's speech (VAD) to the start of the answering prompt",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
+)
+BARGE_INS = Counter("voicenav_barge_ins_total", "Prompts cut short by the caller", ["transport", "by"])
+CALL_FAILURES = Counter(
+    "voicenav_call_failures_total",
+    "Failures on calls by cause: store, media, error end the call; hotwords: it goes on without them",
+    ["cause"],
+)
+UTTERANCES_DROPPED = Counter(
+    "voicenav_utterances_dropped_total", "Caller utterances that produced no transcript", ["reason"]
+)
+
+APOLOGY = "Sorry, we are having technical difficulties. Please call again later."
+
+
+@dataclass(frozen=True)
+class HotwordContext:
+    """A flow node's hot words as the recognizer and the transcript see them."""
+
+    biaser: Biaser
+    correct: Callable[[str], str] | None = None  # sound-alike spans of a transcript -> the phrase
+
+
+HotwordsFor = Callable[[act.Listen], Awaitable[HotwordContext | None]]
+_MAX_SPEECH_WAIT_S = 30.0  # longest a listen timeout waits for speech in progress to be transcribed
+
+
+class CallControl(Protocol):
+    """What a call session needs from its transport besides media."""
+
+    transport: Transport
+
+    async def route(self, queue: str) -> None: ...
+
+    async def transfer(self, uri: str) -> None: ...
+
+    async def hangup(self, reason: str) -> None: ...
+
+    def notify(self, event: dict[str, Any]) -> None:
+        """Show the caller an event (WebRTC page); a no-op where there is no screen."""
+        ...
+
+
+@dataclass
+class CallDeps:
+    """What every call of the service shares."""
+
+    policy: DialogPolicy
+    contexts: ContextStore
+    records: RecordStore
+    prompts: PromptCache
+    batcher: BatchingRecognizer
+    vad: SileroVad
+    vad_executor: Executor  # one thread for all calls' VAD work
+    vad_config: VadConfig = field(default_factory=VadConfig)
+    hotwords_for: HotwordsFor | None = None
+    apology: str = APOLOGY
+    apology_transfer: str | None = None  # where a call goes when the dialog can no longer serve it
+
+
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    text: str
+    confidence: float
+    speech_end: float  # loop time at which the VAD found the end of speech
+    transcribed: float  # loop time at which the transcript was ready
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Gone:
+    reason: str
+
+
+class _CallGone(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CallSession:
+    """Run with `await session.run()`; returns the outcome ("route", "transfer", "hangup", "abandoned",
+    "error"; a cancelled session is counted as "cancelled"). Feed keys from outside the media path
+    (SIP INFO) with `dtmf`, the transport's end of the call with `leg_gone`."""
+
+    def __init__(self, call_id: str, caller: str, leg: MediaLeg, control: CallControl, deps: CallDeps) -> None:
+        self.call_id = call_id
+        self.caller = caller
+        self.leg = leg
+        self.control = control
+        self.deps = deps
+        self.stream = RecognitionStream(deps.vad, deps.vad_config)
+        self.dialog = DialogSession(call_id, deps.policy, deps.contexts, deps.records, caller, control.transport)
+        self._inbox: asyncio.Queue[_Heard | _Key | _Gone] = asyncio.Queue()
+        self._audio: list[tuple[int, np.ndarray]] = []
+        self._audio_at = 0.0
+        self._audio_ready = asyncio.Event()
+        self._asr: set[asyncio.Task[None]] = set()
+        self._playing = False
+        self._play_barge_in = False
+        self._barged = False
+        self._gone: str | None = None
+        self._speech_end: float | None = None  # of the utterance whose answer is being played
+        self._transcribed = 0.0
+        self._correct: Callable[[str], str] | None = None
+        self._utterance_latency: list[float | None] = []  # per utterance turn, in order
+
+    # -- inputs from the transport -----------------------------------------------------------------
+    def dtmf(self, digit: str) -> None:
+        if self._playing and self._play_barge_in:
+            self._barge_in("dtmf")
+        self._inbox.put_nowait(_Key(digit))
+
+    def leg_gone(self, reason: str) -> None:
+        if self._gone is None:
+            self._gone = reason
+            if self._playing:
+                self.leg.stop_playback()
+            self._inbox.put_nowait(_Gone(reason))
+
+    # -- the call ----------------------------------------------------------------------------------
+    async def run(self) -> str:
+        reader = asyncio.create_task(self._read_media(), name=f"call-media-{self.call_id}")
+        vad = asyncio.create_task(self._run_vad(), name=f"call-vad-{self.call_id}")
+        for task in (reader, vad):
+            task.add_done_callback(self._media_task_done)
+        outcome = "error"
+        try:
+            outcome = await self._drive()
+        except StoreError as exc:
+            CALL_FAILURES.labels("store").inc()
+            log.error("call %s: dialog store failed: %s", self.call_id, exc)
+            await self._apologize()
+        except _CallGone:
+            outcome = "abandoned"
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the service is shutting down
+            raise
+        except Exception:
+            CALL_FAILURES.labels("error").inc()
+            log.exception("call %s failed", self.call_id)
+            await self._apologize()
+        finally:
+            for task in (reader, vad, *self._asr):
+                task.cancel()
+            await asyncio.gather(reader, vad, *self._asr, return_exceptions=True)
+            CALLS.labels(outcome).inc()
+        await self._complete_record()
+        return outcome
+
+    async def _drive(self) -> str:
+        try:
+            actions = await self.dialog.start()
+            while True:
+                wait_s = await self._perform(actions)
+                if isinstance(wait_s, str):
+                    return wait_s
+                event = await self._next_event(wait_s)
+                actions = await self.dialog.handle(event)
+        except _CallGone as gone:
+            # The caller left: the dialog writes the call record with the reason.
+            await self.dialog.handle(ev.Hangup(gone.reason))
+            raise
+
+    async def _perform(self, actions: list[act.Action]) -> float | str | None:
+        """Carry out `actions` in order. Returns the outcome when the call has left the dialog, else
+        how long to wait for the caller (None: no limit)."""
+        wait_s: float | None = None
+        self._barged = False
+        for action in actions:
+            if self._gone is not None:
+                raise _CallGone(self._gone)
+            match action:
+                case act.Play():
+                    if not self._barged:  # the caller is talking: the rest of the prompts would cut in
+                        await self._play(action)
+                case act.Listen():
+                    await self._listen_context(action)
+                    wait_s = action.timeout_ms / 1000
+                case act.CollectDigits():
+                    wait_s = action.timeout_ms / 1000
+                case act.Route(queue=queue):
+                    self.control.notify({"type": "route", "queue": queue})
+                    await self.control.route(queue)
+                    return "route"
+                case act.Transfer(uri=uri):
+                    await self.control.transfer(uri)
+                    return "transfer"
+                case act.Hangup(reason=reason):
+                    await self.control.hangup(reason)
+                    return "hangup"
+        return wait_s
+
+    async def _listen_context(self, listen: act.Listen) -> None:
+        """The node's hot words for the recognizer; without them (a failed list) recognition goes on."""
+        context = None
+        if self.deps.hotwords_for is not None:
+            try:
+                context = await self.deps.hotwords_for(listen)
+            except Exception:
+                CALL_FAILURES.labels("hotwords").inc()
+                log.exception("call %s: hot words for %s unavailable", self.call_id, listen.hotword_lists)
+        if context is None:
+            self.stream.set_context(None, "")
+            self._correct = None
+            return
+        # The phrases also go in as the decoder's previous-text prompt: the stronger lever of the two.
+        self.stream.set_context(context.biaser, context.biaser.start().prompt_text())
+        self._correct = context.correct
+
+    async def _play(self, play: act.Play) -> None:
+        try:
+            prompt = await self.deps.prompts.get(play)
+        except PromptError as exc:
+            log.error("call %s: prompt %r unavailable: %s", self.call_id, play.wav or play.text, exc)
+            return
+        loop = asyncio.get_running_loop()
+        if self._speech_end is not None:
+            latency = loop.time() - self._speech_end
+            TURN_LATENCY.observe(latency)
+            log.debug("call %s: answer after %.0f ms (transcript after %.0f ms)", self.call_id, latency * 1000,
+                      (self._transcribed - self._speech_end) * 1000)
+            self._speech_end = None
+            self._utterance_latency[-1] = round(latency * 1000, 1)
+        if play.text:
+            self.control.notify({"type": "prompt", "text": play.text})
+        self._playing, self._play_barge_in = True, play.barge_in
+        try:
+            await self.leg.play(prompt.pcm, prompt.sample_rate)
+        finally:
+            self._playing = False
+
+    async def _next_event(self, wait_s: float | None) -> ev.Event:
+        loop = asyncio.get_running_loop()
+        self._speech_end = None  # a turn answered without a prompt measures nothing
+        deadline = None if wait_s is None else loop.time() + wait_s
+        extended = 0.0
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                item = await asyncio.wait_for(self._inbox.get(), timeout)
+            except TimeoutError:
+                # Speech in progress or being transcribed is not "no input": wait for its transcript.
+                if (self.stream.in_speech or self._asr) and extended < _MAX_SPEECH_WAIT_S:
+                    extended += 0.25
+                    deadline = loop.time() + 0.25
+                    continue
+                return ev.NoInput()
+            match item:
+                case _Heard():
+                    self._speech_end = item.speech_end
+                    self._transcribed = item.transcribed
+                    self._utterance_latency.append(None)
+                    return ev.Utterance(item.text, confidence=item.confidence)
+                case _Key():
+                    return ev.Dtmf(item.digit)
+                case _Gone():
+                    raise _CallGone(item.reason)
+
+    # -- media -------------------------------------------------------------------------------------
+    async def _read_media(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self.leg.recv()
+            if isinstance(item, AudioFrame):
+                self._audio.append((item.sample_rate, item.pcm))
+                self._audio_at = loop.time()
+                self._audio_ready.set()
+            elif isinstance(item, DtmfDigit):
+                self.dtmf(item.digit)
+            elif isinstance(item, Hangup):
+                self.leg_gone(item.reason)
+                return
+
+    def _accept(self, chunks: list[tuple[int, np.ndarray]]) -> list[VadEvent]:
+        """Runs in the VAD thread: consecutive frames of one rate go to the stream in one piece."""
+        events: list[VadEvent] = []
+        i = 0
+        while i < len(chunks):
+            rate = chunks[i][0]
+            j = i
+            while j < len(chunks) and chunks[j][0] == rate:
+                j += 1
+            events += self.stream.accept_waveform(rate, np.concatenate([c for _, c in chunks[i:j]]))
+            i = j
+        return events
+
+    async def _run_vad(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._audio_ready.wait()
+            self._audio_ready.clear()
+            chunks, self._audio = self._audio, []
+            arrived = self._audio_at
+            events = await loop.run_in_executor(self.deps.vad_executor, self._accept, chunks)
+            for event in events:
+                if isinstance(event, SpeechStart):
+                    if self._playing and self._play_barge_in:
+                        self._barge_in("speech")
+                elif isinstance(event, SpeechEnd):
+                    for _seg, utterance in self.stream.take_utterances():
+                        task = asyncio.create_task(self._transcribe(utterance, arrived))
+                        self._asr.add(task)
+                        task.add_done_callback(self._asr.discard)
+
+    def _media_task_done(self, task: asyncio.Task[None]) -> None:
+        """A media task that fails leaves the call deaf: end it rather than wait on silence."""
+        if not task.cancelled() and task.exception() is not None:
+            CALL_FAILURES.labels("media").inc()
+            log.error("call %s: %s failed", self.call_id, task.get_name(), exc_info=task.exception())
+            self.leg_gone("media-error")
+
+    def _barge_in(self, by: str) -> None:
+        self.leg.stop_playback()
+        self._barged = True
+        self._playing = False
+        BARGE_INS.labels(self.control.transport, by).inc()
+
+    async def _transcribe(self, utterance: Utterance, speech_end: float) -> None:
+        try:
+            transcript = await self.deps.batcher.transcribe(utterance)
+        except RecognizerOverloaded:
+            UTTERANCES_DROPPED.labels("overloaded").inc()
+            log.warning("call %s: recognizer overloaded, utterance dropped", self.call_id)
+            # The caller said something: the dialog answers with its no-match prompt.
+            self._inbox.put_nowait(_Heard("", 0.0, speech_end, asyncio.get_running_loop().time()))
+            return
+        except RecognizerClosed:
+            UTTERANCES_DROPPED.labels("shutdown").inc()
+            return
+        except Exception:
+            UTTERANCES_DROPPED.labels("error").inc()
+            log.exception("call %s: recognition failed", self.call_id)
+            self._inbox.put_nowait(_Heard("", 0.0, speech_end, asyncio.get_running_loop().time()))
+            return
+        if not transcript.text.strip():
+            # Noise, a cough, the line's own echo: not a turn.
+            UTTERANCES_DROPPED.labels(transcript.rejected or "empty").inc()
+            return
+        text = self._correct(transcript.text) if self._correct is not None else transcript.text
+        self.control.notify({"type": "transcript", "text": text})
+        now = asyncio.get_running_loop().time()
+        self._inbox.put_nowait(_Heard(text, transcript.confidence, speech_end, now))
+
+    # -- failure and bookkeeping -------------------------------------------------------------------
+    async def _apologize(self) -> None:
+        """The dialog cannot go on (store outage, a bug): say so, then transfer or hang up."""
+        if self._gone is not None:
+            return
+        try:
+            prompt = await self.deps.prompts.text(self.deps.apology)
+            await self.leg.play(prompt.pcm, prompt.sample_rate)
+            if self.deps.apology_transfer:
+                await self.control.transfer(self.deps.apology_transfer)
+            else:
+                await self.control.hangup("service-unavailable")
+        except Exception:
+            log.exception("call %s: could not end the call gracefully", self.call_id)
+
+    async def _complete_record(self) -> None:
+        """The dialog stores each turn before its answer plays; add the measured answer latencies."""
+        measured = list(self._utterance_latency)
+        if not any(m is not None for m in measured):
+            return
+        try:
+            record = await self.deps.records.get(self.call_id)
+            if record is None:
+                return
+            utterance_turns = [t for t in record.turns if t.event == "utterance"]
+            turns = list(record.turns)
+            for turn, ms in zip(utterance_turns, measured, strict=False):
+                if ms is not None:
+                    turns[turns.index(turn)] = turn.model_copy(update={"latency_ms": ms})
+            await self.deps.records.save(record.model_copy(update={"turns": turns}))
+        except StoreError as exc:
+            log.warning("call %s: turn latencies not added to the record: %s", self.call_id, exc)
+

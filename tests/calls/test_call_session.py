@@ -1,0 +1,163 @@
+"""The call session's own rules, with a scripted media leg (the real VAD, recognizer, dialog and
+prompts): a key stops a prompt and routes, silence re-prompts then escalates, a hang-up mid-prompt ends
+everything and is recorded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from callers import MODEL_CACHE, PROMPT_CACHE
+
+from asr_engine.batcher import BatchingRecognizer
+from asr_engine.config import EngineConfig, RecognizerConfig
+from asr_engine.recognizer import Recognizer
+from asr_engine.vad import SileroVad
+from dialog.context import MemoryContextStore
+from dialog.flow import parse_flow
+from dialog.policy import DialogPolicy
+from dialog.records import MemoryRecordStore
+from ivr.call_session import BARGE_INS, CallDeps, CallSession, Transport
+from ivr.media import DtmfDigit, Hangup, MediaEvent
+from ivr.prompt_cache import PromptCache
+from ivr.prompts import PromptConfig, PromptRenderer
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
+
+FLOW = """
+id: unit
+start: menu
+settings:
+  no_input_timeout_ms: 500
+  max_retries: 1
+  escalation: {route: agent}
+  escalation_prompt: {text: "Connecting you."}
+  no_input: {text: "Still there?"}
+nodes:
+  menu:
+    prompt: {text: "Press one for billing, or two for support."}
+    grammar: free
+    dtmf:
+      "1": {route: billing, say: {text: "Billing."}}
+      "2": {route: tech_support}
+"""
+
+
+class ScriptedLeg:
+    """Media as the test scripts it: `recv` yields what `feed` put in; `play` lasts as long as the audio
+    (in real time) unless `stop_playback` cuts it."""
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
+        self._stop: asyncio.Event | None = None
+        self.played: list[bool] = []  # per prompt: played to the end
+        self.playing = asyncio.Event()
+
+    def feed(self, event: MediaEvent) -> None:
+        self._events.put_nowait(event)
+
+    async def recv(self) -> MediaEvent:
+        return await self._events.get()
+
+    async def play(self, pcm: np.ndarray, sample_rate: int) -> bool:
+        self._stop = asyncio.Event()
+        self.playing.set()
+        try:
+            await asyncio.wait_for(self._stop.wait(), len(pcm) / sample_rate)
+            done = False
+        except TimeoutError:
+            done = True
+        self.playing.clear()
+        self.played.append(done)
+        return done
+
+    def stop_playback(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def close(self, reason: str) -> None:
+        self.feed(Hangup(reason))
+
+
+class Control:
+    transport: Transport = "webrtc"
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, str]] = []
+        self.events: list[dict[str, Any]] = []
+
+    async def route(self, queue: str) -> None:
+        self.done.append(("route", queue))
+
+    async def transfer(self, uri: str) -> None:
+        self.done.append(("transfer", uri))
+
+    async def hangup(self, reason: str) -> None:
+        self.done.append(("hangup", reason))
+
+    def notify(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def deps() -> AsyncIterator[CallDeps]:
+    recognizer = await asyncio.to_thread(Recognizer, RecognizerConfig(engine=EngineConfig(cache_dir=MODEL_CACHE)))
+    batcher = BatchingRecognizer(recognizer)
+    executor = ThreadPoolExecutor(1)
+    flow = parse_flow(FLOW)
+    prompts = PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE)))
+    await prompts.warm(flow)
+    yield CallDeps(
+        policy=DialogPolicy(flow), contexts=MemoryContextStore(), records=MemoryRecordStore(), prompts=prompts,
+        batcher=batcher, vad=await asyncio.to_thread(SileroVad), vad_executor=executor,
+    )
+    await asyncio.to_thread(batcher.close)
+    executor.shutdown()
+
+
+async def test_key_stops_the_prompt_and_routes(deps: CallDeps) -> None:
+    leg, control = ScriptedLeg(), Control()
+    session = CallSession("key", "+15550001", leg, control, deps)
+    before = BARGE_INS.labels("webrtc", "dtmf")._value.get()
+    run = asyncio.create_task(session.run())
+    await asyncio.wait_for(leg.playing.wait(), 5)
+    leg.feed(DtmfDigit("1", "datachannel"))
+    assert await asyncio.wait_for(run, 10) == "route"
+    assert leg.played == [False, True]  # the welcome prompt cut short, then "Billing." in full
+    assert control.done == [("route", "billing")]
+    assert BARGE_INS.labels("webrtc", "dtmf")._value.get() == before + 1
+    assert {"type": "route", "queue": "billing"} in control.events
+    assert control.events[0]["type"] == "prompt" and control.events[0]["text"].startswith("Press one")
+    record = await deps.records.get("key")
+    assert record is not None and record.outcome == {"route": "billing"}
+    assert [t.event for t in record.turns] == ["call_started", "dtmf"]
+
+
+async def test_silence_reprompts_then_escalates(deps: CallDeps) -> None:
+    leg, control = ScriptedLeg(), Control()
+    session = CallSession("silent", "+15550002", leg, control, deps)
+    assert await asyncio.wait_for(session.run(), 30) == "route"
+    assert control.done == [("route", "agent")]
+    prompts = [e["text"] for e in control.events if e["type"] == "prompt"]
+    assert prompts[0].startswith("Press one") and "Still there?" in prompts and prompts[-1] == "Connecting you."
+    assert all(leg.played) and len(leg.played) == len(prompts)
+    record = await deps.records.get("silent")
+    assert record is not None
+    assert [t.event for t in record.turns] == ["call_started", "no_input", "no_input"]
+
+
+async def test_hangup_during_a_prompt_ends_the_call(deps: CallDeps) -> None:
+    leg, control = ScriptedLeg(), Control()
+    session = CallSession("gone", "+15550003", leg, control, deps)
+    run = asyncio.create_task(session.run())
+    await asyncio.wait_for(leg.playing.wait(), 5)
+    leg.feed(Hangup("bye"))
+    assert await asyncio.wait_for(run, 5) == "abandoned"
+    assert leg.played == [False] and control.done == []
+    record = await deps.records.get("gone")
+    assert record is not None and record.outcome == {"hangup": "bye"}
