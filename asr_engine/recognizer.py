@@ -117,10 +117,7 @@ class Recognizer:
         for i, (u, f) in enumerate(zip(utts, feats, strict=True)):
             s = f.shape[1] // 2
             k, v = cross_k[:, i, :s], cross_v[:, i, :s]
-            # Hot words double as previous text: Whisper follows the spelling it was just "shown".
-            text = u.prompt.strip() or (u.bias.prompt_text().strip() if u.bias is not None else "")
-            prompt = self.tokenizer.encode(" " + text) if text else []
-            reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, prompt, u.bias))
+            reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, self._prompt(u), u.bias))
         results = self.searcher.decode(reqs, self.config.decode, self.tail)
         # A prompt can take over: Whisper then copies it or loops instead of transcribing. Such rows
         # are decoded again without it (as Whisper's own fallback drops the previous text).
@@ -131,6 +128,19 @@ class Recognizer:
                 results[i] = r
         elapsed = time.perf_counter() - t0
         return [self._transcript(u, r, elapsed) for u, r in zip(utts, results, strict=True)]
+
+    def _prompt(self, utt: Utterance) -> list[int]:
+        # Hot words double as previous text: Whisper follows the spelling it was just "shown".
+        text = utt.prompt.strip() or (utt.bias.prompt_text().strip() if utt.bias is not None else "")
+        return self.tokenizer.encode(" " + text) if text else []
+
+    def score(self, utt: Utterance, texts: list[str]) -> list[float]:
+        """Log-probability of each text as the transcript of `utt` (same prompt as decoding)."""
+        feats = self._features(utt)
+        cross_k, cross_v = self.engine.encode(feats[None])
+        req = DecodeRequest(cross_k[:, 0], cross_v[:, 0], len(utt.samples) / utt.sample_rate, self._prompt(utt))
+        tokens = [self.tokenizer.encode(" " + t.strip()) for t in texts]
+        return self.searcher.score([req] * len(texts), tokens, self.config.decode, self.tail)
 
     def _degenerate(self, req: DecodeRequest, r: DecodeResult) -> bool:
         """Too few words for the speech it heard, or text that repeats itself."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .audio.wav import Audio
@@ -40,10 +41,24 @@ def assemble(chunks: list[Chunk], transcripts: list[Transcript], started: float)
     return RecordingResult(" ".join(s.text for s in segs), segs, time.perf_counter() - started)
 
 
+Refine = Callable[[Utterance, str], str]
+
+
 def transcribe_audio(
-    recognizer: Recognizer, vad: SileroVad, audio: Audio, biaser: Biaser | None = None, prompt: str = ""
+    recognizer: Recognizer,
+    vad: SileroVad,
+    audio: Audio,
+    biaser: Biaser | None = None,
+    prompt: str = "",
+    refine: Refine | None = None,
 ) -> RecordingResult:
+    """`refine(utterance, text)` may rewrite each chunk's text (e.g. a hot-word post-pass)."""
     t0 = time.perf_counter()
     chunks = speech_chunks(audio.samples, audio.sample_rate, vad)
-    transcripts = recognizer.recognize(utterances(chunks, biaser, prompt)) if chunks else []
+    utts = utterances(chunks, biaser, prompt)
+    transcripts = recognizer.recognize(utts) if chunks else []
+    if refine is not None:
+        for u, t in zip(utts, transcripts, strict=True):
+            if t.text:
+                t.text = refine(u, t.text)
     return assemble(chunks, transcripts, t0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from functools import partial
 from pathlib import Path
 
 from asr_engine.audio.resample import resample
@@ -21,11 +22,8 @@ from asr_engine.config import DecodeConfig, EngineConfig, RecognizerConfig
 from asr_engine.recognizer import Recognizer
 from asr_engine.transcribe import transcribe_audio
 from asr_engine.vad import SileroVad
-from hotwords.codec import TokenCodec
-from hotwords.config import HotwordsConfig
-from hotwords.postpass import PhraseCorrector
-from hotwords.runtime import compile_entries
 from hotwords.schema import Entry
+from ivr.biasing import Biasing
 
 from .common import Clip, asterisk_clips, caller_clips, normalize, table, wer
 
@@ -53,7 +51,6 @@ class Ours:
         self.rec = Recognizer(cfg)
         self.rec.warmup()
         self.vad = SileroVad()
-        self.codec = TokenCodec.from_file(self.rec_dir() / "tokenizer.json")
 
     def rec_dir(self) -> Path:
         from asr_engine.models.registry import resolve_model
@@ -61,12 +58,14 @@ class Ours:
         return resolve_model(self.rec.config.model, self.rec.config.engine.cache_dir)
 
     def run(self, clips: list[Clip], phrases: list[str]) -> tuple[list[str], float]:
-        graph = compile_entries([Entry(phrase=p) for p in phrases], self.codec, HotwordsConfig()) if phrases else None
-        corrector = PhraseCorrector(graph.phrases) if graph else None
+        biasing = Biasing.from_entries([Entry(phrase=p) for p in phrases], self.rec.tokenizer) if phrases else None
         hyps, t0 = [], time.perf_counter()
         for c in clips:
-            text = transcribe_audio(self.rec, self.vad, c.audio, biaser=graph).text
-            hyps.append(corrector.correct(text)[0] if corrector else text)
+            if biasing is None:
+                hyps.append(transcribe_audio(self.rec, self.vad, c.audio).text)
+                continue
+            refine = partial(biasing.refine, self.rec)
+            hyps.append(transcribe_audio(self.rec, self.vad, c.audio, biaser=biasing.graph, refine=refine).text)
         return hyps, time.perf_counter() - t0
 
 

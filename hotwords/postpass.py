@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jellyfish
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from hotwords.schema import normalize_phrase
 
@@ -57,6 +57,7 @@ class PhraseCorrector:
             key = _key(phrase)
             if key:
                 self._targets.append(_Target(phrase, len(phrase.split()), key, jellyfish.metaphone(key)))
+        self._keys = [t.key for t in self._targets]
         self._min_spelling = min_spelling
         self._min_sound = min_sound
         self._min_total = min_total
@@ -68,39 +69,74 @@ class PhraseCorrector:
         floor = self._short_min_spelling if len(target.key) < self._short_key_chars else self._min_spelling
         return spelling >= floor and sound >= self._min_sound and spelling + sound >= self._min_total
 
-    def correct(self, text: str) -> tuple[str, list[Hit]]:
-        """The text with matched spans replaced by their phrase, and the hits (in text order)."""
+    def _spans(self, text: str, accept, extra_words: int = 2, min_spelling: float = 50.0) -> list[tuple[float, Hit]]:
+        """Every (score, hit) whose span of `text` sounds and reads like a phrase, per `accept`; a
+        span has at most `extra_words` more words than the phrase. Spans are matched against all
+        phrases at once (rapidfuzz), so a catalogue of thousands costs little more than a few."""
         words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
         keys = [_key(text[a:b]) for a, b in words]
         # A span may not start or end inside a hyphenated compound ("all-or-be-low").
         joined = [text[words[i][1] : words[i + 1][0]] == "-" for i in range(len(words) - 1)]
+        longest = max((t.words for t in self._targets), default=0) + extra_words
         candidates: list[tuple[float, Hit]] = []
-        for target in self._targets:
-            for first in range(len(words)):
-                if first and joined[first - 1]:
+        for first in range(len(words)):
+            if first and joined[first - 1]:
+                continue
+            for last in range(first, min(len(words), first + longest)):
+                if last < len(words) - 1 and joined[last]:
                     continue
-                for last in range(first, min(len(words), first + target.words + 3)):
-                    if last < len(words) - 1 and joined[last]:
+                key = "".join(keys[first : last + 1])
+                code = None
+                for _, spelling, i in process.extract_iter(
+                    key, self._keys, scorer=fuzz.ratio, score_cutoff=min_spelling
+                ):
+                    target = self._targets[i]
+                    if last - first + 1 > target.words + extra_words:
                         continue
-                    key = "".join(keys[first : last + 1])
                     if not 0.6 * len(target.key) <= len(key) <= 1.6 * len(target.key):
                         continue
-                    spelling = fuzz.ratio(key, target.key)
-                    sound = fuzz.ratio(jellyfish.metaphone(key), target.code)
-                    if self._accepts(target, spelling, sound):
+                    code = code if code is not None else jellyfish.metaphone(key)
+                    sound = fuzz.ratio(code, target.code)
+                    if accept(target, spelling, sound):
                         start, end = words[first][0], words[last][1]
-                        hit = Hit(target.phrase, text[start:end], start, end, spelling, sound)
-                        candidates.append((spelling + sound, hit))
+                        candidates.append(
+                            (spelling + sound, Hit(target.phrase, text[start:end], start, end, spelling, sound))
+                        )
+        return candidates
+
+    def correct(self, text: str) -> tuple[str, list[Hit]]:
+        """The text with matched spans replaced by their phrase, and the hits (in text order)."""
         chosen: list[Hit] = []
-        for _, hit in sorted(candidates, key=lambda item: (-item[0], item[1].start)):
+        spans = self._spans(text, self._accepts, min_spelling=min(self._min_spelling, self._short_min_spelling))
+        for _, hit in sorted(spans, key=lambda item: (-item[0], item[1].start)):
             if all(hit.end <= other.start or hit.start >= other.end for other in chosen):
                 chosen.append(hit)
         chosen.sort(key=lambda hit: hit.start)
-        parts: list[str] = []
-        cursor = 0
-        for hit in chosen:
-            parts.append(text[cursor : hit.start])
-            parts.append(hit.phrase)
-            cursor = hit.end
-        parts.append(text[cursor:])
-        return "".join(parts), chosen
+        return _replace(text, chosen), chosen
+
+    def alternatives(self, text: str, limit: int = 6, min_total: float = 110.0) -> list[str]:
+        """Readings of `text` with one loosely matching span replaced by a phrase, closest first.
+
+        Too loose to apply blindly: they are meant to be weighed against the audio (the recognizer
+        scores each reading) before one replaces the transcript.
+        """
+        spans = self._spans(text, lambda target, spelling, sound: spelling + sound >= min_total, extra_words=1)
+        out: list[str] = []
+        for _, hit in sorted(spans, key=lambda item: -item[0]):
+            alt = _replace(text, [hit])
+            if alt != text and alt not in out:
+                out.append(alt)
+            if len(out) == limit:
+                break
+        return out
+
+
+def _replace(text: str, hits: list[Hit]) -> str:
+    parts: list[str] = []
+    cursor = 0
+    for hit in hits:
+        parts.append(text[cursor : hit.start])
+        parts.append(hit.phrase)
+        cursor = hit.end
+    parts.append(text[cursor:])
+    return "".join(parts)

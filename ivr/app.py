@@ -14,7 +14,9 @@ from asr_engine.batcher import RecognizerOverloaded
 from asr_engine.segmenter import speech_chunks
 from asr_engine.transcribe import assemble, utterances
 from dialog.records import setup_routes as setup_record_routes
+from hotwords.schema import validate_scope
 
+from .hotword_admin import admin_auth, setup_hotword_admin
 from .service import Service
 from .webrtc import setup_routes as setup_webrtc_routes
 from .webrtc_softphone import setup_softphone_routes
@@ -66,11 +68,24 @@ async def recognize(request: web.Request) -> web.Response:
         return _error(400, f"bad audio: {e}", "recognize", "bad-audio")
     loop = asyncio.get_running_loop()
     t0 = loop.time()
+    try:
+        scopes = [validate_scope(s) for s in request.query.getall("scope", [])]
+    except ValueError as e:
+        return _error(400, f"bad scope: {e}", "recognize", "bad-scope")
+    # The hot-word lists in force now (global, and any scopes asked for) bias this decode.
+    composed = None
+    if svc.hotwords is not None and svc.hotwords.lists:
+        composed = await svc.hotwords.biaser(scopes=scopes)
     chunks = await asyncio.to_thread(speech_chunks, audio.samples, audio.sample_rate, svc.vad)
     try:
-        transcripts = await asyncio.gather(*(svc.batcher.transcribe(u) for u in utterances(chunks, None)))
+        utts = utterances(chunks, composed)
+        transcripts = await asyncio.gather(*(svc.batcher.transcribe(u) for u in utts))
     except RecognizerOverloaded:
         return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded")
+    if composed is not None:
+        for t in transcripts:
+            t.text = composed.corrector.correct(t.text)[0]
+            composed.record_hits(composed.hits_in(t.text))
     result = assemble(chunks, list(transcripts), 0.0)
     return web.json_response(
         {
@@ -89,6 +104,9 @@ def build_app(service: Service) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/recognize", recognize)
     setup_record_routes(app, service.records)
+    auth = admin_auth()
+    if auth is not None:
+        setup_hotword_admin(app, service.hotword_store, service.hotword_config, service.tokenizer, auth)
     setup_webrtc_routes(app, service.webrtc)
     setup_softphone_routes(app)
 

@@ -16,11 +16,10 @@ from typing import Literal
 import numpy as np
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.signal import resample_poly
 
-PROMPT_CACHE = Counter(
-    "voicenav_prompt_cache_total", "Text prompt lookups, by result", ["result"]
-)  # hit, render
+from asr_engine.audio.resample import resample_int16
+
+PROMPT_CACHE = Counter("voicenav_prompt_cache_total", "Text prompt lookups, by result", ["result"])  # hit, render
 PROMPT_ERRORS = Counter("voicenav_prompt_errors_total", "Prompts that failed to render or load", ["kind"])
 
 SAMPLE_RATE = 8000
@@ -75,15 +74,7 @@ def read_wav(path: Path, sample_rate: int = SAMPLE_RATE) -> Prompt:
     if len(data) < 2 * frames:
         raise PromptError(f"{path}: truncated, {len(data) // 2} of {frames} samples")
     pcm = np.frombuffer(data, dtype="<i2").astype(np.int16)
-    return Prompt(resample(pcm, rate, sample_rate), sample_rate)
-
-
-def resample(pcm: np.ndarray, src: int, dst: int) -> np.ndarray:
-    if src == dst:
-        return pcm
-    g = np.gcd(src, dst)
-    y = resample_poly(pcm.astype(np.float64), dst // g, src // g)
-    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+    return Prompt(resample_int16(pcm, rate, sample_rate), sample_rate)
 
 
 def write_wav(path: Path, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

@@ -19,9 +19,9 @@ from typing import Literal
 import numpy as np
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy.signal import resample_poly
 
 from asr_engine.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from asr_engine.audio.resample import resample_int16
 from ivr.dtmf import DtmfPayloadError, InbandDtmfDetector, Rfc4733Receiver
 from ivr.jitterbuffer import JitterBuffer
 from ivr.media import AudioFrame, DtmfDigit, Hangup, MediaEvent
@@ -36,12 +36,8 @@ RTP_PACKETS_IN = Counter(
 RTP_BAD_PACKETS = Counter("voicenav_rtp_bad_packets_total", "Malformed RTP datagrams dropped", ["reason"])
 RTP_PACKETS_OUT = Counter("voicenav_rtp_packets_sent_total", "RTP packets sent")
 DTMF_DIGITS = Counter("voicenav_dtmf_digits_total", "DTMF digits received, by source", ["source"])
-PLAYBACK_INTERRUPTIONS = Counter(
-    "voicenav_playback_interruptions_total", "Prompts cut short by stop_playback"
-)
-EVENTS_DROPPED = Counter(
-    "voicenav_media_events_dropped_total", "Media events dropped: the consumer fell behind"
-)
+PLAYBACK_INTERRUPTIONS = Counter("voicenav_playback_interruptions_total", "Prompts cut short by stop_playback")
+EVENTS_DROPPED = Counter("voicenav_media_events_dropped_total", "Media events dropped: the consumer fell behind")
 
 SAMPLE_RATE = 8000
 Codec = Literal["PCMU", "PCMA"]
@@ -233,9 +229,7 @@ class RtpSession:
         self._last_rx = 0.0
 
     @classmethod
-    async def open(
-        cls, params: RtpParameters | None = None, config: RtpSessionConfig | None = None
-    ) -> RtpSession:
+    async def open(cls, params: RtpParameters | None = None, config: RtpSessionConfig | None = None) -> RtpSession:
         self = cls(params or RtpParameters(), config or RtpSessionConfig())
         loop = asyncio.get_running_loop()
         rtp_sock, rtcp_sock = _bind(self.config)
@@ -411,11 +405,7 @@ def _to_8k(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     x = np.asarray(pcm)
     if x.ndim != 1 or x.dtype != np.int16:
         raise ValueError(f"mono int16 audio expected, got {x.dtype} with shape {x.shape}")
-    if sample_rate == SAMPLE_RATE:
-        return x.astype(np.int16)
-    g = np.gcd(SAMPLE_RATE, sample_rate)
-    y = resample_poly(x.astype(np.float64), SAMPLE_RATE // g, sample_rate // g)
-    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+    return resample_int16(x, sample_rate, SAMPLE_RATE)
 
 
 def _bind(config: RtpSessionConfig) -> tuple[socket.socket, socket.socket | None]:

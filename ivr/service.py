@@ -53,7 +53,9 @@ class Service:
         self.flow: Flow | None = None
         self.deps: CallDeps | None = None
         self.hotwords: HotwordRegistry | None = None
-        self._hotword_store: HotwordStore | None = None
+        self.hotword_config = HotwordsConfig(redis_url=config.redis_url, key_prefix=config.hotwords_prefix)
+        hw = self.hotword_config
+        self.hotword_store: HotwordStore = open_store(hw.redis_url, hw.key_prefix, hw.audit_cap)
         self._hotword_scopes: tuple[str, ...] = ()
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
@@ -146,9 +148,7 @@ class Service:
 
     async def _start_hotwords(self) -> None:
         assert self.recognizer is not None
-        hw = HotwordsConfig(redis_url=self.config.redis_url, key_prefix=self.config.hotwords_prefix)
-        self._hotword_store = open_store(hw.redis_url, hw.key_prefix, hw.audit_cap)
-        self.hotwords = HotwordRegistry(self._hotword_store, self.recognizer.tokenizer, hw)
+        self.hotwords = HotwordRegistry(self.hotword_store, self.recognizer.tokenizer, self.hotword_config)
         await self.hotwords.start()
         assert self.flow is not None
         try:
@@ -156,6 +156,10 @@ class Service:
         except ValueError:
             log.warning("flow id %r cannot name a hot-word scope: only global lists apply", self.flow.id)
             self._hotword_scopes = ()
+
+    def tokenizer(self):
+        """The model's tokenizer once the recognizer has loaded (the hot-word API checks uploads)."""
+        return self.recognizer.tokenizer if self.recognizer is not None else None
 
     async def _hotwords_for(self, listen: act.Listen) -> HotwordContext | None:
         """A node's literal hot words and named lists, with the global and this flow's lists."""
@@ -242,8 +246,7 @@ class Service:
         await self.webrtc.close("server-shutdown")
         if self.hotwords is not None:
             await self.hotwords.stop()
-        if self._hotword_store is not None:
-            await self._hotword_store.close()
+        await self.hotword_store.close()
         if self.batcher is not None:
             await asyncio.to_thread(self.batcher.close)
         self.vad_executor.shutdown(wait=False, cancel_futures=True)

@@ -23,8 +23,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from asr_engine.audio.resample import resample_int16
 from ivr.media import AudioFrame, DtmfDigit, Hangup, MediaEvent
-from ivr.webrtc_tracks import OUT_RATE, InboundConverter, PlayoutTrack, resample_int16
+from ivr.webrtc_tracks import OUT_RATE, InboundConverter, PlayoutTrack
 
 log = logging.getLogger(__name__)
 

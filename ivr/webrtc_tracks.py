@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from math import gcd
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from scipy.signal import resample_poly
 
 OUT_RATE = 48000  # what aiortc's Opus encoder wants natively; its G.711 encoder downsamples
 FRAME_SAMPLES = OUT_RATE // 50  # 20 ms
@@ -18,16 +16,6 @@ _FRAME_S = FRAME_SAMPLES / OUT_RATE
 # After a stall longer than this (event loop busy, sender paused), restart the clock instead of
 # bursting the backlog out: a burst makes the browser's jitter buffer time-stretch the prompt.
 _MAX_LATE_S = 0.2
-
-
-def resample_int16(pcm: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
-    """Polyphase resampling of mono int16 audio (anti-aliased), clipped back to int16."""
-    x = np.asarray(pcm, dtype=np.int16).reshape(-1)
-    if src_rate == dst_rate or x.size == 0:
-        return x.copy()
-    g = gcd(src_rate, dst_rate)
-    y = resample_poly(x.astype(np.float32), dst_rate // g, src_rate // g)
-    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
 
 
 class _Playback:
@@ -105,7 +93,7 @@ class PlayoutTrack(MediaStreamTrack):
         pb = self._current
         if pb is None:
             return self._silence
-        chunk = pb.pcm[pb.pos:pb.pos + FRAME_SAMPLES]
+        chunk = pb.pcm[pb.pos : pb.pos + FRAME_SAMPLES]
         pb.pos += FRAME_SAMPLES
         if pb.pos >= pb.pcm.size:
             self._current = None

@@ -67,3 +67,12 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     tail = np.zeros(int(np.ceil((lag + 1) * r.down / r.up)) + 1, dtype=np.float32)
     y = np.concatenate([r.process(x), r.process(tail)])
     return y[lag : lag + n_out]
+
+
+def resample_int16(pcm: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """`resample` for mono int16 audio (prompts, RTP, WebRTC), rounded and clipped back to int16."""
+    x = np.asarray(pcm, dtype=np.int16).reshape(-1)
+    if from_rate == to_rate or x.size == 0:
+        return x.copy()
+    y = resample(x.astype(np.float32), from_rate, to_rate)
+    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)

@@ -53,6 +53,13 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
 
 
+def _last(n: int) -> np.ndarray:
+    return np.array([n - 1], dtype=np.int64)
+
+
+_LAST1 = _last(1)
+
+
 @dataclass(frozen=True)
 class SharedTail:
     """Encoder positions every utterance shares (the silence after speech): [L, T, d] each."""
@@ -132,8 +139,9 @@ class Searcher:
         shared = (tail.k, tail.v)
         empty = np.zeros((n_layer, B, 0, d), dtype=np.float32)
         logits, kk, vv = e.decode(
-            tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias, *shared, tail_bias
+            tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias, *shared, tail_bias, _last(width)
         )
+        logits = logits[:, 0]
         no_speech = np.exp(_log_softmax(logits)[:, s.no_speech])
 
         # 2. The rest of the start sequence (language, task, no timestamps): same for every row.
@@ -146,8 +154,9 @@ class Searcher:
         allowed = np.concatenate([np.repeat(key_ok[:, None, :width], n, axis=1), np.repeat(causal[None], B, 0)], 2)
         self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
         logits, kk, vv = e.decode(
-            step_tokens, step_pos, self_bias, kk, vv, cross_k, cross_v, cross_bias, *shared, tail_bias
+            step_tokens, step_pos, self_bias, kk, vv, cross_k, cross_v, cross_bias, *shared, tail_bias, _last(n)
         )
+        logits = logits[:, 0]
         next_pos = step_pos[:, -1] + 1
 
         # 3. Search. Row r of the running batch belongs to request owner[r].
@@ -243,7 +252,9 @@ class Searcher:
                 cross_bias,
                 *shared,
                 tail_bias,
+                _LAST1,
             )
+            logits = logits[:, 0]
             next_pos = pos + 1
             step += 1
 
@@ -254,6 +265,47 @@ class Searcher:
             avg = float(np.mean(best.logprobs)) if best.logprobs else 0.0
             results.append(DecodeResult(best.tokens, best.logprobs, avg, float(no_speech[b]), best.bias_score))
         return results
+
+    def score(
+        self, reqs: list[DecodeRequest], texts: list[list[int]], cfg: DecodeConfig, tail: SharedTail | None = None
+    ) -> list[float]:
+        """Log-probability of each row's given text tokens (and end of text), teacher-forced.
+
+        Rows are scored in one decoder call; `reqs[i]` supplies the audio and prompt of `texts[i]`.
+        """
+        if not reqs:
+            return []
+        s = self.tok.special
+        seqs = [
+            [*self._prefix(r), *self.tok.sot_sequence(cfg.language)[1:], *t, s.eot]
+            for r, t in zip(reqs, texts, strict=True)
+        ]
+        width = max(len(q) for q in seqs)
+        B = len(seqs)
+        tokens = np.full((B, width), s.eot, dtype=np.int64)
+        positions = np.zeros((B, width), dtype=np.int64)
+        key_ok = np.zeros((B, width), dtype=bool)
+        for b, q in enumerate(seqs):
+            tokens[b, width - len(q) :] = q
+            positions[b, width - len(q) :] = np.arange(len(q))
+            key_ok[b, width - len(q) :] = True
+        allowed = np.tril(np.ones((width, width), dtype=bool))[None] & key_ok[:, None, :]
+        allowed |= np.eye(width, dtype=bool)[None]
+        self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
+        cross_k, cross_v, cross_bias, tail_bias = _stack_cross(reqs, tail)
+        n_layer, d = reqs[0].cross_k.shape[0], reqs[0].cross_k.shape[2]
+        if tail is None:
+            tail = SharedTail(np.zeros((n_layer, 1, d), np.float32), np.zeros((n_layer, 1, d), np.float32))
+        empty = np.zeros((n_layer, B, 0, d), dtype=np.float32)
+        scored = max(len(t) + 1 for t in texts)  # the text and its end token, right-aligned
+        where = np.arange(width - 1 - scored, width - 1, dtype=np.int64)
+        logits, _, _ = self.engine.decode(
+            tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias, tail.k, tail.v, tail_bias, where
+        )
+        logp = _log_softmax(logits + self.suppress_mask)
+        targets = tokens[:, width - scored :]
+        picked = np.take_along_axis(logp, targets[:, :, None], axis=2)[:, :, 0]
+        return [float(picked[b, scored - len(t) - 1 :].sum()) for b, t in enumerate(texts)]
 
     @staticmethod
     def _rank(h: _Hyp, cfg: DecodeConfig) -> float:

@@ -27,6 +27,7 @@ class Engine(Protocol):
         tail_k: np.ndarray,
         tail_v: np.ndarray,
         tail_bias: np.ndarray,
+        logit_positions: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One step: (logits [B, V] of the last position, grown self_k, grown self_v)."""
+        """One step: (logits [B, m, V] at logit_positions, grown self_k, grown self_v)."""
         ...

@@ -21,7 +21,7 @@ from .whisper import DecoderExport, EncoderExport, Whisper
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = "2"
+EXPORT_VERSION = "3"
 ONNX_OPSET = 17
 Progress = Callable[[str], None]
 
@@ -60,6 +60,7 @@ def _example_inputs(model: Whisper, batch: int = 2, frames: int = 200, past: int
         torch.randn(L, 7, d.n_text_state),
         torch.randn(L, 7, d.n_text_state),
         torch.zeros(batch, 1, 7),
+        torch.tensor([new - 1]),
     )
     return mel, dec
 
@@ -76,6 +77,7 @@ DECODER_INPUTS = [
     "tail_k",
     "tail_v",
     "tail_bias",
+    "logit_positions",
 ]
 DECODER_OUTPUTS = ["logits", "new_self_k", "new_self_v"]
 
@@ -114,7 +116,8 @@ def _export_onnx(model: Whisper, out: Path) -> None:
             "tail_k": {1: "tail"},
             "tail_v": {1: "tail"},
             "tail_bias": {0: "batch", 2: "tail"},
-            "logits": {0: "batch"},
+            "logit_positions": {0: "scored"},
+            "logits": {0: "batch", 1: "scored"},
             "new_self_k": {1: "batch", 2: "total"},
             "new_self_v": {1: "batch", 2: "total"},
         },

@@ -136,14 +136,17 @@ class TextDecoder(nn.Module):
         tail_k: Tensor,
         tail_v: Tensor,
         tail_bias: Tensor,
+        logit_positions: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One decoding step for n new tokens per sequence.
 
         tokens, positions [B, n]; self_bias [B, n, P+n] additive (causal and padding mask);
         self_k/self_v [L, B, P, d] the cache; cross_k/cross_v [L, B, S, d] each row's encoding,
         cross_bias [B, 1, S]; tail_k/tail_v [L, T, d] encoder positions shared by all rows (the
-        silence after the speech), tail_bias [B, 1, T] masking the ones a row covers itself.
-        Returns the last position's logits [B, V] and the grown cache [L, B, P+n, d].
+        silence after the speech), tail_bias [B, 1, T] masking the ones a row covers itself;
+        logit_positions [m]: which of the n new positions to return logits for (the last one while
+        searching, all of them when scoring a given text).
+        Returns logits [B, m, V] and the grown cache [L, B, P+n, d].
         """
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
         new_k, new_v = [], []
@@ -165,9 +168,9 @@ class TextDecoder(nn.Module):
                 tail_bias,
             )
             x = x + block.mlp(block.mlp_ln(x))
-        last = self.ln(x[:, -1])
+        out = self.ln(x[:, logit_positions])
         # F.linear keeps the tied embedding as one initializer in the exported graph.
-        logits = F.linear(last, self.token_embedding.weight)
+        logits = F.linear(out, self.token_embedding.weight)
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 

@@ -201,8 +201,10 @@ def test_onnx_and_torchscript_step_outputs_match(model_cache):
     tk, tv = k1[:, 0, :40].copy(), v1[:, 0, :40].copy()
     tb = np.zeros((2, 1, 40), np.float32)
     tb[:, :, :20] = -1e9
-    l1, *_ = onnx.decode(tokens, pos, bias, empty, empty, k1, v1, cb, tk, tv, tb)
-    l2, *_ = ts.decode(tokens, pos, bias, empty, empty, k1, v1, cb, tk, tv, tb)
+    every = np.arange(2, dtype=np.int64)  # logits for both new positions
+    l1, *_ = onnx.decode(tokens, pos, bias, empty, empty, k1, v1, cb, tk, tv, tb, every)
+    l2, *_ = ts.decode(tokens, pos, bias, empty, empty, k1, v1, cb, tk, tv, tb, every)
+    assert l1.shape == (2, 2, 51864)
     np.testing.assert_allclose(l1, l2, atol=2e-3)
     assert (l1.argmax(-1) == l2.argmax(-1)).all()
 

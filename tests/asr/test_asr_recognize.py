@@ -164,3 +164,13 @@ async def _exercise_recognize(client, svc, shared) -> None:
     assert "voicenav_asr_latency_seconds_count" in metrics and 'voicenav_http_rejected_total{reason="bad-audio"' in (
         metrics.replace('route="recognize",', "")
     )
+
+
+def test_score_prefers_what_was_said(recognizer, shared):
+    """Teacher-forced scores rank the spoken words above a sound-alike and an unrelated sentence."""
+    clip = read_wav(str(shared / "data/callers_dev/dev033.wav"))  # "my internet is not working"
+    utt = Utterance(clip.samples, clip.sample_rate)
+    said, alike, other = recognizer.score(
+        utt, ["My internet is not working.", "My intranet is knot working.", "Please transfer me to billing."]
+    )
+    assert said > alike > other

@@ -19,10 +19,10 @@ import redis.asyncio as aioredis
 from aiohttp import ClientSession, ClientTimeout, web
 
 from asr_engine.audio.g711 import ulaw_encode
+from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav
 from ivr.app import build_app
 from ivr.config import ServiceConfig
-from ivr.prompts import resample
 from ivr.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def ulaw_file(utterance: str, out_dir: Path, tail_s: float = 1.5, lead_s: float 
     audio = read_wav(str(CALLERS_DEV / f"{utterance}.wav"))
     pcm = np.clip(np.asarray(audio.samples, dtype=np.float32) * 32768, -32768, 32767).astype(np.int16)
     if audio.sample_rate != 8000:
-        pcm = resample(pcm, audio.sample_rate, 8000)
+        pcm = resample_int16(pcm, audio.sample_rate, 8000)
     pcm = np.concatenate([np.zeros(int(lead_s * 8000), np.int16), pcm, np.zeros(int(tail_s * 8000), np.int16)])
     pcm = np.concatenate([pcm, np.zeros(-len(pcm) % 160, np.int16)])
     path = out_dir / f"{utterance}-{lead_s:g}.ulaw"
@@ -90,7 +90,7 @@ def _wav(utterance: str, out_dir: Path, rate: int, lead_s: float, tail_s: float)
 
     audio = read_wav(str(CALLERS_DEV / f"{utterance}.wav"))
     pcm = np.clip(np.asarray(audio.samples, dtype=np.float32) * 32768, -32768, 32767).astype(np.int16)
-    pcm = resample(pcm, audio.sample_rate, rate)
+    pcm = resample_int16(pcm, audio.sample_rate, rate)
     pcm = np.concatenate([np.zeros(int(lead_s * rate), np.int16), pcm, np.zeros(int(tail_s * rate), np.int16)])
     path = out_dir / f"{utterance}-{rate}.wav"
     with wave.open(str(path), "wb") as w:

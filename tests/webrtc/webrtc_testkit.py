@@ -19,11 +19,12 @@ from aiohttp import ClientSession, ClientTimeout, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from asr_engine.audio.resample import resample_int16
 from ivr.media import AudioFrame, DtmfDigit, Hangup
 from ivr.webrtc import CallInfo
 from ivr.webrtc_ice import keep_loopback_candidates, pinned_host_addresses
 from ivr.webrtc_leg import WebRtcLeg
-from ivr.webrtc_tracks import OUT_RATE, InboundConverter, PlayoutTrack, resample_int16
+from ivr.webrtc_tracks import OUT_RATE, InboundConverter, PlayoutTrack
 
 LOOPBACK = ("127.0.0.1",)
 PEERS = Path(os.environ.get("PEERS_KIT", Path(__file__).resolve().parents[3] / "shared" / "peers"))
