@@ -1,7 +1,7 @@
 """Calls benchmark: N concurrent sipp callers against voicenav, end to end, on loopback.
 
-    .venv/bin/python bench/calls.py [--calls 1 5 10 20] [--listen 0 10] [--ramp 1.0] [--max-batch 8]
-                                    [--no-redis]
+    .venv/bin/python -m bench.calls [--calls 1 5 10 20] [--listen 0 10] [--ramp 1.0] [--max-batch 8]
+                                   [--no-redis]
 
 For each N: voicenav runs in this process (SIP and HTTP on free loopback ports, the tiny.en model from
 .cache/test-models, Redis at 127.0.0.1:6379 under a throw-away key prefix unless --no-redis); N sipp
@@ -31,13 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import table
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "calls"))  # the real-caller helpers the end-to-end tests use
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT))  # this checkout's packages, not an installed copy
 
 from callers import manifest, running_service, sipp_call, sipp_scenario, ulaw_file  # noqa: E402
-from common import table  # noqa: E402
 
 QUEUE_INTENTS = {"billing", "tech_support", "sales", "cancel", "agent"}  # intents the demo flow routes at once
 
