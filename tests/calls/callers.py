@@ -164,11 +164,16 @@ def service_config(prefix: str, **overrides: Any) -> ServiceConfig:
 
 
 @asynccontextmanager
-async def running_service(load_timeout_s: float = 180.0, **overrides: Any) -> AsyncIterator[Running]:
-    """voicenav in this process on ephemeral ports, Redis keys under a fresh prefix (deleted after)."""
+async def running_service(load_timeout_s: float = 180.0, extra_routes: Callable[[web.Application], None] | None = None,
+                          **overrides: Any) -> AsyncIterator[Running]:
+    """voicenav in this process on ephemeral ports, Redis keys under a fresh prefix (deleted after);
+    `extra_routes` adds a test's own endpoints to the app."""
     prefix = f"voicenav-test:{uuid.uuid4().hex}:"
     service = Service(service_config(prefix, **overrides))
-    runner = web.AppRunner(build_app(service))
+    app = build_app(service)
+    if extra_routes is not None:
+        extra_routes(app)
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     try:

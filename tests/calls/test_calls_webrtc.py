@@ -3,12 +3,15 @@ page each say what they want and land in the right queue."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from callers import PEERS, PEERS_PY, WORK, Running, manifest, run_bounded, running_service, wav_8k, wav_48k
 
 pytestmark = [
@@ -24,9 +27,23 @@ chromium_usable = (DRIVER.exists() and shutil.which("node") is not None and Path
                    and (WORK / "node" / "node_modules" / "playwright-core").exists())
 
 
+UPLOADS: list[dict[str, Any]] = []  # what the softphone page reports when its call is over
+
+
+async def _upload(request: web.Request) -> web.Response:
+    got: dict[str, Any] = {}
+    async for part in await request.multipart():
+        got[part.name] = await part.read()
+    UPLOADS.append(got)
+    return web.json_response({"ok": True})
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server() -> AsyncIterator[Running]:
-    async with running_service() as running:
+    def test_routes(app: web.Application) -> None:
+        app.router.add_post("/test/upload", _upload)
+
+    async with running_service(extra_routes=test_routes) as running:
         yield running
 
 
@@ -70,9 +87,17 @@ async def test_chromium_softphone_is_routed(server: Running, tmp_path: Path) -> 
     utterance = "dev038"
     before = await _webrtc_records(server)
     mic = wav_48k(utterance, tmp_path, lead_s=1.5, tail_s=2.0)
-    page = f"{server.http}/?autotest=1&hangup_after_ms=25000"
+    UPLOADS.clear()
+    page = f"{server.http}/?autotest=1&hangup_after_ms=25000&upload=/test/upload"
     rc, out = await run_bounded("node", DRIVER, page, mic, "40000", limit_s=60, env={"PEERS_TMP": str(tmp_path)})
     assert rc == 0, out
     assert "page finished: DONE" in out, out
     record = await _new_record(server, before)
-    assert record["outcome"] == {"route": manifest()[utterance]["intent"]}, (record, out[-2000:])
+    queue = manifest()[utterance]["intent"]
+    assert record["outcome"] == {"route": queue}, (record, out[-2000:])
+    # The page was shown the prompt, what the caller said, and where the call went.
+    assert len(UPLOADS) == 1, out[-2000:]
+    report = json.loads(UPLOADS[0]["report"])
+    kinds = {e.get("type") for e in report["events"]}
+    assert {"prompt", "transcript", "route"} <= kinds, report["events"]
+    assert {"type": "route", "queue": queue} in report["events"]
