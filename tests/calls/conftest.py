@@ -1,4 +1,5 @@
-"""Only tests that can reach Redis and the peers run here; they skip cleanly otherwise."""
+"""Tests marked `redis` need the server on 127.0.0.1:6379, tests marked `peers` the callers_dev speech;
+they skip cleanly without them."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ def _redis_up() -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = None
-    if not _redis_up():
-        reason = "Redis is not running on 127.0.0.1:6379"
-    elif not (CALLERS_DEV / "manifest.jsonl").exists():
-        reason = "callers_dev speech data is not beside this checkout"
-    if reason:
-        for item in items:
-            if "tests/calls/" in str(item.fspath):
-                item.add_marker(pytest.mark.skip(reason=reason))
+    mine = [item for item in items if "tests/calls/" in str(item.fspath)]
+    if not mine:
+        return
+    redis_up = _redis_up()
+    speech = (CALLERS_DEV / "manifest.jsonl").exists()
+    for item in mine:
+        if item.get_closest_marker("redis") and not redis_up:
+            item.add_marker(pytest.mark.skip(reason="Redis is not running on 127.0.0.1:6379"))
+        elif item.get_closest_marker("peers") and not speech:
+            item.add_marker(pytest.mark.skip(reason="callers_dev speech data is not beside this checkout"))
     MODEL_CACHE.mkdir(parents=True, exist_ok=True)

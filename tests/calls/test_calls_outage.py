@@ -13,6 +13,7 @@ from callers import running_service, sipp_call, sipp_scenario, ulaw_file
 
 pytestmark = [
     pytest.mark.peers,
+    pytest.mark.redis,  # the test server's clean-up still talks to the real one
     pytest.mark.timeout(90),
     pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed"),
 ]
