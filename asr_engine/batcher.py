@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class RecognizerOverloaded(RuntimeError):
-    pass
+    """The queue stayed full for the whole admission timeout: shed this utterance."""
 
 
 class RecognizerClosed(RuntimeError):
-    pass
+    """The recognizer was shut down."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class CallStarted:
-    pass
+    """The caller is connected: the flow's start node speaks first."""
 
 
 @dataclass(frozen=True, slots=True)

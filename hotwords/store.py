@@ -32,7 +32,7 @@ _MAX_WATCH_RETRIES = 20
 
 
 class NotFound(LookupError):
-    pass
+    """No such list, or no such version of it."""
 
 
 class VersionConflict(RuntimeError):
@@ -43,7 +43,7 @@ class VersionConflict(RuntimeError):
 
 
 class StoreBusy(RuntimeError):
-    pass
+    """Concurrent writers kept winning the optimistic transaction."""
 
 
 class Subscription(ABC):

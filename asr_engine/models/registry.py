@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(LookupError):
-    pass
+    """Neither a packaged model name nor a model on disk."""
 
 
 class ModelIntegrityError(RuntimeError):
-    pass
+    """Packaged weights whose bytes are not the ones pinned."""
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,7 @@ class TcpTransport:
             # framing is lost: nothing after this point can be delimited, so drop the connection
             self._on_error(exc, peer)
         except (ConnectionError, OSError):
-            pass
+            pass  # the peer reset or closed its connection: only this connection ends
         finally:
             self._connections.pop(key, None)
             conn.close()
