@@ -16,7 +16,9 @@ log = logging.getLogger("voicenav")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="tiny.en (default), base, or a model directory / OpenAI .pt file")
+    p.add_argument(
+        "--model", "--model-dir", dest="model", help="tiny.en (default), base, or a model directory / OpenAI .pt file"
+    )
     p.add_argument("--engine", choices=["onnx", "torchscript"])
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, dest="intra_op_threads", help="intra-op threads (default: CPU quota)")
@@ -148,8 +150,13 @@ async def _serve(args: argparse.Namespace) -> int:
         await runner.cleanup()
         return 1
     assert service.sip is not None
-    log.info("SIP on %s:%d, HTTP on http://%s:%d", cfg.sip_host, service.sip.bound_port, cfg.http_host,
-             runner.addresses[0][1])
+    log.info(
+        "SIP on %s:%d, HTTP on http://%s:%d",
+        cfg.sip_host,
+        service.sip.bound_port,
+        cfg.http_host,
+        runner.addresses[0][1],
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
