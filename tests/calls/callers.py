@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from asr_engine.audio.wav import read_wav
 from ivr.app import build_app
 from ivr.config import ServiceConfig
 from ivr.service import Service
+from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("VOICENAV_SHARED", ROOT.parent / "shared"))
@@ -34,31 +34,11 @@ PEERS_PY = WORK / "venv" / "bin" / "python"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MODEL_CACHE = Path(os.environ.get("VOICENAV_TEST_CACHE", ROOT / ".cache" / "test-models"))
 PROMPT_CACHE = ROOT / ".cache" / "test-prompts"
-# Ports the real peers (and other services on this host) use: never ours.
-RESERVED = {5060, 5062, 5070, 8080, 4444, 16000, 40000, *range(30000, 30101)}
 
 
 def manifest() -> dict[str, dict[str, Any]]:
     rows = (json.loads(line) for line in (CALLERS_DEV / "manifest.jsonl").read_text().splitlines() if line)
     return {r["id"]: r for r in rows}
-
-
-def free_udp_port(span: int = 1) -> int:
-    """A free loopback UDP port (with the next `span - 1` free too), not one the peers use."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + span > 65535 or any(p in RESERVED for p in range(port, port + span)):
-            continue
-        try:
-            for p in range(port + 1, port + span):
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free UDP port")
 
 
 def ulaw_file(utterance: str, out_dir: Path, tail_s: float = 1.5, lead_s: float = 0.0) -> Path:
@@ -164,8 +144,9 @@ def service_config(prefix: str, **overrides: Any) -> ServiceConfig:
 
 
 @asynccontextmanager
-async def running_service(load_timeout_s: float = 180.0, extra_routes: Callable[[web.Application], None] | None = None,
-                          **overrides: Any) -> AsyncIterator[Running]:
+async def running_service(
+    load_timeout_s: float = 180.0, extra_routes: Callable[[web.Application], None] | None = None, **overrides: Any
+) -> AsyncIterator[Running]:
     """voicenav in this process on ephemeral ports, Redis keys under a fresh prefix (deleted after);
     `extra_routes` adds a test's own endpoints to the app."""
     prefix = f"voicenav-test:{uuid.uuid4().hex}:"
@@ -210,12 +191,17 @@ async def poll(check: Callable[[], Awaitable[bool]], within: float, interval: fl
 # -- subprocesses ----------------------------------------------------------------------------------
 
 
-async def run_bounded(*argv: str | Path, limit_s: float, cwd: Path | None = None,
-                      env: dict[str, str] | None = None) -> tuple[int, str]:
+async def run_bounded(
+    *argv: str | Path, limit_s: float, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run a peer with a hard time limit; returns (exit code, combined output)."""
     proc = await asyncio.create_subprocess_exec(
-        *map(str, argv), cwd=cwd, env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+        *map(str, argv),
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), limit_s)
@@ -299,7 +285,8 @@ END_BYE = """  <recv request="BYE" timeout="{timeout_ms}"/>
 """
 
 # The IVR transfers with REFER: accept, report success (sipfrag 200), answer its BYE.
-END_REFER = """  <recv request="REFER" timeout="{timeout_ms}">
+END_REFER = (
+    """  <recv request="REFER" timeout="{timeout_ms}">
     <action>
       <ereg regexp="{refer_to}" search_in="hdr" header="Refer-To:" check_it="true" assign_to="1"/>
     </action>
@@ -338,8 +325,11 @@ END_REFER = """  <recv request="REFER" timeout="{timeout_ms}">
     ]]>
   </send>
   <recv response="200"/>
-""" + END_BYE + """  <Reference variables="1"/>
 """
+    + END_BYE
+    + """  <Reference variables="1"/>
+"""
+)
 
 
 # The caller hangs up first.
@@ -362,29 +352,54 @@ END_CALLER_BYE = """  <pause milliseconds="{hangup_after_ms}"/>
 """
 
 
-def sipp_scenario(out: Path, caller: str, media: str, *, refer_to: str | None = None,
-                  hangup_after_ms: int | None = None, timeout_ms: int = 40000) -> Path:
+def sipp_scenario(
+    out: Path,
+    caller: str,
+    media: str,
+    *,
+    refer_to: str | None = None,
+    hangup_after_ms: int | None = None,
+    timeout_ms: int = 40000,
+) -> Path:
     """A UAC scenario: INVITE offering PCMU + telephone-event 96, then `media` (sipp exec actions),
     then the IVR's BYE (or REFER to `refer_to`, then BYE; or the caller's own BYE after
     `hangup_after_ms`). A 503 ends the scenario as a refusal."""
     template = END_CALLER_BYE if hangup_after_ms is not None else END_REFER if refer_to else END_BYE
-    ending = template.format(caller=caller, refer_to=refer_to, timeout_ms=timeout_ms,
-                             hangup_after_ms=hangup_after_ms)
+    ending = template.format(caller=caller, refer_to=refer_to, timeout_ms=timeout_ms, hangup_after_ms=hangup_after_ms)
     text = SIPP_SCENARIO.format(caller=caller, media=media, ending=ending + '  <label id="done"/>\n')
     path = out / f"{caller}.xml"
     path.write_text(text)
     return path
 
 
-async def sipp_call(scenario: Path, sip_port: int, cwd: Path, *, calls: int = 1, rate: float | None = None,
-                    limit_s: float = 60.0) -> tuple[int, str]:
+async def sipp_call(
+    scenario: Path, sip_port: int, cwd: Path, *, calls: int = 1, rate: float | None = None, limit_s: float = 60.0
+) -> tuple[int, str]:
     """Run sipp against voicenav on 127.0.0.1:`sip_port`; returns (exit code, output)."""
-    port = free_udp_port()
-    media_port = free_udp_port(span=4)
+    port = free_ports()
+    media_port = free_ports(4)
     argv: list[str | Path] = [
-        "sipp", f"127.0.0.1:{sip_port}", "-sf", scenario, "-m", str(calls), "-i", "127.0.0.1", "-p", str(port),
-        "-mi", "127.0.0.1", "-mp", str(media_port), "-nostdin", "-timeout", f"{int(limit_s)}s",
-        "-timeout_error", "-trace_err", "-error_file", cwd / f"{scenario.stem}-errors.log",
+        "sipp",
+        f"127.0.0.1:{sip_port}",
+        "-sf",
+        scenario,
+        "-m",
+        str(calls),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        str(media_port),
+        "-nostdin",
+        "-timeout",
+        f"{int(limit_s)}s",
+        "-timeout_error",
+        "-trace_err",
+        "-error_file",
+        cwd / f"{scenario.stem}-errors.log",
     ]
     if calls > 1:
         argv += ["-l", str(calls), "-r", str(rate or calls), "-rp", "1000"]

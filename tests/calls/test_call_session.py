@@ -113,8 +113,13 @@ async def deps() -> AsyncIterator[CallDeps]:
     prompts = PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE)))
     await prompts.warm(flow)
     yield CallDeps(
-        policy=DialogPolicy(flow), contexts=MemoryContextStore(), records=MemoryRecordStore(), prompts=prompts,
-        batcher=batcher, vad=await asyncio.to_thread(SileroVad), vad_executor=executor,
+        policy=DialogPolicy(flow),
+        contexts=MemoryContextStore(),
+        records=MemoryRecordStore(),
+        prompts=prompts,
+        batcher=batcher,
+        vad=await asyncio.to_thread(SileroVad),
+        vad_executor=executor,
     )
     await asyncio.to_thread(batcher.close)
     executor.shutdown()

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from callers import RESERVED, Running, manifest, running_service, wav_8k
+from callers import Running, manifest, running_service, wav_8k
 
 from asr_engine.audio.wav import read_wav
 from asr_engine.transcribe import transcribe_audio
+from tests.ports import TCP, UDP, free_ports
 
 pytestmark = [
     pytest.mark.peers,
@@ -25,9 +25,16 @@ pytestmark = [
 ]
 
 MODULE_PATH = next(
-    (d for d in ("/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules",
-                 "/usr/lib/aarch64-linux-gnu/baresip/modules", "/usr/local/lib/baresip/modules")
-     if Path(d, "g711.so").exists()),
+    (
+        d
+        for d in (
+            "/usr/lib/baresip/modules",
+            "/usr/lib/x86_64-linux-gnu/baresip/modules",
+            "/usr/lib/aarch64-linux-gnu/baresip/modules",
+            "/usr/local/lib/baresip/modules",
+        )
+        if Path(d, "g711.so").exists()
+    ),
     "/usr/lib/baresip/modules",
 )
 # The peers kit's config template with every port chosen per run (never the kit's fixed ones), and
@@ -59,30 +66,6 @@ WELCOME_WORDS = ("thanks", "calling", "few", "words")
 LEAD_S = 6.0  # the caller listens to the start of the welcome prompt before speaking
 
 
-def _free_block(n: int) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        ports = range(base, base + n)
-        if base + n > 65535 or any(p in RESERVED for p in ports):
-            continue
-        socks = []
-        try:
-            for p in ports:
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    t = socket.socket(socket.AF_INET, kind)
-                    socks.append(t)
-                    t.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-    raise RuntimeError("no free port block")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server() -> AsyncIterator[Running]:
     async with running_service() as running:
@@ -96,16 +79,27 @@ async def test_baresip_hears_the_prompt_and_is_routed(server: Running, tmp_path:
     cfg, out = tmp_path / "cfg", tmp_path / "heard"
     cfg.mkdir()
     out.mkdir()
-    rtp = _free_block(8)
-    (cfg / "config").write_text(CONFIG.format(sip_port=_free_block(1), wav=wav, rtp_lo=rtp, rtp_hi=rtp + 7,
-                                              out=out, module_path=MODULE_PATH))
+    rtp = free_ports(8, (UDP, TCP))
+    (cfg / "config").write_text(
+        CONFIG.format(
+            sip_port=free_ports(1, (UDP, TCP)), wav=wav, rtp_lo=rtp, rtp_hi=rtp + 7, out=out, module_path=MODULE_PATH
+        )
+    )
     (cfg / "accounts").write_text("<sip:baresip@127.0.0.1>;regint=0;audio_codecs=PCMU/8000/1\n")
     (cfg / "contacts").write_text("")
     log_path = tmp_path / "baresip.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            "baresip", "-f", str(cfg), "-e", f"/dial sip:ivr@127.0.0.1:{server.sip_port}", "-t", "40",
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+            "baresip",
+            "-f",
+            str(cfg),
+            "-e",
+            f"/dial sip:ivr@127.0.0.1:{server.sip_port}",
+            "-t",
+            "40",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
         )
         try:
             # The IVR routes the call, then hangs up: baresip closes its recording with the call.

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -20,9 +19,7 @@ from callers import (
     MODEL_CACHE,
     PROMPT_CACHE,
     REDIS_URL,
-    RESERVED,
     ROOT,
-    free_udp_port,
     manifest,
     poll,
     sipp_call,
@@ -30,17 +27,9 @@ from callers import (
     ulaw_file,
 )
 
+from tests.ports import TCP, free_ports
+
 pytestmark = [pytest.mark.peers, pytest.mark.redis, pytest.mark.timeout(150)]
-
-
-def _free_tcp_port() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in RESERVED:
-            return port
-    raise RuntimeError("no free TCP port")
 
 
 async def _get(url: str) -> tuple[int, dict]:
@@ -61,18 +50,21 @@ async def _invite_status(sip_port: int) -> str:
     try:
         port = transport.get_extra_info("sockname")[1]
         branch = f"z9hG4bK-{uuid.uuid4().hex}"
-        invite = "\r\n".join([
-            f"INVITE sip:ivr@127.0.0.1:{sip_port} SIP/2.0",
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport",
-            f"From: <sip:late@127.0.0.1:{port}>;tag=late1",
-            f"To: <sip:ivr@127.0.0.1:{sip_port}>",
-            f"Call-ID: {uuid.uuid4().hex}@127.0.0.1",
-            "CSeq: 1 INVITE",
-            f"Contact: <sip:late@127.0.0.1:{port}>",
-            "Max-Forwards: 70",
-            "Content-Length: 0",
-            "", "",
-        ])
+        invite = "\r\n".join(
+            [
+                f"INVITE sip:ivr@127.0.0.1:{sip_port} SIP/2.0",
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport",
+                f"From: <sip:late@127.0.0.1:{port}>;tag=late1",
+                f"To: <sip:ivr@127.0.0.1:{sip_port}>",
+                f"Call-ID: {uuid.uuid4().hex}@127.0.0.1",
+                "CSeq: 1 INVITE",
+                f"Contact: <sip:late@127.0.0.1:{port}>",
+                "Max-Forwards: 70",
+                "Content-Length: 0",
+                "",
+                "",
+            ]
+        )
         transport.sendto(invite.encode(), ("127.0.0.1", sip_port))
         async with asyncio.timeout(5):
             while True:
@@ -85,7 +77,7 @@ async def _invite_status(sip_port: int) -> str:
 
 async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
     prefix = f"voicenav-test:{uuid.uuid4().hex}:"
-    sip_port, http_port, rtp = free_udp_port(), _free_tcp_port(), free_udp_port(span=8)
+    sip_port, http_port, rtp = free_ports(), free_ports(kinds=(TCP,)), free_ports(8)
     http = f"http://127.0.0.1:{http_port}"
     env = {
         "VOICENAV_CACHE_DIR": str(MODEL_CACHE),
@@ -101,10 +93,28 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
     client = aioredis.from_url(REDIS_URL)
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ivr.cli", "serve", "--sip-host", "127.0.0.1", "--sip-port", str(sip_port),
-            "--http-host", "127.0.0.1", "--http-port", str(http_port), "--redis-url", REDIS_URL,
-            "--drain-timeout", "60", "--max-calls", "1",
-            cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "ivr.cli",
+            "serve",
+            "--sip-host",
+            "127.0.0.1",
+            "--sip-port",
+            str(sip_port),
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            str(http_port),
+            "--redis-url",
+            REDIS_URL,
+            "--drain-timeout",
+            "60",
+            "--max-calls",
+            "1",
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
         )
         try:
             async with asyncio.timeout(90):
@@ -137,8 +147,10 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
             assert refused.startswith("SIP/2.0 503"), refused
             assert "\r\nRetry-After: 9\r\n" in refused, refused
             offer = {"sdp": "v=0\r\n", "type": "offer"}
-            async with ClientSession(timeout=ClientTimeout(total=5)) as s, \
-                    s.post(f"{http}/webrtc/offer", data=json.dumps(offer)) as r:
+            async with (
+                ClientSession(timeout=ClientTimeout(total=5)) as s,
+                s.post(f"{http}/webrtc/offer", data=json.dumps(offer)) as r,
+            ):
                 assert r.status == 503 and r.headers.get("Retry-After") == "9"
             rc, out = await call
             assert rc == 0, out  # the call in progress went on to its end: routed, BYE from the IVR

@@ -23,8 +23,12 @@ pytestmark = [
 
 AIORTC_CLIENT = PEERS / "webrtc" / "aiortc_client.py"
 DRIVER = PEERS / "webrtc" / "drive_playwright.js"
-chromium_usable = (DRIVER.exists() and shutil.which("node") is not None and Path("/usr/bin/chromium").exists()
-                   and (WORK / "node" / "node_modules" / "playwright-core").exists())
+chromium_usable = (
+    DRIVER.exists()
+    and shutil.which("node") is not None
+    and Path("/usr/bin/chromium").exists()
+    and (WORK / "node" / "node_modules" / "playwright-core").exists()
+)
 
 
 UPLOADS: list[dict[str, Any]] = []  # what the softphone page reports when its call is over
@@ -59,8 +63,11 @@ async def _new_record(server: Running, before: set[str], within: float = 20.0) -
     deadline = loop.time() + within
     while True:
         _, body = await server.get("/v1/calls?limit=200")
-        new = [c for c in body["calls"] if c["transport"] == "webrtc" and c["call_id"] not in before
-               and c["outcome"] is not None]
+        new = [
+            c
+            for c in body["calls"]
+            if c["transport"] == "webrtc" and c["call_id"] not in before and c["outcome"] is not None
+        ]
         if new:
             return new[0]
         assert loop.time() < deadline, body
@@ -73,9 +80,22 @@ async def test_aiortc_caller_is_routed(server: Running, codec: str, tmp_path: Pa
     utterance = "dev033"
     before = await _webrtc_records(server)
     wav = wav_8k(utterance, tmp_path, lead_s=0.5, tail_s=2.0)
-    rc, out = await run_bounded(PEERS_PY, AIORTC_CLIENT, "--url", f"{server.http}/webrtc", "--codec", codec,
-                                "--wav", wav, "--seconds", "14", "--out", tmp_path / "rtc", limit_s=45,
-                                env={"PYTHONDONTWRITEBYTECODE": "1"})
+    rc, out = await run_bounded(
+        PEERS_PY,
+        AIORTC_CLIENT,
+        "--url",
+        f"{server.http}/webrtc",
+        "--codec",
+        codec,
+        "--wav",
+        wav,
+        "--seconds",
+        "14",
+        "--out",
+        tmp_path / "rtc",
+        limit_s=45,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
     assert rc == 0, out
     record = await _new_record(server, before)
     assert record["outcome"] == {"route": manifest()[utterance]["intent"]}, record

@@ -11,7 +11,6 @@ import asyncio
 import re
 import secrets
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,28 +21,16 @@ from media_helpers import best_correlation, read_wav
 
 from ivr.media import AudioFrame, DtmfDigit
 from ivr.rtp_session import RtpParameters, RtpSession
+from tests.ports import free_ports
 
 AUDIO = Path("/tmp/peers-work/audio")
 SCENARIO = Path(__file__).with_name("sipp_uas_media.xml")
-RESERVED = {5060, 5062, 5070, 8080, 4444, 16000, 40000, *range(30000, 30101)}
 
 pytestmark = [
     pytest.mark.peers,
     pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed"),
     pytest.mark.skipif(not (AUDIO / "speech.ulaw").exists(), reason="peers kit audio not generated"),
 ]
-
-
-def free_udp_port() -> int:
-    """An ephemeral UDP port not used by the peers, with the next two free for sipp's media ports."""
-    for _ in range(50):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in RESERVED and port + 2 <= 65535:
-            return port
-    raise RuntimeError("no free port")
 
 
 def sip(method_line: str, headers: list[str], body: str = "") -> bytes:
@@ -76,7 +63,7 @@ async def sipp_call(tmp_path: Path, session: RtpSession, media: str, *args: str)
     that sipp saw a clean call."""
     scenario = tmp_path / "uas.xml"
     scenario.write_text(SCENARIO.read_text().replace("@MEDIA@", media))
-    sip_port, media_port = free_udp_port(), free_udp_port()
+    sip_port, media_port = free_ports(), free_ports(3)
     loop = asyncio.get_running_loop()
     transport, uac = await loop.create_datagram_endpoint(Uac, local_addr=("127.0.0.1", 0))
     my_port = transport.get_extra_info("sockname")[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import wave
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from ivr.sdp import parse_sdp
 from ivr.sip import IncomingCall
+from tests.ports import TCP, UDP, free_ports
 from tests.sip.helpers import running_server
 
 pytestmark = [pytest.mark.peers, pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip not installed")]
@@ -23,7 +23,6 @@ MODULE_DIRS = [
     "/usr/lib/aarch64-linux-gnu/baresip/modules",
     "/usr/local/lib/baresip/modules",
 ]
-FORBIDDEN = {5060, 5062, 5070, 8080, 4444, 16000, 40000}
 
 # Adapted from the peers kit's baresip/cfg/config.template: every port is chosen per test run, so the
 # fixed 5062/4444/30000-30100 of the kit are never used and parallel runs do not collide.
@@ -50,37 +49,12 @@ module_app menu.so
 """
 
 
-def free_block(n: int, kind: int = socket.SOCK_DGRAM) -> int:
-    """First port of `n` consecutive ports that are free right now and outside the peers' ports."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        ports = range(base, base + n)
-        if base + n > 65535 or any(p in FORBIDDEN or 30000 <= p <= 30100 for p in ports):
-            continue
-        socks = []
-        try:
-            for p in ports:
-                for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    t = socket.socket(socket.AF_INET, k)
-                    socks.append(t)
-                    t.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-    raise RuntimeError("no free port block")
-
-
 def write_config(cfg_dir: Path, wav: Path) -> None:
     module_path = next((d for d in MODULE_DIRS if Path(d, "g711.so").exists()), MODULE_DIRS[0])
-    rtp = free_block(8)
+    rtp = free_ports(8, (UDP, TCP))
     cfg_dir.mkdir()
     (cfg_dir / "config").write_text(
-        CONFIG.format(sip_port=free_block(1), wav=wav, rtp_lo=rtp, rtp_hi=rtp + 7, module_path=module_path)
+        CONFIG.format(sip_port=free_ports(1, (UDP, TCP)), wav=wav, rtp_lo=rtp, rtp_hi=rtp + 7, module_path=module_path)
     )
     (cfg_dir / "accounts").write_text("<sip:caller@127.0.0.1>;regint=0;audio_codecs=PCMU/8000/1,PCMA/8000/1\n")
     (cfg_dir / "contacts").write_text("")

@@ -4,43 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from ivr.sip import IncomingCall, SipServer
+from tests.ports import free_ports
 from tests.sip.helpers import running_server
 
 pytestmark = [pytest.mark.peers, pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")]
 
 SCENARIOS = Path(__file__).parent / "scenarios"
-FORBIDDEN = {5060, 5062, 5070, 8080, 4444, 16000, 40000}
-
-
-def free_port(span: int = 1) -> int:
-    """A UDP port with `span` consecutive free ports (sipp's media port takes the next ones for RTCP)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        ports = range(base, base + span)
-        if any(p in FORBIDDEN or 30000 <= p <= 30100 for p in ports) or base + span > 65535:
-            continue
-        socks = []
-        try:
-            for p in ports:
-                t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(t)
-                t.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-    raise RuntimeError("no free port")
 
 
 async def run_sipp(
@@ -57,11 +32,11 @@ async def run_sipp(
         "-i",
         "127.0.0.1",
         "-p",
-        str(free_port()),
+        str(free_ports()),
         "-mi",
         "127.0.0.1",
         "-mp",
-        str(free_port(4)),
+        str(free_ports(4)),
         "-nostdin",
         "-timeout",
         f"{int(limit)}s",
