@@ -80,9 +80,6 @@ class WhisperTokenizer:
         eot = self.special.eot
         return self._tok.decode([i for i in ids if i < eot], skip_special_tokens=True)
 
-    def token_text(self, token: int) -> str:
-        return self._tok.decode([token], skip_special_tokens=False)
-
     def non_speech_tokens(self) -> list[int]:
         """openai/whisper's default suppress set, for checkpoints that don't carry one."""
         ids = {self.encode(" -")[0], self.encode(" '")[0]}

@@ -43,11 +43,6 @@ class Resampler:
         self.zi = np.zeros(len(self.h) - 1) if self.h is not None else None
         self.phase = 0  # index, in up-sampled samples, of the next output sample within the next chunk
 
-    @property
-    def delay(self) -> float:
-        """Group delay in output samples."""
-        return 0.0 if self.h is None else (len(self.h) - 1) / 2 / self.down
-
     def process(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         if self.h is None:
