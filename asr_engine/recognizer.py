@@ -45,6 +45,9 @@ class Utterance:
     sample_rate: int
     bias: BiasState | None = None
     prompt: str = ""  # previous text for the decoder; default: the bias state's prompt_text()
+    # Set by `Recognizer.recognize`: this utterance's encoder output, so that `score` need not encode
+    # the audio again. Views into the batch's arrays: utterances are meant to be short-lived.
+    encoding: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Recognizer:
         for i, (u, f) in enumerate(zip(utts, feats, strict=True)):
             s = f.shape[1] // 2
             k, v = cross_k[:, i, :s], cross_v[:, i, :s]
+            u.encoding = (k, v)
             reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, self._prompt(u), u.bias))
         results = self.searcher.decode(reqs, self.config.decode, self.tail)
         # A prompt can take over: Whisper then copies it or loops instead of transcribing. Such rows
@@ -135,12 +139,16 @@ class Recognizer:
         return self.tokenizer.encode(" " + text) if text else []
 
     def score(self, utt: Utterance, texts: list[str]) -> list[float]:
-        """Log-probability of each text as the transcript of `utt` (same prompt as decoding)."""
-        feats = self._features(utt)
-        cross_k, cross_v = self.engine.encode(feats[None])
-        req = DecodeRequest(cross_k[:, 0], cross_v[:, 0], len(utt.samples) / utt.sample_rate, self._prompt(utt))
+        """Log-probability of each text as the transcript of `utt` (same prompt as decoding); the audio
+        is encoded only if `recognize` has not already done it."""
+        if utt.encoding is None:
+            feats = self._features(utt)
+            cross_k, cross_v = self.engine.encode(feats[None])
+            utt.encoding = (cross_k[:, 0, : feats.shape[1] // 2], cross_v[:, 0, : feats.shape[1] // 2])
+        k, v = utt.encoding
+        req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate, self._prompt(utt))
         tokens = [self.tokenizer.encode(" " + t.strip()) for t in texts]
-        return self.searcher.score([req] * len(texts), tokens, self.config.decode, self.tail)
+        return self.searcher.score(req, tokens, self.config.decode, self.tail)
 
     def _degenerate(self, req: DecodeRequest, r: DecodeResult) -> bool:
         """Too few words for the speech it heard, or text that repeats itself."""

@@ -58,6 +58,7 @@ class PhraseCorrector:
             if key:
                 self._targets.append(_Target(phrase, len(phrase.split()), key, jellyfish.metaphone(key)))
         self._keys = [t.key for t in self._targets]
+        self._key_set = frozenset(self._keys)
         self._min_spelling = min_spelling
         self._min_sound = min_sound
         self._min_total = min_total
@@ -78,12 +79,24 @@ class PhraseCorrector:
         # A span may not start or end inside a hyphenated compound ("all-or-be-low").
         joined = [text[words[i][1] : words[i + 1][0]] == "-" for i in range(len(words) - 1)]
         longest = max((t.words for t in self._targets), default=0) + extra_words
+        # Words that already spell out a phrase are settled: a span that cuts into them would trade
+        # a heard phrase for a guessed one, or swallow its neighbours.
+        # (Such a span itself stays a candidate: replacing it only restores the phrase's spelling.)
+        exact = {
+            (first, last)
+            for first in range(len(words))
+            for last in range(first, min(len(words), first + longest))
+            if "".join(keys[first : last + 1]) in self._key_set
+        }
+        settled = [any(a <= i <= b for a, b in exact) for i in range(len(words))]
         candidates: list[tuple[float, Hit]] = []
         for first in range(len(words)):
             if first and joined[first - 1]:
                 continue
             for last in range(first, min(len(words), first + longest)):
-                if last < len(words) - 1 and joined[last]:
+                if (last < len(words) - 1 and joined[last]) or (
+                    any(settled[first : last + 1]) and (first, last) not in exact
+                ):
                     continue
                 key = "".join(keys[first : last + 1])
                 code = None

@@ -267,45 +267,75 @@ class Searcher:
         return results
 
     def score(
-        self, reqs: list[DecodeRequest], texts: list[list[int]], cfg: DecodeConfig, tail: SharedTail | None = None
+        self, req: DecodeRequest, texts: list[list[int]], cfg: DecodeConfig, tail: SharedTail | None = None
     ) -> list[float]:
-        """Log-probability of each row's given text tokens (and end of text), teacher-forced.
+        """Log-probability of each text's tokens (and end of text) for one utterance, teacher-forced.
 
-        Rows are scored in one decoder call; `reqs[i]` supplies the audio and prompt of `texts[i]`.
+        Readings of one transcript differ in a span and share the rest: the prompt, the start sequence
+        and the text's common beginning run through the decoder once, and only the differing endings
+        run once per reading, on that cached prefix.
         """
-        if not reqs:
+        if not texts:
             return []
         s = self.tok.special
-        seqs = [
-            [*self._prefix(r), *self.tok.sot_sequence(cfg.language)[1:], *t, s.eot]
-            for r, t in zip(reqs, texts, strict=True)
-        ]
-        width = max(len(q) for q in seqs)
-        B = len(seqs)
-        tokens = np.full((B, width), s.eot, dtype=np.int64)
-        positions = np.zeros((B, width), dtype=np.int64)
-        key_ok = np.zeros((B, width), dtype=bool)
-        for b, q in enumerate(seqs):
-            tokens[b, width - len(q) :] = q
-            positions[b, width - len(q) :] = np.arange(len(q))
-            key_ok[b, width - len(q) :] = True
-        allowed = np.tril(np.ones((width, width), dtype=bool))[None] & key_ok[:, None, :]
-        allowed |= np.eye(width, dtype=bool)[None]
-        self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
-        cross_k, cross_v, cross_bias, tail_bias = _stack_cross(reqs, tail)
-        n_layer, d = reqs[0].cross_k.shape[0], reqs[0].cross_k.shape[2]
+        common = 0
+        while all(len(t) > common and t[common] == texts[0][common] for t in texts):
+            common += 1
+        prefix = [*self._prefix(req), *self.tok.sot_sequence(cfg.language)[1:], *texts[0][:common]]
+        endings = [[*t[common:], s.eot] for t in texts]  # each holds at least its end token
+        n_layer, d = req.cross_k.shape[0], req.cross_k.shape[2]
         if tail is None:
             tail = SharedTail(np.zeros((n_layer, 1, d), np.float32), np.zeros((n_layer, 1, d), np.float32))
-        empty = np.zeros((n_layer, B, 0, d), dtype=np.float32)
-        scored = max(len(t) + 1 for t in texts)  # the text and its end token, right-aligned
-        where = np.arange(width - 1 - scored, width - 1, dtype=np.int64)
+        p = len(prefix)
+        cross_k, cross_v, cross_bias, tail_bias = _stack_cross([req], tail)
+        empty = np.zeros((n_layer, 1, 0, d), dtype=np.float32)
+        causal = np.where(np.tril(np.ones((p, p), dtype=bool)), 0.0, NEG_INF).astype(np.float32)[None]
+        logits, kk, vv = self.engine.decode(
+            np.array([prefix], dtype=np.int64),
+            np.arange(p, dtype=np.int64)[None],
+            causal,
+            empty,
+            empty,
+            cross_k,
+            cross_v,
+            cross_bias,
+            tail.k,
+            tail.v,
+            tail_bias,
+            np.arange(p - common - 1, p, dtype=np.int64),  # logits for the shared text and what follows it
+        )
+        shared = _log_softmax(logits[0] + self.suppress_mask)
+        said = float(sum(shared[i, t] for i, t in enumerate(texts[0][:common])))
+        scores = [said + float(shared[common, e[0]]) for e in endings]
+        width = max(len(e) for e in endings) - 1
+        if width == 0:
+            return scores
+        # Every reading continues the cached prefix; shorter endings are right-padded with end tokens
+        # whose outputs are never read.
+        rows = len(endings)
+        tokens = np.full((rows, width), s.eot, dtype=np.int64)
+        for r, e in enumerate(endings):
+            tokens[r, : len(e) - 1] = e[:-1]
+        within = np.where(np.tril(np.ones((width, width), dtype=bool)), 0.0, NEG_INF).astype(np.float32)
+        self_bias = np.concatenate([np.zeros((width, p), np.float32), within], axis=1)
         logits, _, _ = self.engine.decode(
-            tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias, tail.k, tail.v, tail_bias, where
+            tokens,
+            np.tile(np.arange(p, p + width, dtype=np.int64), (rows, 1)),
+            np.repeat(self_bias[None], rows, axis=0),
+            np.repeat(kk, rows, axis=1),
+            np.repeat(vv, rows, axis=1),
+            np.repeat(cross_k, rows, axis=1),
+            np.repeat(cross_v, rows, axis=1),
+            np.repeat(cross_bias, rows, axis=0),
+            tail.k,
+            tail.v,
+            np.repeat(tail_bias, rows, axis=0),
+            np.arange(width, dtype=np.int64),
         )
         logp = _log_softmax(logits + self.suppress_mask)
-        targets = tokens[:, width - scored :]
-        picked = np.take_along_axis(logp, targets[:, :, None], axis=2)[:, :, 0]
-        return [float(picked[b, scored - len(t) - 1 :].sum()) for b, t in enumerate(texts)]
+        for r, e in enumerate(endings):
+            scores[r] += float(sum(logp[r, i, e[i + 1]] for i in range(len(e) - 1)))
+        return scores
 
     @staticmethod
     def _rank(h: _Hyp, cfg: DecodeConfig) -> float:

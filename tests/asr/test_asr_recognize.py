@@ -174,3 +174,25 @@ def test_score_prefers_what_was_said(recognizer, shared):
         utt, ["My internet is not working.", "My intranet is knot working.", "Please transfer me to billing."]
     )
     assert said > alike > other
+
+
+def test_score_reuses_the_decode_and_agrees_with_it(recognizer, shared):
+    """Scoring after recognition reads the kept encoder output (no second encode), and teacher-forcing
+    the decoder's own greedy output gives back the log-probability the search summed for it."""
+    clip = read_wav(str(shared / "data/callers_dev/dev033.wav"))
+    utt = Utterance(clip.samples, clip.sample_rate)
+    t = recognizer.recognize([utt])[0]
+    assert utt.encoding is not None
+    encode, calls = recognizer.engine.encode, []
+    recognizer.engine.encode = lambda mel: calls.append(mel) or encode(mel)
+    try:
+        together = recognizer.score(utt, [t.text, t.text + " Thanks.", "Please hold."])
+        alone = recognizer.score(utt, [t.text])
+    finally:
+        recognizer.engine.encode = encode
+    assert calls == []
+    searched = sum(t.token_logprobs)
+    assert alone[0] == pytest.approx(together[0], abs=0.3)
+    # The search's sum leaves out the end token, which a confident transcript ends on (~0 nats).
+    assert together[0] == pytest.approx(searched, abs=1.0) and together[0] <= searched + 0.3
+    assert together[0] > together[1] and together[0] > together[2]

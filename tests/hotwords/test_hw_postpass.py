@@ -79,3 +79,12 @@ def test_case_and_punctuation_are_kept_outside_the_span(corrector: PhraseCorrect
     assert text == "Zentrix Unlimited, please."
     assert (hits[0].start, hits[0].end) == (0, 20)
     assert PhraseCorrector([]).correct("anything at all") == ("anything at all", [])
+
+
+def test_readings_never_cut_into_a_phrase_already_heard(corrector: PhraseCorrector) -> None:
+    """Once the decoder has written a phrase, the post-pass may not trade it (or the words beside it)
+    for another guess: no reading drops "add" or repeats part of the phrase."""
+    heard = "Please add Kestrava router to my account"
+    assert corrector.correct(heard)[0] == heard
+    for reading in corrector.alternatives(heard, limit=20, min_total=60.0):
+        assert "Please add Kestrava router" in reading, reading
