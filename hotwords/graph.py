@@ -16,6 +16,7 @@ import time
 from collections import ChainMap, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from types import MappingProxyType
 from typing import Literal
 
@@ -29,6 +30,7 @@ _EMPTY: Mapping[int, float] = MappingProxyType({})
 class WeightedPhrase:
     phrase: str
     boost: float
+    group: str = ""  # the list it came from: the prompt takes whole lists or none of one
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,7 @@ def compile_graph(
     depth: list[int] = [0]
     ends: list[list[str]] = [[]]
     kept: list[str] = []
+    groups: list[str] = []
     issues: list[TokenizationIssue] = []
     for item in phrases:
         issue = check_phrase(item.phrase, encode, decode, max_tokens)
@@ -182,6 +185,7 @@ def compile_graph(
             issues.append(issue)
             continue
         kept.append(item.phrase)
+        groups.append(item.group)
         for ids in phrase_variants(item.phrase, encode, decode):
             if len(ids) > max_tokens:
                 continue
@@ -234,20 +238,24 @@ def compile_graph(
     root_boosts = MappingProxyType(
         {token: edge[child] for token, child in children[0].items() if edge[child] > 0}
     )
-    prompt = _prompt(kept, prompt_max_chars)
+    prompt = _prompt(kept, groups, prompt_max_chars)
     graph = BiasGraph(
         children, fail, score, outputs, merged, root_boosts, tuple(kept), prompt, time.perf_counter() - began
     )
     return graph, issues
 
 
-def _prompt(phrases: Sequence[str], max_chars: int) -> str:
+def _prompt(phrases: Sequence[str], groups: Sequence[str], max_chars: int) -> str:
+    """Whole lists, in order, while they fit: a few names picked from a long catalogue only skew the
+    decoder towards those few, and cost every decode the prompt's length (the graph and the post-pass
+    cover every phrase either way)."""
     parts: list[str] = []
     length = 0
-    for phrase in phrases:
-        extra = len(phrase) + (2 if parts else 0)
+    for _, members in groupby(zip(groups, phrases, strict=True), key=lambda pair: pair[0]):
+        names = [phrase for _, phrase in members]
+        extra = sum(len(name) for name in names) + 2 * (len(names) - (0 if parts else 1))
         if length + extra > max_chars:
             break
-        parts.append(phrase)
+        parts += names
         length += extra
     return ", ".join(parts)

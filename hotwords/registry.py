@@ -138,7 +138,7 @@ class HotwordRegistry:
             self._composed.move_to_end(key)
             return cached
         default = self._config.default_boost
-        groups = [(INLINE, [WeightedPhrase(phrase, default) for phrase in inline])]
+        groups = [(INLINE, [WeightedPhrase(phrase, default, INLINE) for phrase in inline])]
         groups += [(loaded.record.name, self._weighted(loaded.record)) for loaded in chosen]
         merged: dict[str, WeightedPhrase] = {}
         sources: dict[str, list[str]] = {}
@@ -148,7 +148,8 @@ class HotwordRegistry:
                 previous = merged.get(norm)
                 phrase = item.phrase if previous is None else previous.phrase
                 if previous is None or item.boost > previous.boost:
-                    merged[norm] = WeightedPhrase(phrase, item.boost)
+                    group = item.group if previous is None else previous.group
+                    merged[norm] = WeightedPhrase(phrase, item.boost, group)
                 sources.setdefault(phrase, []).append(source)
         if len(chosen) == 1 and not inline:
             graph = chosen[0].graph
@@ -244,7 +245,9 @@ class HotwordRegistry:
     # -- compiling ---------------------------------------------------------------------------------------
     def _weighted(self, record: HotwordList) -> list[WeightedPhrase]:
         default = self._config.default_boost
-        return [WeightedPhrase(e.phrase, default if e.boost is None else e.boost) for e in record.entries]
+        return [
+            WeightedPhrase(e.phrase, default if e.boost is None else e.boost, record.name) for e in record.entries
+        ]
 
     async def _compile(self, phrases: list[WeightedPhrase]) -> BiasGraph:
         def build() -> BiasGraph:

@@ -155,9 +155,18 @@ def test_rejects_what_the_tokenizer_cannot_carry(codec: TokenCodec) -> None:
     assert graph.phrases == ("Zentrix",)
 
 
-def test_prompt_text_is_bounded(codec: TokenCodec) -> None:
-    graph = build(codec, "Zentrix Unlimited", "Kestrava router", "NovaPay wallet", prompt_max_chars=40)
+def test_prompt_takes_whole_lists_while_they_fit(codec: TokenCodec) -> None:
+    node = [WeightedPhrase("Zentrix Unlimited", 3.0, "node"), WeightedPhrase("Kestrava router", 3.0, "node")]
+    catalogue = [WeightedPhrase("NovaPay wallet", 3.0, "catalogue"), WeightedPhrase("Velmont Fiber", 3.0, "catalogue")]
+    graph, _ = compile_graph(node + catalogue, codec.encode, codec.decode, prompt_max_chars=40)
+    # The catalogue does not fit whole: none of it goes in, though one of its names would.
     assert graph.start().prompt_text() == "Zentrix Unlimited, Kestrava router"
+    graph, _ = compile_graph(node + catalogue, codec.encode, codec.decode, prompt_max_chars=70)
+    assert graph.start().prompt_text() == "Zentrix Unlimited, Kestrava router, NovaPay wallet, Velmont Fiber"
+    graph, _ = compile_graph(catalogue, codec.encode, codec.decode, prompt_max_chars=20)
+    assert graph.start().prompt_text() == ""
+    # Every phrase is still in the graph.
+    assert set(graph.phrases) == {"NovaPay wallet", "Velmont Fiber"}
 
 
 def test_compiles_a_thousand_phrases_quickly(codec: TokenCodec) -> None:
