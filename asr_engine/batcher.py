@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from .metrics import ASR_AUDIO_SECONDS, ASR_BATCH, ASR_LATENCY, ASR_QUEUE, ASR_REJECTED
-from .recognizer import Recognizer, Transcript, Utterance
+from .recognizer import Recognizer, Refine, Transcript, Utterance
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class _Job:
     future: asyncio.Future[Transcript]
     loop: asyncio.AbstractEventLoop
     submitted: float
+    refine: Refine | None = None
 
 
 _STOP = object()
@@ -60,7 +61,8 @@ class BatchingRecognizer:
         self._thread = threading.Thread(target=self._run, name="recognizer", daemon=True)
         self._thread.start()
 
-    async def transcribe(self, utterance: Utterance) -> Transcript:
+    async def transcribe(self, utterance: Utterance, refine: Refine | None = None) -> Transcript:
+        """The utterance's transcript; `refine` (if any) rewrites its text in the worker, after decoding."""
         if self._closed:
             raise RecognizerClosed("recognizer is shut down")
         # The semaphore is a thread primitive: wait for it off the event loop.
@@ -70,7 +72,7 @@ class BatchingRecognizer:
                 ASR_REJECTED.labels("overloaded").inc()
                 raise RecognizerOverloaded("recognizer queue is full")
         loop = asyncio.get_running_loop()
-        job = _Job(utterance, loop.create_future(), loop, time.perf_counter())
+        job = _Job(utterance, loop.create_future(), loop, time.perf_counter(), refine)
         self._queue.put(job)
         ASR_QUEUE.inc()
         return await job.future
@@ -108,9 +110,12 @@ class BatchingRecognizer:
                 results = []
             else:
                 ASR_BATCH.observe(len(live))
-                now = time.perf_counter()
-                for j, r in zip(live, results, strict=True):
-                    ASR_LATENCY.observe(now - j.submitted)
+                done = list(zip(live, results, strict=True))
+                # Plain transcripts go out first; refining may decode again and should not hold them.
+                for j, r in sorted(done, key=lambda item: item[0].refine is not None and bool(item[1].text)):
+                    if j.refine is not None and r.text:
+                        r.text = _refined(j, r)
+                    ASR_LATENCY.observe(time.perf_counter() - j.submitted)
                     ASR_AUDIO_SECONDS.inc(r.audio_seconds)
                     j.loop.call_soon_threadsafe(_settle, j.future, r, None)
             finally:
@@ -123,6 +128,15 @@ class BatchingRecognizer:
             self._closed = True
             self._queue.put(_STOP)
             self._thread.join(timeout=30)
+
+
+def _refined(job: _Job, transcript: Transcript) -> str:
+    try:
+        return job.refine(job.utterance, transcript) if job.refine is not None else transcript.text
+    except Exception:  # the decoded text still stands
+        log.exception("refining a transcript failed")
+        ASR_REJECTED.labels("refine-error").inc()
+        return transcript.text
 
 
 def _settle(fut: asyncio.Future, result: Transcript | None, exc: BaseException | None) -> None:

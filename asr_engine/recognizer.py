@@ -44,7 +44,7 @@ class Utterance:
     samples: np.ndarray  # float32 mono
     sample_rate: int
     bias: BiasState | None = None
-    prompt: str = ""  # previous text for the decoder; default: the bias state's prompt_text()
+    prompt: str = ""  # previous text for the decoder (hot words can go here too: see `BiasState.prompt_text`)
     # Set by `Recognizer.recognize`: this utterance's encoder output, so that `score` need not encode
     # the audio again. Views into the batch's arrays: utterances are meant to be short-lived.
     encoding: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
@@ -61,6 +61,11 @@ class Transcript:
     decode_seconds: float = 0.0
     rejected: str | None = None  # why text was withheld: "silence", "no-speech", "repetition"
     token_logprobs: list[float] = field(default_factory=list)
+
+
+# Rewrites a transcript's text after decoding (e.g. a hot-word post-pass that weighs readings on the
+# audio): called where the model runs, with the utterance, so it may score or decode it again.
+Refine = Callable[[Utterance, Transcript], str]
 
 
 def engine_for(config: RecognizerConfig, progress: Callable[[str], None] | None = None):
@@ -134,9 +139,20 @@ class Recognizer:
         return [self._transcript(u, r, elapsed) for u, r in zip(utts, results, strict=True)]
 
     def _prompt(self, utt: Utterance) -> list[int]:
-        # Hot words double as previous text: Whisper follows the spelling it was just "shown".
-        text = utt.prompt.strip() or (utt.bias.prompt_text().strip() if utt.bias is not None else "")
+        text = utt.prompt.strip()
         return self.tokenizer.encode(" " + text) if text else []
+
+    def redecode(self, utt: Utterance) -> Transcript:
+        """Decode `utt` again (another prompt or bias) on the encoder output `recognize` kept for it."""
+        if utt.encoding is None:
+            return self.recognize([utt])[0]
+        t0 = time.perf_counter()
+        k, v = utt.encoding
+        req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate, self._prompt(utt), utt.bias)
+        result = self.searcher.decode([req], self.config.decode, self.tail)[0]
+        if req.prompt and self._degenerate(req, result):
+            result = self.searcher.decode([replace(req, prompt=[])], self.config.decode, self.tail)[0]
+        return self._transcript(utt, result, time.perf_counter() - t0)
 
     def score(self, utt: Utterance, texts: list[str]) -> list[float]:
         """Log-probability of each text as the transcript of `utt` (same prompt as decoding); the audio

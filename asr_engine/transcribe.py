@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .audio.wav import Audio
 from .decoding.bias import Biaser
-from .recognizer import Recognizer, Transcript, Utterance
+from .recognizer import Recognizer, Refine, Transcript, Utterance
 from .segmenter import Chunk, speech_chunks
 from .vad import RATE, SileroVad
 
@@ -41,9 +40,6 @@ def assemble(chunks: list[Chunk], transcripts: list[Transcript], started: float)
     return RecordingResult(" ".join(s.text for s in segs), segs, time.perf_counter() - started)
 
 
-Refine = Callable[[Utterance, str], str]
-
-
 def transcribe_audio(
     recognizer: Recognizer,
     vad: SileroVad,
@@ -52,7 +48,7 @@ def transcribe_audio(
     prompt: str = "",
     refine: Refine | None = None,
 ) -> RecordingResult:
-    """`refine(utterance, text)` may rewrite each chunk's text (e.g. a hot-word post-pass)."""
+    """`refine(utterance, transcript)` may rewrite each chunk's text (e.g. a hot-word post-pass)."""
     t0 = time.perf_counter()
     chunks = speech_chunks(audio.samples, audio.sample_rate, vad)
     utts = utterances(chunks, biaser, prompt)
@@ -60,5 +56,5 @@ def transcribe_audio(
     if refine is not None:
         for u, t in zip(utts, transcripts, strict=True):
             if t.text:
-                t.text = refine(u, t.text)
+                t.text = refine(u, t)
     return assemble(chunks, transcripts, t0)

@@ -82,12 +82,7 @@ class PhraseCorrector:
         # Words that already spell out a phrase are settled: a span that cuts into them would trade
         # a heard phrase for a guessed one, or swallow its neighbours.
         # (Such a span itself stays a candidate: replacing it only restores the phrase's spelling.)
-        exact = {
-            (first, last)
-            for first in range(len(words))
-            for last in range(first, min(len(words), first + longest))
-            if "".join(keys[first : last + 1]) in self._key_set
-        }
+        exact = self._spelled(keys, longest)
         settled = [any(a <= i <= b for a, b in exact) for i in range(len(words))]
         candidates: list[tuple[float, Hit]] = []
         for first in range(len(words)):
@@ -117,6 +112,21 @@ class PhraseCorrector:
                         )
         return candidates
 
+    def _spelled(self, keys: list[str], longest: int) -> set[tuple[int, int]]:
+        """(first, last) word spans whose letters spell out a phrase exactly."""
+        return {
+            (first, last)
+            for first in range(len(keys))
+            for last in range(first, min(len(keys), first + longest))
+            if "".join(keys[first : last + 1]) in self._key_set
+        }
+
+    def spelled(self, text: str) -> bool:
+        """Whether `text` already holds a phrase (whatever its case, spacing or punctuation)."""
+        keys = [_key(m.group()) for m in _WORD.finditer(text)]
+        # A phrase may come out split further ("Nova Pay wallet"): spans get two words of slack.
+        return bool(self._spelled(keys, max((t.words for t in self._targets), default=0) + 2))
+
     def correct(self, text: str) -> tuple[str, list[Hit]]:
         """The text with matched spans replaced by their phrase, and the hits (in text order)."""
         chosen: list[Hit] = []
@@ -127,7 +137,7 @@ class PhraseCorrector:
         chosen.sort(key=lambda hit: hit.start)
         return _replace(text, chosen), chosen
 
-    def alternatives(self, text: str, limit: int = 6, min_total: float = 110.0) -> list[str]:
+    def alternatives(self, text: str, limit: int = 6, min_total: float = 100.0) -> list[str]:
         """Readings of `text` with one loosely matching span replaced by a phrase, closest first.
 
         Too loose to apply blindly: they are meant to be weighed against the audio (the recognizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
@@ -16,6 +17,7 @@ from asr_engine.transcribe import assemble, utterances
 from dialog.records import setup_routes as setup_record_routes
 from hotwords.schema import validate_scope
 
+from .biasing import Biasing
 from .hotword_admin import admin_auth, setup_hotword_admin
 from .service import Service
 from .webrtc import setup_routes as setup_webrtc_routes
@@ -77,14 +79,16 @@ async def recognize(request: web.Request) -> web.Response:
     if svc.hotwords is not None and svc.hotwords.lists:
         composed = await svc.hotwords.biaser(scopes=scopes)
     chunks = await asyncio.to_thread(speech_chunks, audio.samples, audio.sample_rate, svc.vad)
+    refine = None
+    if composed is not None:
+        refine = partial(Biasing(composed.graph, composed.corrector).refine, svc.recognizer)
     try:
         utts = utterances(chunks, composed)
-        transcripts = await asyncio.gather(*(svc.batcher.transcribe(u) for u in utts))
+        transcripts = await asyncio.gather(*(svc.batcher.transcribe(u, refine) for u in utts))
     except RecognizerOverloaded:
         return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded")
     if composed is not None:
         for t in transcripts:
-            t.text = composed.corrector.correct(t.text)[0]
             composed.record_hits(composed.hits_in(t.text))
     result = assemble(chunks, list(transcripts), 0.0)
     return web.json_response(

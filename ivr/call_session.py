@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 
 from asr_engine.batcher import BatchingRecognizer, RecognizerClosed, RecognizerOverloaded
 from asr_engine.decoding.bias import Biaser
-from asr_engine.recognizer import Utterance
+from asr_engine.recognizer import Refine, Utterance
 from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import SileroVad, SpeechEnd, SpeechStart, VadConfig, VadEvent
 from dialog import actions as act
@@ -64,7 +64,8 @@ class HotwordContext:
     """A flow node's hot words as the recognizer and the transcript see them."""
 
     biaser: Biaser
-    correct: Callable[[str], str] | None = None  # sound-alike spans of a transcript -> the phrase
+    refine: Refine | None = None  # readings of a transcript with a phrase in, weighed on the audio
+    heard: Callable[[str], None] | None = None  # told each final transcript (hit counting)
 
 
 HotwordsFor = Callable[[act.Listen], Awaitable[HotwordContext | None]]
@@ -152,7 +153,7 @@ class CallSession:
         self._gone: str | None = None
         self._speech_end: float | None = None  # of the utterance whose answer is being played
         self._transcribed = 0.0
-        self._correct: Callable[[str], str] | None = None
+        self._hotwords: HotwordContext | None = None
         self._utterance_latency: list[float | None] = []  # per utterance turn, in order
 
     # -- inputs from the transport -----------------------------------------------------------------
@@ -252,11 +253,11 @@ class CallSession:
                 log.exception("call %s: hot words for %s unavailable", self.call_id, listen.hotword_lists)
         if context is None:
             self.stream.set_context(None, "")
-            self._correct = None
+            self._hotwords = None
             return
-        # The phrases also go in as the decoder's previous-text prompt: the stronger lever of the two.
-        self.stream.set_context(context.biaser, context.biaser.start().prompt_text())
-        self._correct = context.correct
+        # No prompt: the refine step offers the phrases as prompt where the transcript calls for it.
+        self.stream.set_context(context.biaser, "")
+        self._hotwords = context
 
     async def _play(self, play: act.Play) -> None:
         try:
@@ -368,7 +369,8 @@ class CallSession:
 
     async def _transcribe(self, utterance: Utterance, speech_end: float) -> None:
         try:
-            transcript = await self.deps.batcher.transcribe(utterance)
+            hot = self._hotwords
+            transcript = await self.deps.batcher.transcribe(utterance, hot.refine if hot is not None else None)
         except RecognizerOverloaded:
             UTTERANCES_DROPPED.labels("overloaded").inc()
             log.warning("call %s: recognizer overloaded, utterance dropped", self.call_id)
@@ -387,7 +389,9 @@ class CallSession:
             # Noise, a cough, the line's own echo: not a turn.
             UTTERANCES_DROPPED.labels(transcript.rejected or "empty").inc()
             return
-        text = self._correct(transcript.text) if self._correct is not None else transcript.text
+        text = transcript.text
+        if hot is not None and hot.heard is not None:
+            hot.heard(text)
         self.control.notify({"type": "transcript", "text": text})
         now = asyncio.get_running_loop().time()
         self._inbox.put_nowait(_Heard(text, transcript.confidence, speech_end, now))

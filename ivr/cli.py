@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -90,9 +91,13 @@ def _transcribe(args: argparse.Namespace) -> int:
     failed = 0
     for f in args.files:
         try:
-            result = transcribe_audio(recognizer, vad, read_wav(f), biaser=biasing.graph if biasing else None)
-            if biasing:
-                result.text = biasing.correct(result.text)
+            result = transcribe_audio(
+                recognizer,
+                vad,
+                read_wav(f),
+                biaser=biasing.graph if biasing else None,
+                refine=partial(biasing.refine, recognizer) if biasing else None,
+            )
         except (AudioFormatError, OSError) as e:
             failed += 1
             print(json.dumps({"file": f, "error": str(e)}) if args.json else f"{f}: error: {e}", flush=True)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 from prometheus_client import Gauge
@@ -26,6 +27,7 @@ from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 
+from .biasing import Biasing
 from .call_session import APOLOGY, CallDeps, HotwordContext, Transport
 from .config import ServiceConfig
 from .prompt_cache import PromptCache
@@ -143,7 +145,7 @@ class Service:
         for seconds in range(1, 9):
             clip = np.resize(speech, seconds * RATE)  # repeats a short prompt to fill the length
             state = context.biaser.start() if context is not None else None
-            await self.batcher.transcribe(Utterance(clip, RATE, state, state.prompt_text() if state else ""))
+            await self.batcher.transcribe(Utterance(clip, RATE, state))
         log.info("first-turn decoding warmed up in %.1f s", time.perf_counter() - t0)
 
     async def _start_hotwords(self) -> None:
@@ -169,12 +171,12 @@ class Service:
         composed = await self.hotwords.biaser(scopes=self._hotword_scopes, lists=listen.hotword_lists,
                                               phrases=listen.hotwords)
 
-        def correct(text: str) -> str:
-            corrected = composed.corrector.correct(text)[0]
-            composed.record_hits(composed.hits_in(corrected))
-            return corrected
-
-        return HotwordContext(composed, correct)
+        biasing = Biasing(composed.graph, composed.corrector)
+        return HotwordContext(
+            composed,
+            partial(biasing.refine, self.recognizer),
+            lambda text: composed.record_hits(composed.hits_in(text)),
+        )
 
     async def start_sip(self) -> None:
         cfg = self.config

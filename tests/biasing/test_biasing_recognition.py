@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
@@ -26,7 +27,7 @@ def biasing(recognizer, callers):
 
 def _run(recognizer, vad, shared, key, biasing=None):
     audio = read_wav(str(shared / f"data/callers_dev/{key}.wav"))
-    refine = (lambda u, t: biasing.refine(recognizer, u, t)) if biasing else None
+    refine = partial(biasing.refine, recognizer) if biasing else None
     return transcribe_audio(recognizer, vad, audio, biaser=biasing.graph if biasing else None, refine=refine).text
 
 
