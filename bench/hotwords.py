@@ -128,10 +128,21 @@ def main() -> None:
         times: dict[str, list[float]] = {"big": [], "base": []}
         for _ in range(args.reps):
             times["base"].append(ours.run(callers, [])[1])
-            times["big"].append(ours.run(callers, big)[1])
+            big_hyps, t = ours.run(callers, big)
+            times["big"].append(t)
         big_t, base_t2 = min(times["big"]), min(times["base"])
+        # The dev phrases inside the catalogue: too long for the prompt, so graph and post-pass only.
+        s = score(callers, big_hyps, big)
         rows.append(
-            [beam, "voicenav, 1,006 phrases", "", "", "", "", f"{big_t:.1f} ({100 * (big_t / base_t2 - 1):+.0f}%)"]
+            [
+                beam,
+                "voicenav, dev lists in 1,006 phrases",
+                f"{s['recall']:.2f}",
+                f"{s['wer_plain']:.1f}",
+                s["false"],
+                "",
+                f"{big_t:.1f} ({100 * (big_t / base_t2 - 1):+.0f}% vs {base_t2:.1f})",
+            ]
         )
     print("\nHot words on callers_dev (30 utterances with a product name, 16 without), Whisper tiny.en\n")
     headers = ["beam", "system", "recall", "WER % w/o hot words", "false alarms", "WER % real", "decode s"]

@@ -196,3 +196,40 @@ def test_score_reuses_the_decode_and_agrees_with_it(recognizer, shared):
     # The search's sum leaves out the end token, which a confident transcript ends on (~0 nats).
     assert together[0] == pytest.approx(searched, abs=1.0) and together[0] <= searched + 0.3
     assert together[0] > together[1] and together[0] > together[2]
+
+
+async def test_batcher_refines_in_its_worker_and_survives_a_failing_refine(recognizer, shared):
+    """A refine step runs on the recognizer's thread (it may decode again), rewrites only its own
+    utterance, and one that fails leaves the decoded text in place."""
+    import threading
+
+    from prometheus_client import REGISTRY
+
+    clip = read_wav(str(shared / "data/callers_dev/dev033.wav"))
+    threads: list[str] = []
+
+    def shout(utt, transcript):
+        threads.append(threading.current_thread().name)
+        assert utt.encoding is not None  # the decode's encoder output is there to score against
+        return transcript.text.upper()
+
+    def broken(_utt, _transcript):
+        raise RuntimeError("refine blew up")
+
+    def failures() -> float:
+        return REGISTRY.get_sample_value("voicenav_asr_rejected_total", {"reason": "refine-error"}) or 0.0
+
+    before = failures()
+    batcher = BatchingRecognizer(recognizer, max_batch=4, max_wait_ms=50)
+    try:
+        shouted, plain, survived = await asyncio.gather(
+            batcher.transcribe(Utterance(clip.samples, 8000), shout),
+            batcher.transcribe(Utterance(clip.samples, 8000)),
+            batcher.transcribe(Utterance(clip.samples, 8000), broken),
+        )
+    finally:
+        batcher.close()
+    assert threads == ["recognizer"]
+    assert shouted.text == plain.text.upper() != plain.text
+    assert survived.text == plain.text
+    assert failures() == before + 1
