@@ -53,6 +53,12 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return y - np.log(np.exp(y).sum(axis=-1, keepdims=True))
 
 
+def _log_norm(x: np.ndarray) -> np.ndarray:
+    """log(sum(exp(x))) over the last axis: what `_log_softmax` subtracts, for reading a few entries."""
+    m = x.max(axis=-1)
+    return m + np.log(np.exp(x - m[..., None]).sum(axis=-1))
+
+
 def _last(n: int) -> np.ndarray:
     return np.array([n - 1], dtype=np.int64)
 
@@ -283,11 +289,18 @@ class Searcher:
             common += 1
         prefix = [*self._prefix(req), *self.tok.sot_sequence(cfg.language)[1:], *texts[0][:common]]
         endings = [[*t[common:], s.eot] for t in texts]  # each holds at least its end token
-        n_layer, d = req.cross_k.shape[0], req.cross_k.shape[2]
-        if tail is None:
-            tail = SharedTail(np.zeros((n_layer, 1, d), np.float32), np.zeros((n_layer, 1, d), np.float32))
+        n_layer, own, d = req.cross_k.shape
+        # Every row hears the same audio: it goes in as the keys all rows share (with the silence tail
+        # after it), which the decoder reads once for the batch, and rows get no keys of their own.
+        audio_k, audio_v = req.cross_k, req.cross_v
+        if tail is not None:
+            audio_k = np.concatenate([audio_k, tail.k[:, own:]], axis=1)
+            audio_v = np.concatenate([audio_v, tail.v[:, own:]], axis=1)
+        audio = SharedTail(audio_k, audio_v)
         p = len(prefix)
-        cross_k, cross_v, cross_bias, tail_bias = _stack_cross([req], tail)
+        cross_k = np.zeros((n_layer, 1, 1, d), dtype=np.float32)
+        cross_v, cross_bias = cross_k, np.full((1, 1, 1), NEG_INF, dtype=np.float32)
+        tail_bias = np.zeros((1, 1, audio_k.shape[1]), dtype=np.float32)
         empty = np.zeros((n_layer, 1, 0, d), dtype=np.float32)
         causal = np.where(np.tril(np.ones((p, p), dtype=bool)), 0.0, NEG_INF).astype(np.float32)[None]
         logits, kk, vv = self.engine.decode(
@@ -299,14 +312,15 @@ class Searcher:
             cross_k,
             cross_v,
             cross_bias,
-            tail.k,
-            tail.v,
+            audio.k,
+            audio.v,
             tail_bias,
             np.arange(p - common - 1, p, dtype=np.int64),  # logits for the shared text and what follows it
         )
-        shared = _log_softmax(logits[0] + self.suppress_mask)
-        said = float(sum(shared[i, t] for i, t in enumerate(texts[0][:common])))
-        scores = [said + float(shared[common, e[0]]) for e in endings]
+        shared = logits[0] + self.suppress_mask
+        norm = _log_norm(shared)
+        said = float(sum(shared[i, t] - norm[i] for i, t in enumerate(texts[0][:common])))
+        scores = [said + float(shared[common, e[0]] - norm[common]) for e in endings]
         width = max(len(e) for e in endings) - 1
         if width == 0:
             return scores
@@ -327,14 +341,15 @@ class Searcher:
             np.repeat(cross_k, rows, axis=1),
             np.repeat(cross_v, rows, axis=1),
             np.repeat(cross_bias, rows, axis=0),
-            tail.k,
-            tail.v,
+            audio.k,
+            audio.v,
             np.repeat(tail_bias, rows, axis=0),
             np.arange(width, dtype=np.int64),
         )
-        logp = _log_softmax(logits + self.suppress_mask)
+        logits += self.suppress_mask
+        norm = _log_norm(logits)
         for r, e in enumerate(endings):
-            scores[r] += float(sum(logp[r, i, e[i + 1]] for i in range(len(e) - 1)))
+            scores[r] += float(sum(logits[r, i, e[i + 1]] - norm[r, i] for i in range(len(e) - 1)))
         return scores
 
     @staticmethod
