@@ -14,10 +14,11 @@ class HotwordsConfig(BaseModel):
         default=None, description="redis://host:port/db; without it lists live in process memory only"
     )
     key_prefix: str = Field(default="voicenav:hotwords", min_length=1, max_length=128)
-    # Per-token boosts in log-probability units, tuned on callers_dev with Whisper tiny.en together with
-    # the prompt (`prompt_text()` as previous text), which is the stronger lever: with it, 4 / 0 gave the
-    # lowest WER (greedy and beam 4) without changing sentences that hold no hot phrase; larger boosts or
-    # a first-piece boost made it worse. Without a prompt, 8 / 1 does best.
+    # Per-token boosts in log-probability units for the decode, which runs without the phrases as prompt
+    # (the refine step offers the prompt where a transcript calls for it). On callers_dev with tiny.en,
+    # 4 / 0 and 8 / 1 both leave WER on sentences without hot words and on the Asterisk recordings as it
+    # is without lists; 8 / 1 writes more names in the first pass (0.27 of them against 0.07), names the
+    # refine step otherwise finds.
     default_boost: float = Field(default=4.0, gt=0, le=MAX_BOOST)
     # Whisper splits unknown names into short common pieces (' Z', ' K'); boosting those alone makes
     # greedy decoding loop on them, so the first piece of a phrase gets little or nothing.
