@@ -25,6 +25,9 @@ class Biasing:
     # Mean token log-probability below which a transcript counts as unsure: the prompted decode is
     # tried for it even without a sound-alike span (about a quarter of real callers' utterances).
     unsure_logprob: float = -0.6
+    # Above this mean token log-probability the decoder was sure of what it heard: only the strict
+    # post-pass applies (half of the real Asterisk utterances; few transcripts that miss a name).
+    sure_logprob: float = -0.3
 
     @classmethod
     def from_entries(cls, entries: Iterable[Entry], codec: Codec, config: HotwordsConfig | None = None) -> Biasing:
@@ -45,14 +48,16 @@ class Biasing:
         context, and the best replaces the transcript if it scores within `margin` of it.
         """
         text = transcript.text
-        readings = [self.correct(text), *self.corrector.alternatives(text)]
+        readings = [self.correct(text)]
+        if transcript.avg_logprob < self.sure_logprob:
+            readings += self.corrector.alternatives(text, limit=4)
         prompt = self.graph.prompt
         context = replace(utterance, prompt=prompt) if prompt else utterance
         unsure = transcript.avg_logprob < self.unsure_logprob or any(r != text for r in readings)
         if prompt and unsure and not self.corrector.spelled(text):
             again = recognizer.redecode(replace(context, bias=self.graph.start())).text
             if again and again != text:
-                readings += [again, self.correct(again), *self.corrector.alternatives(again)]
+                readings += [again, self.correct(again), *self.corrector.alternatives(again, limit=4)]
         readings = [r for r in dict.fromkeys(readings) if r != text and self.corrector.spelled(r)]
         if not readings:
             return text
