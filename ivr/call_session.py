@@ -64,7 +64,8 @@ class HotwordContext:
     """A flow node's hot words as the recognizer and the transcript see them."""
 
     biaser: Biaser
-    refine: Refine | None = None  # readings of a transcript with a phrase in, weighed on the audio
+    prompt: str = ""  # previous text for the decoder
+    refine: Refine | None = None  # rewrites a transcript (sound-alike spans -> the phrase)
     heard: Callable[[str], None] | None = None  # told each final transcript (hit counting)
 
 
@@ -255,8 +256,7 @@ class CallSession:
             self.stream.set_context(None, "")
             self._hotwords = None
             return
-        # No prompt: the refine step offers the phrases as prompt where the transcript calls for it.
-        self.stream.set_context(context.biaser, "")
+        self.stream.set_context(context.biaser, context.prompt)
         self._hotwords = context
 
     async def _play(self, play: act.Play) -> None:
