@@ -23,7 +23,7 @@ class Biasing:
     # callers_dev as the largest margin that adds no false alarm on the 275 Asterisk recordings.
     margin: float = 12.0
     # Mean token log-probability below which a transcript counts as unsure: the prompted decode is
-    # tried for it even without a sound-alike span (about a quarter of real callers' utterances).
+    # tried for it even without a sound-alike span (about a quarter of the Asterisk recordings).
     unsure_logprob: float = -0.6
     # Above this mean token log-probability the decoder was sure of what it heard: only the strict
     # post-pass applies (half of the real Asterisk utterances; few transcripts that miss a name).
@@ -53,8 +53,8 @@ class Biasing:
             readings += self.corrector.alternatives(text, limit=4)
         prompt = self.graph.prompt
         context = replace(utterance, prompt=prompt) if prompt else utterance
-        unsure = transcript.avg_logprob < self.unsure_logprob or any(r != text for r in readings)
-        if prompt and unsure and not self.corrector.spelled(text):
+        called_for = transcript.avg_logprob < self.unsure_logprob or any(r != text for r in readings)
+        if prompt and called_for and not self.corrector.spelled(text):
             again = recognizer.redecode(replace(context, bias=self.graph.start())).text
             if again and again != text:
                 readings += [again, self.correct(again), *self.corrector.alternatives(again, limit=4)]
