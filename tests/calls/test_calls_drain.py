@@ -5,6 +5,7 @@ the call in progress completes (and is recorded in Redis), then the process exit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -119,11 +120,9 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
         try:
             async with asyncio.timeout(90):
                 while True:
-                    try:
+                    with contextlib.suppress(ClientError, OSError):  # not listening yet
                         if (await _get(f"{http}/readyz"))[0] == 200:
                             break
-                    except (ClientError, OSError):
-                        pass
                     assert proc.returncode is None, log_path.read_text()
                     await asyncio.sleep(0.3)
             # A caller who listens to the prompt for 3 s, then asks for billing.
