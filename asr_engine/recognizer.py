@@ -45,7 +45,7 @@ class Utterance:
     sample_rate: int
     bias: BiasState | None = None
     prompt: str = ""  # previous text for the decoder (hot words can go here too: see `BiasState.prompt_text`)
-    # Set by `Recognizer.recognize`: this utterance's encoder output, so that `score` need not encode
+    # Set by `Recognizer.recognize`: this utterance's encoder output, so that `compare` need not encode
     # the audio again. Views into the batch's arrays: utterances are meant to be short-lived.
     encoding: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
@@ -154,17 +154,18 @@ class Recognizer:
             result = self.searcher.decode([replace(req, prompt=[])], self.config.decode, self.tail)[0]
         return self._transcript(utt, result, time.perf_counter() - t0)
 
-    def score(self, utt: Utterance, texts: list[str]) -> list[float]:
-        """Log-probability of each text as the transcript of `utt` (same prompt as decoding); the audio
-        is encoded only if `recognize` has not already done it."""
+    def compare(self, utt: Utterance, text: str, readings: list[str]) -> list[float]:
+        """How much more likely (nats; negative: less) each reading is than `text` as the transcript of
+        `utt`, judged where it differs from `text` (see `Searcher.compare`), with the prompt decoding
+        used. The audio is encoded only if `recognize` has not already done it."""
         if utt.encoding is None:
             feats = self._features(utt)
             cross_k, cross_v = self.engine.encode(feats[None])
             utt.encoding = (cross_k[:, 0, : feats.shape[1] // 2], cross_v[:, 0, : feats.shape[1] // 2])
         k, v = utt.encoding
         req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate, self._prompt(utt))
-        tokens = [self.tokenizer.encode(" " + t.strip()) for t in texts]
-        return self.searcher.score(req, tokens, self.config.decode, self.tail)
+        base, *others = (self.tokenizer.encode(" " + t.strip()) for t in (text, *readings))
+        return self.searcher.compare(req, base, others, self.config.decode, self.tail)
 
     def _degenerate(self, req: DecodeRequest, r: DecodeResult) -> bool:
         """Too few words for the speech it heard, or text that repeats itself."""

@@ -44,8 +44,8 @@ class Biasing:
         the names, but it also rewrites ordinary sentences. So the prompt is used only where the
         transcript holds no phrase yet and has a span that sounds like one (or the decoder was unsure):
         the utterance is decoded again with it, on the kept encoder output. Sound-alike spans of either
-        transcript propose readings; the recognizer scores each against the audio, the phrases given as
-        context, and the best replaces the transcript if it scores within `margin` of it.
+        transcript propose readings; the recognizer weighs each against the transcript on the audio, the
+        phrases given as context, and the best replaces the transcript if it is within `margin` of it.
         """
         text = transcript.text
         readings = [self.correct(text)]
@@ -61,6 +61,6 @@ class Biasing:
         readings = [r for r in dict.fromkeys(readings) if r != text and self.corrector.spelled(r)]
         if not readings:
             return text
-        scores = recognizer.score(context, [text, *readings])
-        best = max(range(1, len(scores)), key=scores.__getitem__)
-        return readings[best - 1] if scores[best] >= scores[0] - self.margin else text
+        gains = recognizer.compare(context, text, readings)
+        best = max(range(len(readings)), key=gains.__getitem__)
+        return readings[best] if gains[best] >= -self.margin else text

@@ -272,23 +272,41 @@ class Searcher:
             results.append(DecodeResult(best.tokens, best.logprobs, avg, float(no_speech[b]), best.bias_score))
         return results
 
-    def score(
-        self, req: DecodeRequest, texts: list[list[int]], cfg: DecodeConfig, tail: SharedTail | None = None
+    def compare(
+        self,
+        req: DecodeRequest,
+        base: list[int],
+        others: list[list[int]],
+        cfg: DecodeConfig,
+        tail: SharedTail | None = None,
+        after: int = 1,
     ) -> list[float]:
-        """Log-probability of each text's tokens (and end of text) for one utterance, teacher-forced.
+        """How much more likely each of `others` is than `base` as the utterance's transcript (nats of
+        log-probability, teacher-forced on the audio; negative when less likely).
 
-        Readings of one transcript differ in a span and share the rest: the prompt, the start sequence
-        and the text's common beginning run through the decoder once, and only the differing endings
-        run once per reading, on that cached prefix.
+        Each text is weighed against `base` only where it differs from it, plus the first `after`
+        tokens of the ending both share: the words around a replaced span read the same in both, and
+        running every text's whole ending through the decoder would cost several times more. With no
+        shared ending (beyond `after` tokens) the figure is the exact log-probability ratio.
         """
-        if not texts:
-            return []
         s = self.tok.special
-        common = 0
-        while all(len(t) > common and t[common] == texts[0][common] for t in texts):
-            common += 1
-        prefix = [*self._prefix(req), *self.tok.sot_sequence(cfg.language)[1:], *texts[0][:common]]
-        endings = [[*t[common:], s.eot] for t in texts]  # each holds at least its end token
+        text = [*base, s.eot]
+        windows: list[tuple[int, int, list[int]]] = []  # (start, end in `text`, tokens of the other text)
+        for other in others:
+            seq = [*other, s.eot]
+            start = 0
+            while start < min(len(text), len(seq)) and text[start] == seq[start]:
+                start += 1
+            same = 0  # shared ending; each window keeps at least one token of its own
+            while same < min(len(text), len(seq)) - start - 1 and text[-1 - same] == seq[-1 - same]:
+                same += 1
+            cut = max(0, same - after)
+            windows.append((start, len(text) - cut, seq[start : len(seq) - cut]))
+
+        # 1. The prompt, start sequence and `base` in one pass: its logits give every token of `base`
+        # (and its end) their log-probability, and its cache is where every other text branches off.
+        head = [*self._prefix(req), *self.tok.sot_sequence(cfg.language)[1:]]
+        h, p = len(head), len(head) + len(base)
         n_layer, own, d = req.cross_k.shape
         # Every row hears the same audio: it goes in as the keys all rows share (with the silence tail
         # after it), which the decoder reads once for the batch, and rows get no keys of their own.
@@ -296,15 +314,13 @@ class Searcher:
         if tail is not None:
             audio_k = np.concatenate([audio_k, tail.k[:, own:]], axis=1)
             audio_v = np.concatenate([audio_v, tail.v[:, own:]], axis=1)
-        audio = SharedTail(audio_k, audio_v)
-        p = len(prefix)
         cross_k = np.zeros((n_layer, 1, 1, d), dtype=np.float32)
         cross_v, cross_bias = cross_k, np.full((1, 1, 1), NEG_INF, dtype=np.float32)
         tail_bias = np.zeros((1, 1, audio_k.shape[1]), dtype=np.float32)
         empty = np.zeros((n_layer, 1, 0, d), dtype=np.float32)
         causal = np.where(np.tril(np.ones((p, p), dtype=bool)), 0.0, NEG_INF).astype(np.float32)[None]
         logits, kk, vv = self.engine.decode(
-            np.array([prefix], dtype=np.int64),
+            np.array([head + base], dtype=np.int64),
             np.arange(p, dtype=np.int64)[None],
             causal,
             empty,
@@ -312,45 +328,55 @@ class Searcher:
             cross_k,
             cross_v,
             cross_bias,
-            audio.k,
-            audio.v,
+            audio_k,
+            audio_v,
             tail_bias,
-            np.arange(p - common - 1, p, dtype=np.int64),  # logits for the shared text and what follows it
+            np.arange(h - 1, p, dtype=np.int64),  # row i predicts text[i]
         )
-        shared = logits[0] + self.suppress_mask
-        norm = _log_norm(shared)
-        said = float(sum(shared[i, t] - norm[i] for i, t in enumerate(texts[0][:common])))
-        scores = [said + float(shared[common, e[0]] - norm[common]) for e in endings]
-        width = max(len(e) for e in endings) - 1
-        if width == 0:
-            return scores
-        # Every reading continues the cached prefix; shorter endings are right-padded with end tokens
-        # whose outputs are never read.
-        rows = len(endings)
-        tokens = np.full((rows, width), s.eot, dtype=np.int64)
-        for r, e in enumerate(endings):
-            tokens[r, : len(e) - 1] = e[:-1]
+        said = logits[0] + self.suppress_mask
+        said_norm = _log_norm(said)
+        base_lp = said[np.arange(len(text)), text] - said_norm
+        # The first token of each window is read from the same logits as base's token there.
+        diffs = [float(said[a, w[0]] - said_norm[a] - base_lp[a:b].sum()) if w else 0.0 for a, b, w in windows]
+
+        # 2. The rest of every window, each continuing base's cache where it branches off (longer
+        # cached positions are masked per row); short windows are right-padded with end tokens whose
+        # outputs are never read.
+        rows = [r for r, (_, _, w) in enumerate(windows) if len(w) > 1]
+        if not rows:
+            return diffs
+        width = max(len(windows[r][2]) for r in rows) - 1
+        tokens = np.full((len(rows), width), s.eot, dtype=np.int64)
+        positions = np.zeros((len(rows), width), dtype=np.int64)
+        self_bias = np.full((len(rows), width, p + width), NEG_INF, dtype=np.float32)
         within = np.where(np.tril(np.ones((width, width), dtype=bool)), 0.0, NEG_INF).astype(np.float32)
-        self_bias = np.concatenate([np.zeros((width, p), np.float32), within], axis=1)
+        for i, r in enumerate(rows):
+            a, _, w = windows[r]
+            tokens[i, : len(w) - 1] = w[:-1]
+            positions[i] = np.arange(h + a, h + a + width)
+            self_bias[i, :, : h + a] = 0.0
+            self_bias[i, :, p:] = within
+        n = len(rows)
         logits, _, _ = self.engine.decode(
             tokens,
-            np.tile(np.arange(p, p + width, dtype=np.int64), (rows, 1)),
-            np.repeat(self_bias[None], rows, axis=0),
-            np.repeat(kk, rows, axis=1),
-            np.repeat(vv, rows, axis=1),
-            np.repeat(cross_k, rows, axis=1),
-            np.repeat(cross_v, rows, axis=1),
-            np.repeat(cross_bias, rows, axis=0),
-            audio.k,
-            audio.v,
-            np.repeat(tail_bias, rows, axis=0),
+            positions,
+            self_bias,
+            np.repeat(kk, n, axis=1),
+            np.repeat(vv, n, axis=1),
+            np.repeat(cross_k, n, axis=1),
+            np.repeat(cross_v, n, axis=1),
+            np.repeat(cross_bias, n, axis=0),
+            audio_k,
+            audio_v,
+            np.repeat(tail_bias, n, axis=0),
             np.arange(width, dtype=np.int64),
         )
         logits += self.suppress_mask
         norm = _log_norm(logits)
-        for r, e in enumerate(endings):
-            scores[r] += float(sum(logits[r, i, e[i + 1]] - norm[r, i] for i in range(len(e) - 1)))
-        return scores
+        for i, r in enumerate(rows):
+            w = windows[r][2]
+            diffs[r] += float(sum(logits[i, j, w[j + 1]] - norm[i, j] for j in range(len(w) - 1)))
+        return diffs
 
     @staticmethod
     def _rank(h: _Hyp, cfg: DecodeConfig) -> float:

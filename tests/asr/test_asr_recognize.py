@@ -166,19 +166,23 @@ async def _exercise_recognize(client, svc, shared) -> None:
     )
 
 
-def test_score_prefers_what_was_said(recognizer, shared):
-    """Teacher-forced scores rank the spoken words above a sound-alike and an unrelated sentence."""
+def test_compare_prefers_what_was_said(recognizer, shared):
+    """Weighed on the audio, the spoken words beat a sound-alike, which beats an unrelated sentence."""
     clip = read_wav(str(shared / "data/callers_dev/dev033.wav"))  # "my internet is not working"
     utt = Utterance(clip.samples, clip.sample_rate)
-    said, alike, other = recognizer.score(
-        utt, ["My internet is not working.", "My intranet is knot working.", "Please transfer me to billing."]
+    said, other = recognizer.compare(
+        utt, "My intranet is knot working.", ["My internet is not working.", "Please transfer me to billing."]
     )
-    assert said > alike > other
+    assert said > 0 > other
+    assert recognizer.compare(utt, "My internet is not working.", ["My intranet is knot working."])[0] < 0
 
 
-def test_score_reuses_the_decode_and_agrees_with_it(recognizer, shared):
-    """Scoring after recognition reads the kept encoder output (no second encode), and teacher-forcing
-    the decoder's own greedy output gives back the log-probability the search summed for it."""
+def test_compare_reuses_the_decode_and_branches_off_the_shared_beginning(recognizer, shared):
+    """Comparing after recognition reads the kept encoder output (no second encode). A text that
+    branches off the base mid-way is scored on the base's cached beginning: weighed over its whole
+    ending, it must come out as two comparisons against a text that shares nothing with either."""
+    from asr_engine.decoding.search import DecodeRequest
+
     clip = read_wav(str(shared / "data/callers_dev/dev033.wav"))
     utt = Utterance(clip.samples, clip.sample_rate)
     t = recognizer.recognize([utt])[0]
@@ -186,16 +190,29 @@ def test_score_reuses_the_decode_and_agrees_with_it(recognizer, shared):
     encode, calls = recognizer.engine.encode, []
     recognizer.engine.encode = lambda mel: calls.append(mel) or encode(mel)
     try:
-        together = recognizer.score(utt, [t.text, t.text + " Thanks.", "Please hold."])
-        alone = recognizer.score(utt, [t.text])
+        assert recognizer.compare(utt, t.text, [t.text]) == [0.0]
+        hold, thanks = recognizer.compare(utt, t.text, ["Please hold.", "Thank you for calling."])
+        (between,) = recognizer.compare(utt, "Please hold.", ["Thank you for calling."])
     finally:
         recognizer.engine.encode = encode
     assert calls == []
-    searched = sum(t.token_logprobs)
-    assert alone[0] == pytest.approx(together[0], abs=0.3)
-    # The search's sum leaves out the end token, which a confident transcript ends on (~0 nats).
-    assert together[0] == pytest.approx(searched, abs=1.0) and together[0] <= searched + 0.3
-    assert together[0] > together[1] and together[0] > together[2]
+    assert hold < 0 and thanks < 0
+    # Texts that differ from their first token on are weighed whole: the comparisons chain.
+    assert between == pytest.approx(thanks - hold, abs=1.0)
+
+    k, v = utt.encoding
+    req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate)
+    base, branch, apart = (
+        recognizer.tokenizer.encode(" " + text)
+        for text in ("My internet is not working today.", "My intranet is not working today.", "Please hold.")
+    )
+    cfg, tail = recognizer.config.decode, recognizer.tail
+    (branched,) = recognizer.searcher.compare(req, base, [branch], cfg, tail, after=100)
+    via_apart = recognizer.searcher.compare(req, apart, [base, branch], cfg, tail, after=100)
+    assert branched == pytest.approx(via_apart[1] - via_apart[0], abs=1.0)
+    # Judged only where they differ (plus a token), the same pair keeps its order.
+    (local,) = recognizer.searcher.compare(req, base, [branch], cfg, tail)
+    assert (local < 0) == (branched < 0)
 
 
 async def test_batcher_refines_in_its_worker_and_survives_a_failing_refine(recognizer, shared):
