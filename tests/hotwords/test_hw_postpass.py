@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 from hotword_helpers import shared_data
 
-from hotwords.postpass import PhraseCorrector
+from hotwords.postpass import PhraseCorrector, loose_total
 
 # Whisper tiny.en (faster-whisper, greedy) transcripts of the callers_dev recordings.
 TINY_EN = Path(__file__).parent / "data" / "callers_dev_tiny_en.jsonl"
@@ -88,3 +89,17 @@ def test_readings_never_cut_into_a_phrase_already_heard(corrector: PhraseCorrect
     assert corrector.correct(heard)[0] == heard
     for reading in corrector.alternatives(heard, limit=20, min_total=60.0):
         assert "Please add Kestrava router" in reading, reading
+
+
+def test_the_loose_bar_rises_with_the_catalogue(phrases: list[str]) -> None:
+    """Among 1,000 names a faint look-alike is no longer offered for weighing; a close one still is."""
+    syllables = ["ka", "lo", "ve", "tri", "zen", "mor", "qui", "bel", "dra", "nix"]
+    names = [f"{a}{b}{c}".capitalize() + " plan" for a, b, c in itertools.product(syllables, repeat=3)]
+    small, big = PhraseCorrector(phrases), PhraseCorrector(names + phrases)
+    assert loose_total(len(phrases)) == loose_total(10) == 100.0
+    assert loose_total(1000) == pytest.approx(134.0)
+    faint = "My yellow family bill is wrong."
+    assert "My Orbilo Family bill is wrong." in small.alternatives(faint)
+    assert big.alternatives(faint) == []
+    close = "I'd like the Bellmont Fiber upgrade."
+    assert big.alternatives(close)[0] == small.alternatives(close)[0] == "I'd like the Velmont Fiber upgrade."
