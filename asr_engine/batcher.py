@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .metrics import ASR_AUDIO_SECONDS, ASR_BATCH, ASR_LATENCY, ASR_QUEUE, ASR_REJECTED
+from .metrics import ASR_AUDIO_SECONDS, ASR_BATCH, ASR_DECODE, ASR_LATENCY, ASR_QUEUE, ASR_REFINE, ASR_REJECTED
 from .recognizer import Recognizer, Refine, Transcript, Utterance
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class BatchingRecognizer:
             batch = self._collect(item)  # type: ignore[arg-type]
             ASR_QUEUE.dec(len(batch))
             live = [j for j in batch if not j.future.cancelled()]
+            started = time.perf_counter()
             try:
                 results = self.recognizer.recognize([j.utterance for j in live]) if live else []
             except Exception as exc:  # one bad batch must not take the worker down
@@ -109,6 +110,9 @@ class BatchingRecognizer:
                     j.loop.call_soon_threadsafe(_settle, j.future, None, exc)
                 results = []
             else:
+                if live:
+                    biased = any(j.utterance.bias is not None for j in live)
+                    ASR_DECODE.labels("yes" if biased else "no").observe(time.perf_counter() - started)
                 ASR_BATCH.observe(len(live))
                 done = list(zip(live, results, strict=True))
                 # Plain transcripts go out first; refining may decode again and should not hold them.
@@ -131,12 +135,15 @@ class BatchingRecognizer:
 
 
 def _refined(job: _Job, transcript: Transcript) -> str:
+    started = time.perf_counter()
     try:
         return job.refine(job.utterance, transcript) if job.refine is not None else transcript.text
     except Exception:  # the decoded text still stands
         log.exception("refining a transcript failed")
         ASR_REJECTED.labels("refine-error").inc()
         return transcript.text
+    finally:
+        ASR_REFINE.observe(time.perf_counter() - started)
 
 
 def _settle(fut: asyncio.Future, result: Transcript | None, exc: BaseException | None) -> None:

@@ -236,7 +236,13 @@ async def test_batcher_refines_in_its_worker_and_survives_a_failing_refine(recog
     def failures() -> float:
         return REGISTRY.get_sample_value("voicenav_asr_rejected_total", {"reason": "refine-error"}) or 0.0
 
-    before = failures()
+    def refines() -> float:
+        return REGISTRY.get_sample_value("voicenav_asr_refine_seconds_count") or 0.0
+
+    def batches() -> float:
+        return REGISTRY.get_sample_value("voicenav_asr_decode_seconds_count", {"biased": "no"}) or 0.0
+
+    before, refined, decoded = failures(), refines(), batches()
     batcher = BatchingRecognizer(recognizer, max_batch=4, max_wait_ms=50)
     try:
         shouted, plain, survived = await asyncio.gather(
@@ -250,3 +256,5 @@ async def test_batcher_refines_in_its_worker_and_survives_a_failing_refine(recog
     assert shouted.text == plain.text.upper() != plain.text
     assert survived.text == plain.text
     assert failures() == before + 1
+    # Both refine steps are timed, the failed one too; the decode of the unbiased batch is timed.
+    assert refines() == refined + 2 and batches() > decoded

@@ -63,7 +63,13 @@ CONTRACT_ENV = frozenset(
 
 # Metrics the server exports; histograms also appear as _bucket/_sum/_count series.
 CONTRACT_HISTOGRAMS = frozenset(
-    {"voicenav_asr_latency_seconds", "voicenav_asr_batch_size", "voicenav_turn_latency_seconds"}
+    {
+        "voicenav_asr_latency_seconds",
+        "voicenav_asr_batch_size",
+        "voicenav_turn_latency_seconds",
+        "voicenav_asr_decode_seconds",
+        "voicenav_asr_refine_seconds",
+    }
 )
 CONTRACT_METRICS = CONTRACT_HISTOGRAMS | {
     "voicenav_asr_queue_depth",
