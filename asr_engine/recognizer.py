@@ -19,7 +19,7 @@ from .audio.resample import resample
 from .config import RecognizerConfig
 from .decoding.bias import BiasState
 from .decoding.guards import compression_ratio, repeated_tail
-from .decoding.search import DecodeRequest, DecodeResult, Searcher
+from .decoding.search import DecodeRequest, DecodeResult, Searcher, SharedTail
 from .engines.base import Engine
 from .models.export import prepare
 from .models.registry import load_tokenizer, resolve_model, suppress_config
@@ -92,10 +92,11 @@ class Recognizer:
     def __init__(self, config: RecognizerConfig, progress: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.engine, self.tokenizer, suppress, self.dims = engine_for(config, progress)
-        self.searcher = Searcher(self.engine, self.tokenizer, suppress, self.dims.n_text_ctx)
+        self.searcher = Searcher(self.engine, self.tokenizer, suppress, self.dims.n_text_ctx, self.dims.n_text_head)
         self.max_frames = 2 * self.dims.n_audio_ctx
-        spliced = config.encoder_window == "spliced"
-        self.tail = silence_tail(self.engine, self.dims.n_mels, self.max_frames) if spliced else None
+        self.tail: SharedTail | None = None
+        if config.encoder_window == "spliced":
+            self.tail = silence_tail(self.engine, self.dims.n_mels, self.max_frames, self.dims.n_text_head)
 
     def warmup(self) -> None:
         """One throwaway decode so the first caller does not pay for kernel set-up."""

@@ -22,7 +22,7 @@ LEVEL = 1.5
 PAD_VALUE = (LEVEL - 8.0 + 4.0) / 4.0
 
 
-def silence_tail(engine: Engine, n_mels: int, frames: int) -> SharedTail:
-    """Cross-attention keys and values [L, frames / 2, d] of a window holding only padding."""
+def silence_tail(engine: Engine, n_mels: int, frames: int, n_head: int) -> SharedTail:
+    """Cross-attention keys and values (frames / 2 positions) of a window holding only padding."""
     k, v = engine.encode(np.full((1, n_mels, frames), PAD_VALUE, dtype=np.float32))
-    return SharedTail(np.ascontiguousarray(k[:, 0]), np.ascontiguousarray(v[:, 0]))
+    return SharedTail.of(k[:, 0], v[:, 0], n_head)

@@ -68,10 +68,23 @@ _LAST1 = _last(1)
 
 @dataclass(frozen=True)
 class SharedTail:
-    """Encoder positions every utterance shares (the silence after speech): [L, T, d] each."""
+    """Encoder positions every row of a batch reads (the silence after speech), split into heads as
+    the decoder step reads them: keys transposed [L, h, dh, T], values [L, h, T, dh]."""
 
-    k: np.ndarray
+    kt: np.ndarray
     v: np.ndarray
+
+    @classmethod
+    def of(cls, k: np.ndarray, v: np.ndarray, n_head: int) -> SharedTail:
+        """From the encoder's layout, keys and values [L, T, d]."""
+        n_layer, t, d = k.shape
+        heads = (n_layer, t, n_head, d // n_head)
+        kt = np.ascontiguousarray(k.reshape(heads).transpose(0, 2, 3, 1))
+        return cls(kt, np.ascontiguousarray(v.reshape(heads).transpose(0, 2, 1, 3)))
+
+    @property
+    def positions(self) -> int:
+        return self.v.shape[2]
 
 
 def _stack_cross(reqs: list[DecodeRequest], tail: SharedTail | None):
@@ -82,7 +95,7 @@ def _stack_cross(reqs: list[DecodeRequest], tail: SharedTail | None):
     k = np.zeros((L, rows, s_max, d), dtype=np.float32)
     v = np.zeros_like(k)
     bias = np.zeros((rows, 1, s_max), dtype=np.float32)
-    t_len = tail.k.shape[1] if tail is not None else 1
+    t_len = tail.positions if tail is not None else 1
     tail_bias = np.full((rows, 1, t_len), NEG_INF, dtype=np.float32)
     for row, r in enumerate(reqs):
         s = r.cross_k.shape[1]
@@ -95,10 +108,13 @@ def _stack_cross(reqs: list[DecodeRequest], tail: SharedTail | None):
 
 
 class Searcher:
-    def __init__(self, engine: Engine, tok: WhisperTokenizer, suppress: SuppressConfig, n_text_ctx: int) -> None:
+    def __init__(
+        self, engine: Engine, tok: WhisperTokenizer, suppress: SuppressConfig, n_text_ctx: int, n_head: int
+    ) -> None:
         self.engine = engine
         self.tok = tok
         self.n_text_ctx = n_text_ctx
+        self.n_head = n_head
         n_vocab = tok.n_vocab
         self.suppress_mask = np.zeros(n_vocab, dtype=np.float32)
         self.suppress_mask[list(suppress.always)] = NEG_INF
@@ -141,8 +157,9 @@ class Searcher:
         self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
         cross_k, cross_v, cross_bias, tail_bias = _stack_cross(reqs, tail)
         if tail is None:  # the step still takes a tail: one position, masked out for every row
-            tail = SharedTail(np.zeros((n_layer, 1, d), np.float32), np.zeros((n_layer, 1, d), np.float32))
-        shared = (tail.k, tail.v)
+            none = np.zeros((n_layer, 1, d), np.float32)
+            tail = SharedTail.of(none, none, self.n_head)
+        shared = (tail.kt, tail.v)
         empty = np.zeros((n_layer, B, 0, d), dtype=np.float32)
         logits, kk, vv = e.decode(
             tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias, *shared, tail_bias, _last(width)
@@ -310,13 +327,15 @@ class Searcher:
         n_layer, own, d = req.cross_k.shape
         # Every row hears the same audio: it goes in as the keys all rows share (with the silence tail
         # after it), which the decoder reads once for the batch, and rows get no keys of their own.
-        audio_k, audio_v = req.cross_k, req.cross_v
+        audio = SharedTail.of(req.cross_k, req.cross_v, self.n_head)
         if tail is not None:
-            audio_k = np.concatenate([audio_k, tail.k[:, own:]], axis=1)
-            audio_v = np.concatenate([audio_v, tail.v[:, own:]], axis=1)
+            audio = SharedTail(
+                np.concatenate([audio.kt, tail.kt[..., own:]], axis=3),
+                np.concatenate([audio.v, tail.v[:, :, own:]], axis=2),
+            )
         cross_k = np.zeros((n_layer, 1, 1, d), dtype=np.float32)
         cross_v, cross_bias = cross_k, np.full((1, 1, 1), NEG_INF, dtype=np.float32)
-        tail_bias = np.zeros((1, 1, audio_k.shape[1]), dtype=np.float32)
+        tail_bias = np.zeros((1, 1, audio.positions), dtype=np.float32)
         empty = np.zeros((n_layer, 1, 0, d), dtype=np.float32)
         causal = np.where(np.tril(np.ones((p, p), dtype=bool)), 0.0, NEG_INF).astype(np.float32)[None]
         logits, kk, vv = self.engine.decode(
@@ -328,8 +347,8 @@ class Searcher:
             cross_k,
             cross_v,
             cross_bias,
-            audio_k,
-            audio_v,
+            audio.kt,
+            audio.v,
             tail_bias,
             np.arange(h - 1, p, dtype=np.int64),  # row i predicts text[i]
         )
@@ -366,8 +385,8 @@ class Searcher:
             np.repeat(cross_k, n, axis=1),
             np.repeat(cross_v, n, axis=1),
             np.repeat(cross_bias, n, axis=0),
-            audio_k,
-            audio_v,
+            audio.kt,
+            audio.v,
             np.repeat(tail_bias, n, axis=0),
             np.arange(width, dtype=np.int64),
         )

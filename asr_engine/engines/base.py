@@ -24,10 +24,13 @@ class Engine(Protocol):
         cross_k: np.ndarray,
         cross_v: np.ndarray,
         cross_bias: np.ndarray,
-        tail_k: np.ndarray,
+        tail_kt: np.ndarray,
         tail_v: np.ndarray,
         tail_bias: np.ndarray,
         logit_positions: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One step: (logits [B, m, V] at logit_positions, grown self_k, grown self_v)."""
+        """One step: (logits [B, m, V] at logit_positions, grown self_k, grown self_v).
+
+        tail_kt [L, h, dh, T] and tail_v [L, h, T, dh]: the shared tail, split into heads (keys
+        transposed), C-contiguous so that each layer's part is a view (see `SharedTail`)."""
         ...

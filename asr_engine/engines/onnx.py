@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..config import EngineConfig
-from ..models.export import DECODER_INPUTS
+from ..models.export import decoder_feed
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,12 @@ class OnnxEngine:
         self.encoder = ort.InferenceSession(str(artifacts / enc), so, providers=providers)
         self.decoder = ort.InferenceSession(str(artifacts / dec), so, providers=providers)
         self.providers = self.encoder.get_providers()
+        self.decoder_inputs = [i.name for i in self.decoder.get_inputs()]
 
     def encode(self, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k, v = self.encoder.run(None, {"mel": mel})
         return k, v
 
     def decode(self, *inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        logits, k, v = self.decoder.run(None, dict(zip(DECODER_INPUTS, inputs, strict=True)))
+        logits, k, v = self.decoder.run(None, dict(zip(self.decoder_inputs, decoder_feed(inputs), strict=True)))
         return logits, k, v

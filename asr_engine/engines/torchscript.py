@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..config import EngineConfig
+from ..models.export import decoder_feed
 
 log = logging.getLogger(__name__)
 
@@ -58,5 +59,5 @@ class TorchScriptEngine:
 
     def decode(self, *inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            logits, k, v = self.decoder(*(self._t(x) for x in inputs))
+            logits, k, v = self.decoder(*(self._t(x) for x in decoder_feed(inputs)))
         return logits.cpu().numpy(), k.cpu().numpy(), v.cpu().numpy()

@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoints import detect_format, load_whisper
@@ -21,7 +22,7 @@ from .whisper import DecoderExport, EncoderExport, Whisper
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = "3"
+EXPORT_VERSION = "4"
 ONNX_OPSET = 17
 Progress = Callable[[str], None]
 
@@ -47,6 +48,7 @@ def source_hash(source: Path) -> str:
 def _example_inputs(model: Whisper, batch: int = 2, frames: int = 200, past: int = 3, new: int = 2):
     d, L = model.dims, model.dims.n_text_layer
     s = frames // 2
+    h, dh = d.n_text_head, d.n_text_state // d.n_text_head
     mel = torch.randn(batch, d.n_mels, frames)
     dec = (
         torch.randint(0, d.n_vocab, (batch, new)),
@@ -57,33 +59,43 @@ def _example_inputs(model: Whisper, batch: int = 2, frames: int = 200, past: int
         torch.randn(L, batch, s, d.n_text_state),
         torch.randn(L, batch, s, d.n_text_state),
         torch.zeros(batch, 1, s),
-        torch.randn(L, 7, d.n_text_state),
-        torch.randn(L, 7, d.n_text_state),
+        *(torch.randn(h, dh, 7) for _ in range(L)),
+        *(torch.randn(h, 7, dh) for _ in range(L)),
         torch.zeros(batch, 1, 7),
         torch.tensor([new - 1]),
     )
     return mel, dec
 
 
-DECODER_INPUTS = [
-    "tokens",
-    "positions",
-    "self_bias",
-    "self_k",
-    "self_v",
-    "cross_k",
-    "cross_v",
-    "cross_bias",
-    "tail_k",
-    "tail_v",
-    "tail_bias",
-    "logit_positions",
-]
+def decoder_input_names(n_layer: int) -> list[str]:
+    return [
+        "tokens",
+        "positions",
+        "self_bias",
+        "self_k",
+        "self_v",
+        "cross_k",
+        "cross_v",
+        "cross_bias",
+        *(f"tail_kt_{i}" for i in range(n_layer)),
+        *(f"tail_v_{i}" for i in range(n_layer)),
+        "tail_bias",
+        "logit_positions",
+    ]
+
+
+def decoder_feed(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """`Engine.decode`'s inputs as the exported step takes them: the stacked shared tail [L, ...]
+    becomes one array per layer (views, no copy)."""
+    return [*inputs[:8], *inputs[8], *inputs[9], *inputs[10:]]
+
+
 DECODER_OUTPUTS = ["logits", "new_self_k", "new_self_v"]
 
 
 def _export_onnx(model: Whisper, out: Path) -> None:
     mel, dec = _example_inputs(model)
+    n_layer = model.dims.n_text_layer
     torch.onnx.export(
         EncoderExport(model),
         (mel,),
@@ -102,7 +114,7 @@ def _export_onnx(model: Whisper, out: Path) -> None:
         DecoderExport(model),
         dec,
         str(out / "decoder.onnx"),
-        input_names=DECODER_INPUTS,
+        input_names=decoder_input_names(n_layer),
         output_names=DECODER_OUTPUTS,
         dynamic_axes={
             "tokens": {0: "batch", 1: "new"},
@@ -113,8 +125,8 @@ def _export_onnx(model: Whisper, out: Path) -> None:
             "cross_k": {1: "batch", 2: "ctx"},
             "cross_v": {1: "batch", 2: "ctx"},
             "cross_bias": {0: "batch", 2: "ctx"},
-            "tail_k": {1: "tail"},
-            "tail_v": {1: "tail"},
+            **{f"tail_kt_{i}": {2: "tail"} for i in range(n_layer)},
+            **{f"tail_v_{i}": {1: "tail"} for i in range(n_layer)},
             "tail_bias": {0: "batch", 2: "tail"},
             "logit_positions": {0: "scored"},
             "logits": {0: "batch", 1: "scored"},

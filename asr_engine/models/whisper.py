@@ -7,6 +7,7 @@ CTranslate2 and Hugging Face checkpoints are mapped onto them in `checkpoints.py
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -54,24 +55,24 @@ class MultiHeadAttention(nn.Module):
         return self.out(out.transpose(1, 2).reshape(b, nq, d))
 
     def attend_with_tail(
-        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, tail_k: Tensor, tail_v: Tensor, tail_bias: Tensor
+        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, tail_kt: Tensor, tail_v: Tensor, tail_bias: Tensor
     ) -> Tensor:
-        """Attention over each row's own keys [B, S, d] and keys shared by every row [T, d].
+        """Attention over each row's own keys [B, S, d] and keys shared by every row.
 
         The shared part (the encoding of the silence after the speech) is read once per step for the
-        whole batch instead of being copied into every row.
+        whole batch instead of being copied into every row, and arrives already split into heads as
+        the products read it, keys transposed ([h, dh, T]) and values [h, T, dh]: a step then neither
+        slices nor transposes the thousand-odd shared positions.
         """
         b, nq, d = q.shape
-        h, dh = self.n_head, d // self.n_head
+        dh = d // self.n_head
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        tk = tail_k.view(-1, h, dh).transpose(0, 1)  # [h, T, dh], broadcast over the batch
-        tv = tail_v.view(-1, h, dh).transpose(0, 1)
         scale = dh**-0.5
         w_own = (q @ k.transpose(-1, -2)) * scale + bias.unsqueeze(1)
-        w_tail = torch.matmul(q, tk.transpose(-1, -2)) * scale + tail_bias.unsqueeze(1)
+        w_tail = torch.matmul(q, tail_kt) * scale + tail_bias.unsqueeze(1)
         p = torch.softmax(torch.cat([w_own, w_tail], dim=-1).float(), dim=-1).to(q.dtype)
         s = k.shape[2]
-        out = p[..., :s] @ v + torch.matmul(p[..., s:], tv)
+        out = p[..., :s] @ v + torch.matmul(p[..., s:], tail_v)
         return self.out(out.transpose(1, 2).reshape(b, nq, d))
 
 
@@ -133,8 +134,8 @@ class TextDecoder(nn.Module):
         cross_k: Tensor,
         cross_v: Tensor,
         cross_bias: Tensor,
-        tail_k: Tensor,
-        tail_v: Tensor,
+        tail_kt: Sequence[Tensor],
+        tail_v: Sequence[Tensor],
         tail_bias: Tensor,
         logit_positions: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -142,8 +143,9 @@ class TextDecoder(nn.Module):
 
         tokens, positions [B, n]; self_bias [B, n, P+n] additive (causal and padding mask);
         self_k/self_v [L, B, P, d] the cache; cross_k/cross_v [L, B, S, d] each row's encoding,
-        cross_bias [B, 1, S]; tail_k/tail_v [L, T, d] encoder positions shared by all rows (the
-        silence after the speech), tail_bias [B, 1, T] masking the ones a row covers itself;
+        cross_bias [B, 1, S]; tail_kt/tail_v, a tensor per layer, the encoder positions shared by all
+        rows (the silence after the speech) in heads: keys transposed [h, dh, T], values [h, T, dh];
+        tail_bias [B, 1, T] masking the ones a row covers itself;
         logit_positions [m]: which of the n new positions to return logits for (the last one while
         searching, all of them when scoring a given text).
         Returns logits [B, m, V] and the grown cache [L, B, P+n, d].
@@ -163,7 +165,7 @@ class TextDecoder(nn.Module):
                 cross_k[i],
                 cross_v[i],
                 cross_bias,
-                tail_k[i],
+                tail_kt[i],
                 tail_v[i],
                 tail_bias,
             )
@@ -196,11 +198,16 @@ class EncoderExport(nn.Module):
 
 
 class DecoderExport(nn.Module):
-    """One decoder step with the inputs of `TextDecoder.step`, in that order."""
+    """One decoder step with the inputs of `TextDecoder.step`, in that order, the shared tail given as
+    one input per layer (keys of every layer, then values): a graph input is read where it lies, a
+    slice of a stacked one would be copied on every step."""
 
     def __init__(self, model: Whisper) -> None:
         super().__init__()
         self.decoder = model.decoder
+        self.n_layer = model.dims.n_text_layer
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.decoder.step(*inputs)
+        n = self.n_layer
+        head, tail_kt, tail_v, rest = inputs[:8], inputs[8 : 8 + n], inputs[8 + n : 8 + 2 * n], inputs[8 + 2 * n :]
+        return self.decoder.step(*head, tail_kt, tail_v, *rest)

@@ -181,6 +181,7 @@ def test_torch_cuda_placement_from_config(caplog):
 
 def test_onnx_and_torchscript_step_outputs_match(model_cache):
     """The exported graphs compute the same step as the eager model on the same inputs."""
+    from asr_engine.decoding.search import SharedTail
     from asr_engine.engines.onnx import OnnxEngine
     from asr_engine.engines.torchscript import TorchScriptEngine
 
@@ -198,7 +199,8 @@ def test_onnx_and_torchscript_step_outputs_match(model_cache):
     empty = np.zeros((4, 2, 0, 384), np.float32)
     cb = np.zeros((2, 1, 150), np.float32)
     # A shared tail of 40 positions, the first 20 of them covered by each row's own encoding.
-    tk, tv = k1[:, 0, :40].copy(), v1[:, 0, :40].copy()
+    tail = SharedTail.of(k1[:, 0, :40], v1[:, 0, :40], n_head=6)
+    tk, tv = tail.kt, tail.v
     tb = np.zeros((2, 1, 40), np.float32)
     tb[:, :, :20] = -1e9
     every = np.arange(2, dtype=np.int64)  # logits for both new positions
@@ -207,6 +209,18 @@ def test_onnx_and_torchscript_step_outputs_match(model_cache):
     assert l1.shape == (2, 2, 51864)
     np.testing.assert_allclose(l1, l2, atol=2e-3)
     assert (l1.argmax(-1) == l2.argmax(-1)).all()
+    # Keys read from the shared tail count as the row's own: 20 own positions + 20 from the tail give
+    # the step that 40 own positions give with the tail masked out.
+    own = np.zeros((2, 1, 20), np.float32)
+    spliced, *_ = onnx.decode(
+        tokens, pos, bias, empty, empty, k1[:, [0, 0], :20], v1[:, [0, 0], :20], own, tk, tv, tb, every
+    )
+    masked = np.full_like(tb, -1e9)
+    whole = np.zeros((2, 1, 40), np.float32)
+    alone, *_ = onnx.decode(
+        tokens, pos, bias, empty, empty, k1[:, [0, 0], :40], v1[:, [0, 0], :40], whole, tk, tv, masked, every
+    )
+    np.testing.assert_allclose(spliced, alone, atol=2e-3)
 
 
 def test_multilingual_base_model_joins_parts_and_transcribes(model_cache, asterisk_dev):
