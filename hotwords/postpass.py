@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jellyfish
+import numpy as np
 from rapidfuzz import fuzz, process
 
 from hotwords.schema import normalize_phrase
@@ -73,6 +74,8 @@ class PhraseCorrector:
             if key:
                 self._targets.append(_Target(phrase, len(phrase.split()), key, jellyfish.metaphone(key)))
         self._keys = [t.key for t in self._targets]
+        self._words = np.array([t.words for t in self._targets])
+        self._chars = np.array([len(t.key) for t in self._targets])
         self._key_set = frozenset(self._keys)
         self._min_spelling = min_spelling
         self._min_sound = min_sound
@@ -99,32 +102,40 @@ class PhraseCorrector:
         # (Such a span itself stays a candidate: replacing it only restores the phrase's spelling.)
         exact = self._spelled(keys, longest)
         settled = [any(a <= i <= b for a, b in exact) for i in range(len(words))]
+        spans = [
+            (first, last, "".join(keys[first : last + 1]))
+            for first in range(len(words))
+            if not (first and joined[first - 1])
+            for last in range(first, min(len(words), first + longest))
+            if not (last < len(words) - 1 and joined[last])
+            and not (any(settled[first : last + 1]) and (first, last) not in exact)
+        ]
+        if not spans or not self._targets:
+            return []
+        # Every span against every phrase in one call; entries below `min_spelling` come back as 0.
+        spelling = process.cdist(
+            [key for _, _, key in spans], self._keys, scorer=fuzz.ratio, score_cutoff=min_spelling, dtype=np.float64
+        )
+        span_words = np.array([last - first + 1 for first, last, _ in spans])[:, None]
+        span_chars = np.array([len(key) for _, _, key in spans])[:, None]
+        near = (
+            (spelling > 0)
+            & (span_words <= self._words[None] + extra_words)
+            & (span_chars >= 0.6 * self._chars[None])
+            & (span_chars <= 1.6 * self._chars[None])
+        )
+        codes: dict[int, str] = {}
         candidates: list[tuple[float, Hit]] = []
-        for first in range(len(words)):
-            if first and joined[first - 1]:
-                continue
-            for last in range(first, min(len(words), first + longest)):
-                if (last < len(words) - 1 and joined[last]) or (
-                    any(settled[first : last + 1]) and (first, last) not in exact
-                ):
-                    continue
-                key = "".join(keys[first : last + 1])
-                code = None
-                for _, spelling, i in process.extract_iter(
-                    key, self._keys, scorer=fuzz.ratio, score_cutoff=min_spelling
-                ):
-                    target = self._targets[i]
-                    if last - first + 1 > target.words + extra_words:
-                        continue
-                    if not 0.6 * len(target.key) <= len(key) <= 1.6 * len(target.key):
-                        continue
-                    code = code if code is not None else jellyfish.metaphone(key)
-                    sound = fuzz.ratio(code, target.code)
-                    if accept(target, spelling, sound):
-                        start, end = words[first][0], words[last][1]
-                        candidates.append(
-                            (spelling + sound, Hit(target.phrase, text[start:end], start, end, spelling, sound))
-                        )
+        for row, i in zip(*np.nonzero(near), strict=True):
+            first, last, key = spans[row]
+            target = self._targets[i]
+            if row not in codes:
+                codes[row] = jellyfish.metaphone(key)
+            sound = fuzz.ratio(codes[row], target.code)
+            score = float(spelling[row, i])
+            if accept(target, score, sound):
+                start, end = words[first][0], words[last][1]
+                candidates.append((score + sound, Hit(target.phrase, text[start:end], start, end, score, sound)))
         return candidates
 
     def _spelled(self, keys: list[str], longest: int) -> set[tuple[int, int]]:
