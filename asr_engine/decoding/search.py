@@ -122,6 +122,13 @@ class Searcher:
         self.begin_mask = self.suppress_mask.copy()
         self.begin_mask[list(suppress.at_begin)] = NEG_INF
 
+    def _shared(self, tail: SharedTail | None, n_layer: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """The shared tail's inputs to a step; without one, a single position every row masks out."""
+        if tail is None:
+            none = np.zeros((n_layer, 1, d), np.float32)
+            tail = SharedTail.of(none, none, self.n_head)
+        return tail.kt, tail.v
+
     def _prefix(self, req: DecodeRequest) -> list[int]:
         s = self.tok.special
         if not req.prompt:
@@ -156,10 +163,7 @@ class Searcher:
         allowed |= np.eye(width, dtype=bool)[None]  # padding rows attend to themselves: no NaN
         self_bias = np.where(allowed, 0.0, NEG_INF).astype(np.float32)
         cross_k, cross_v, cross_bias, tail_bias = _stack_cross(reqs, tail)
-        if tail is None:  # the step still takes a tail: one position, masked out for every row
-            none = np.zeros((n_layer, 1, d), np.float32)
-            tail = SharedTail.of(none, none, self.n_head)
-        shared = (tail.kt, tail.v)
+        shared = self._shared(tail, n_layer, d)
         empty = np.zeros((n_layer, B, 0, d), dtype=np.float32)
         logits, kk, vv = e.decode(
             tokens, positions, self_bias, empty, empty, cross_k, cross_v, cross_bias, *shared, tail_bias, _last(width)
@@ -324,18 +328,9 @@ class Searcher:
         # (and its end) their log-probability, and its cache is where every other text branches off.
         head = [*self._prefix(req), *self.tok.sot_sequence(cfg.language)[1:]]
         h, p = len(head), len(head) + len(base)
-        n_layer, own, d = req.cross_k.shape
-        # Every row hears the same audio: it goes in as the keys all rows share (with the silence tail
-        # after it), which the decoder reads once for the batch, and rows get no keys of their own.
-        audio = SharedTail.of(req.cross_k, req.cross_v, self.n_head)
-        if tail is not None:
-            audio = SharedTail(
-                np.concatenate([audio.kt, tail.kt[..., own:]], axis=3),
-                np.concatenate([audio.v, tail.v[:, :, own:]], axis=2),
-            )
-        cross_k = np.zeros((n_layer, 1, 1, d), dtype=np.float32)
-        cross_v, cross_bias = cross_k, np.full((1, 1, 1), NEG_INF, dtype=np.float32)
-        tail_bias = np.zeros((1, 1, audio.positions), dtype=np.float32)
+        n_layer, _, d = req.cross_k.shape
+        cross_k, cross_v, cross_bias, tail_bias = _stack_cross([req], tail)
+        shared = self._shared(tail, n_layer, d)
         empty = np.zeros((n_layer, 1, 0, d), dtype=np.float32)
         causal = np.where(np.tril(np.ones((p, p), dtype=bool)), 0.0, NEG_INF).astype(np.float32)[None]
         logits, kk, vv = self.engine.decode(
@@ -347,8 +342,7 @@ class Searcher:
             cross_k,
             cross_v,
             cross_bias,
-            audio.kt,
-            audio.v,
+            *shared,
             tail_bias,
             np.arange(h - 1, p, dtype=np.int64),  # row i predicts text[i]
         )
@@ -385,8 +379,7 @@ class Searcher:
             np.repeat(cross_k, n, axis=1),
             np.repeat(cross_v, n, axis=1),
             np.repeat(cross_bias, n, axis=0),
-            audio.kt,
-            audio.v,
+            *shared,
             np.repeat(tail_bias, n, axis=0),
             np.arange(width, dtype=np.int64),
         )
