@@ -48,9 +48,7 @@ class Biasing:
         phrases given as context, and the best replaces the transcript if it is within `margin` of it.
         """
         text = transcript.text
-        readings = [self.correct(text)]
-        if transcript.avg_logprob < self.sure_logprob:
-            readings += self.corrector.alternatives(text, limit=4)
+        readings = self._readings(transcript)
         prompt = self.graph.prompt
         context = replace(utterance, prompt=prompt) if prompt else utterance
         called_for = transcript.avg_logprob < self.unsure_logprob or any(r != text for r in readings)
@@ -58,6 +56,21 @@ class Biasing:
             again = recognizer.redecode(replace(context, bias=self.graph.start())).text
             if again and again != text:
                 readings += [again, self.correct(again), *self.corrector.alternatives(again, limit=4)]
+        return self._best(recognizer, context, text, readings)
+
+    def weigh(self, recognizer: Recognizer, utterance: Utterance, transcript: Transcript) -> str:
+        """`refine` for a transcript already decoded with the phrases as prompt (a call's turn): its
+        sound-alike readings are weighed on the audio, with no second decode to wait for."""
+        return self._best(recognizer, utterance, transcript.text, self._readings(transcript))
+
+    def _readings(self, transcript: Transcript) -> list[str]:
+        """The strict correction, and loose sound-alike readings where the decoder was not sure."""
+        readings = [self.correct(transcript.text)]
+        if transcript.avg_logprob < self.sure_logprob:
+            readings += self.corrector.alternatives(transcript.text, limit=4)
+        return readings
+
+    def _best(self, recognizer: Recognizer, context: Utterance, text: str, readings: list[str]) -> str:
         readings = [r for r in dict.fromkeys(readings) if r != text and self.corrector.spelled(r)]
         if not readings:
             return text

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 from prometheus_client import Gauge
@@ -26,6 +27,7 @@ from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 
+from .biasing import Biasing
 from .call_session import APOLOGY, CallDeps, HotwordContext, Transport
 from .config import ServiceConfig
 from .prompt_cache import PromptCache
@@ -169,13 +171,15 @@ class Service:
         composed = await self.hotwords.biaser(scopes=self._hotword_scopes, lists=listen.hotword_lists,
                                               phrases=listen.hotwords)
 
-        # A caller waits on every turn: one decode with the phrases as prompt and the strict post-pass.
-        # Weighing readings on the audio (`Biasing.refine`) finds more names, but its second decode
-        # holds the recognizer's worker, and under 20 concurrent calls it took p95 from 0.4 s to 2.1 s.
+        # A caller waits on every turn: one decode with the phrases as prompt, then its sound-alike
+        # readings weighed on the audio (`Biasing.weigh`). `Biasing.refine` would also decode a second
+        # time, which held the recognizer's worker: under 20 concurrent calls p95 went from 0.4 to 2.1 s.
+        assert self.recognizer is not None
+        biasing = Biasing(composed.graph, composed.corrector)
         return HotwordContext(
             composed,
             composed.start().prompt_text(),
-            lambda _utt, transcript: composed.corrector.correct(transcript.text)[0],
+            partial(biasing.weigh, self.recognizer),
             lambda text: composed.record_hits(composed.hits_in(text)),
         )
 

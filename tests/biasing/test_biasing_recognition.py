@@ -60,3 +60,32 @@ def test_confident_plain_transcripts_are_not_decoded_again(recognizer, vad, shar
         assert len(again) == 1 and again[0].prompt == biasing.graph.prompt
     finally:
         recognizer.redecode = original
+
+
+def _call_turn(recognizer, vad, shared, key, biasing, refine):
+    """A call's turn: one decode with the graph and the phrases as prompt, then `refine`."""
+    audio = read_wav(str(shared / f"data/callers_dev/{key}.wav"))
+    graph = biasing.graph
+    return transcribe_audio(recognizer, vad, audio, biaser=graph, prompt=graph.prompt, refine=refine).text
+
+
+@pytest.mark.parametrize("key", ["dev009", "dev016", "dev017"])
+def test_call_turns_weigh_readings_without_decoding_again(recognizer, vad, shared, callers, biasing, key):
+    """The prompted decode still heard "moment fiber" or "Melbourne cyber"; the strict post-pass leaves
+    those, the readings weighed on the audio restore the name, and the caller waits for no second decode."""
+    (phrase,) = callers[key]["hotwords"]
+    strict = _call_turn(recognizer, vad, shared, key, biasing, lambda _utt, t: biasing.correct(t.text))
+    assert phrase.lower() not in strict.lower()
+    original, again = recognizer.redecode, []
+    recognizer.redecode = lambda utt: again.append(utt) or original(utt)
+    try:
+        weighed = _call_turn(recognizer, vad, shared, key, biasing, partial(biasing.weigh, recognizer))
+    finally:
+        recognizer.redecode = original
+    assert phrase.lower() in weighed.lower() and again == []
+
+
+@pytest.mark.parametrize("key", ["dev033", "dev036", "dev040"])
+def test_call_turns_leave_ordinary_requests_alone(recognizer, vad, shared, biasing, key):
+    weighed = _call_turn(recognizer, vad, shared, key, biasing, partial(biasing.weigh, recognizer))
+    assert not any(p.lower() in weighed.lower() for p in biasing.graph.phrases)
