@@ -310,6 +310,8 @@ class Searcher:
         running every text's whole ending through the decoder would cost several times more. With no
         shared ending (beyond `after` tokens) the figure is the exact log-probability ratio.
         """
+        if not others:
+            return []
         s = self.tok.special
         text = [*base, s.eot]
         windows: list[tuple[int, int, list[int]]] = []  # (start, end in `text`, tokens of the other text)
