@@ -23,7 +23,7 @@ from asr_engine.recognizer import Recognizer
 from asr_engine.transcribe import transcribe_audio
 from asr_engine.vad import SileroVad
 from hotwords.schema import Entry
-from ivr.biasing import Biasing
+from ivr.app.biasing import Biasing
 
 from .common import Clip, asterisk_clips, caller_clips, normalize, table, wer
 

@@ -15,8 +15,10 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-from ivr.media import DtmfDigit
-from ivr.sdp import (
+from ivr.media.events import DtmfDigit
+from ivr.sip.dialog import Dialog
+from ivr.sip.message import NameAddr, SipParseError, SipRequest, SipResponse, make_response
+from ivr.sip.sdp import (
     MediaOffer,
     Negotiation,
     SdpError,
@@ -26,8 +28,6 @@ from ivr.sdp import (
     negotiate,
     parse_sdp,
 )
-from ivr.sip.dialog import Dialog
-from ivr.sip.message import NameAddr, SipParseError, SipRequest, SipResponse, make_response
 from ivr.sip.transaction import (
     ClientTransactionTimeout,
     InviteServerTransaction,

@@ -11,7 +11,6 @@ from typing import Any, Literal
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field, model_validator
 
-from ivr.sdp import SdpError, SdpNotAcceptable, negotiate, parse_sdp
 from ivr.sip.call import CallEnded, IncomingCall, exc_status
 from ivr.sip.dialog import Dialog, new_branch, new_tag
 from ivr.sip.message import (
@@ -25,6 +24,7 @@ from ivr.sip.message import (
     format_hostport,
     make_response,
 )
+from ivr.sip.sdp import SdpError, SdpNotAcceptable, negotiate, parse_sdp
 from ivr.sip.transaction import (
     InviteServerTransaction,
     NonInviteClientTransaction,

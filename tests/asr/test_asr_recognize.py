@@ -124,7 +124,7 @@ def test_transcribe_command_json(tmp_path, shared, model_cache):
     bad.write_bytes(b"RIFF....WAVEnope")
     files = [str(shared / "data/callers_dev/dev033.wav"), str(bad)]
     proc = subprocess.run(
-        [sys.executable, "-m", "ivr.cli", "transcribe", "--json", "--cache-dir", str(model_cache), *files],
+        [sys.executable, "-m", "ivr.app.cli", "transcribe", "--json", "--cache-dir", str(model_cache), *files],
         capture_output=True,
         text=True,
         timeout=300,
@@ -138,9 +138,9 @@ def test_transcribe_command_json(tmp_path, shared, model_cache):
 async def test_recognize_endpoint(model_cache, shared):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ivr.app import build_app
-    from ivr.config import ServiceConfig
-    from ivr.service import Service
+    from ivr.app.config import ServiceConfig
+    from ivr.app.routes import build_app
+    from ivr.app.service import Service
 
     svc = Service(ServiceConfig(cache_dir=model_cache, max_body_mb=1))
     async with TestClient(TestServer(build_app(svc))) as client:

@@ -10,7 +10,7 @@ import pytest
 from asr_engine.audio.wav import read_wav
 from asr_engine.transcribe import transcribe_audio
 from hotwords.schema import Entry
-from ivr.biasing import Biasing
+from ivr.app.biasing import Biasing
 
 
 @pytest.fixture(scope="module")

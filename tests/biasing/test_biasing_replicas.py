@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from ivr.app import build_app
-from ivr.config import ServiceConfig
-from ivr.service import Service
+from ivr.app.config import ServiceConfig
+from ivr.app.routes import build_app
+from ivr.app.service import Service
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

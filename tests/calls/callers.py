@@ -20,9 +20,9 @@ from aiohttp import ClientSession, ClientTimeout, web
 from asr_engine.audio.g711 import ulaw_encode
 from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav
-from ivr.app import build_app
-from ivr.config import ServiceConfig
-from ivr.service import Service
+from ivr.app.config import ServiceConfig
+from ivr.app.routes import build_app
+from ivr.app.service import Service
 from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]

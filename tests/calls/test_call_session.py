@@ -22,10 +22,10 @@ from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
 from dialog.policy import DialogPolicy
 from dialog.records import MemoryRecordStore
-from ivr.call_session import BARGE_INS, CallDeps, CallSession, Transport
-from ivr.media import DtmfDigit, Hangup, MediaEvent
-from ivr.prompt_cache import PromptCache
-from ivr.prompts import PromptConfig, PromptRenderer
+from ivr.calls.prompt_cache import PromptCache
+from ivr.calls.prompts import PromptConfig, PromptRenderer
+from ivr.calls.session import BARGE_INS, CallDeps, CallSession, Transport
+from ivr.media.events import DtmfDigit, Hangup, MediaEvent
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 

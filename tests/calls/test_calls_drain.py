@@ -96,7 +96,7 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "ivr.cli",
+            "ivr.app.cli",
             "serve",
             "--sip-host",
             "127.0.0.1",

@@ -7,8 +7,8 @@ from callers import ROOT
 
 from dialog.flow import load_flow
 from dialog.policy import DialogPolicy
-from ivr.prompt_cache import PromptCache
-from ivr.prompts import PromptConfig, PromptRenderer
+from ivr.calls.prompt_cache import PromptCache
+from ivr.calls.prompts import PromptConfig, PromptRenderer
 
 DEPLOY_FLOW = ROOT / "deploy" / "k8s" / "base" / "flow.yaml"
 

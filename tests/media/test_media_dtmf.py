@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from media_helpers import dtmf_tone
 
-from ivr.dtmf import (
+from ivr.media.dtmf import (
     DIGITS,
     DtmfPayloadError,
     InbandDtmfDetector,
@@ -12,8 +12,8 @@ from ivr.dtmf import (
     TelephoneEvent,
     rfc4733_packets,
 )
-from ivr.rtp import RtpPacket, parse_rtp
-from ivr.rtp_session import RtpParameters, RtpReceiver, RtpSessionConfig
+from ivr.media.rtp import RtpPacket, parse_rtp
+from ivr.media.rtp_session import RtpParameters, RtpReceiver, RtpSessionConfig
 
 ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 CALLERS = Path("/work/shared/data/callers_dev")

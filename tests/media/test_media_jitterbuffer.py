@@ -1,6 +1,6 @@
 import numpy as np
 
-from ivr.jitterbuffer import JitterBuffer
+from ivr.media.jitterbuffer import JitterBuffer
 
 F = 0.02
 

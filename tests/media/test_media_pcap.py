@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from media_helpers import best_correlation, pcap_udp_payloads, read_wav
 
-from ivr.media import AudioFrame, DtmfDigit
-from ivr.rtp_session import RtpParameters, RtpReceiver, RtpSessionConfig
+from ivr.media.events import AudioFrame, DtmfDigit
+from ivr.media.rtp_session import RtpParameters, RtpReceiver, RtpSessionConfig
 
 SIPP = Path("/usr/share/sip-tester")
 PEERS_AUDIO = Path("/tmp/peers-work/audio")

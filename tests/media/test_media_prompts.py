@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivr import prompts
-from ivr.prompts import PromptConfig, PromptError, PromptRenderer, load_prompt, read_wav, write_wav
+from ivr.calls import prompts
+from ivr.calls.prompts import PromptConfig, PromptError, PromptRenderer, load_prompt, read_wav, write_wav
 
 
 def _listing(directory: Path) -> list[str]:

@@ -1,6 +1,6 @@
 import pytest
 
-from ivr.rtp import RtpError, RtpPacket, build_rtp, is_rtcp, parse_rtp, seq_delta, ts_delta
+from ivr.media.rtp import RtpError, RtpPacket, build_rtp, is_rtcp, parse_rtp, seq_delta, ts_delta
 
 
 def test_round_trip_with_every_header_field() -> None:

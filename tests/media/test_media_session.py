@@ -11,10 +11,10 @@ import pytest
 from media_helpers import best_correlation, dtmf_tone, read_wav
 
 from asr_engine.audio.g711 import alaw_decode, ulaw_decode, ulaw_encode
-from ivr.dtmf import rfc4733_packets
-from ivr.media import AudioFrame, DtmfDigit, Hangup
-from ivr.rtp import RtpPacket, parse_rtp
-from ivr.rtp_session import RtpParameters, RtpSession, RtpSessionConfig
+from ivr.media.dtmf import rfc4733_packets
+from ivr.media.events import AudioFrame, DtmfDigit, Hangup
+from ivr.media.rtp import RtpPacket, parse_rtp
+from ivr.media.rtp_session import RtpParameters, RtpSession, RtpSessionConfig
 
 SPEECH = Path("/tmp/peers-work/audio/speech8k.wav")
 

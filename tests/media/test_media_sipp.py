@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from media_helpers import best_correlation, read_wav
 
-from ivr.media import AudioFrame, DtmfDigit
-from ivr.rtp_session import RtpParameters, RtpSession
+from ivr.media.events import AudioFrame, DtmfDigit
+from ivr.media.rtp_session import RtpParameters, RtpSession
 from tests.ports import free_ports
 
 AUDIO = Path("/tmp/peers-work/audio")

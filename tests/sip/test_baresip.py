@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivr.sdp import parse_sdp
 from ivr.sip import IncomingCall
+from ivr.sip.sdp import parse_sdp
 from tests.ports import TCP, UDP, free_ports
 from tests.sip.helpers import running_server
 

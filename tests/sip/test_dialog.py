@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from ivr.media import DtmfDigit
-from ivr.sdp import MediaOffer
+from ivr.media.events import DtmfDigit
 from ivr.sip import CallEnded, IncomingCall, SipTimers
 from ivr.sip.message import SipResponse, parse_message
+from ivr.sip.sdp import MediaOffer
 from ivr.sip.server import SIP_ACTIVE_CALLS, SIP_PARSE_ERRORS, SIP_REQUESTS, SIP_RESPONSES
 from tests.sip.helpers import SDP, Dialer, UdpClient, answer_and_wait, respond, running_server
 

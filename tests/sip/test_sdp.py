@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.sdp import SdpError, SdpNotAcceptable, build_answer, negotiate, parse_sdp
+from ivr.sip.sdp import SdpError, SdpNotAcceptable, build_answer, negotiate, parse_sdp
 
 
 def offer(m_lines: str, session: str = "c=IN IP4 192.0.2.10\r\n") -> bytes:

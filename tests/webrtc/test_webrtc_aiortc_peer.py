@@ -21,7 +21,7 @@ from webrtc_testkit import (
     wait_until,
 )
 
-from ivr.webrtc import WebRtcEndpoint, setup_routes
+from ivr.webrtc.endpoint import WebRtcEndpoint, setup_routes
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
 

@@ -26,8 +26,8 @@ from webrtc_testkit import (
     wait_until,
 )
 
-from ivr.webrtc import WebRtcEndpoint, setup_routes
-from ivr.webrtc_softphone import setup_softphone_routes
+from ivr.app.softphone import setup_softphone_routes
+from ivr.webrtc.endpoint import WebRtcEndpoint, setup_routes
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 

@@ -15,12 +15,12 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from webrtc_testkit import LOOPBACK, InProcessCaller, post_json, serve, wait_until
 
-from ivr.media import AudioFrame, DtmfDigit, Hangup, MediaEvent
-from ivr.webrtc import CallInfo, WebRtcConfig, WebRtcEndpoint, setup_routes
-from ivr.webrtc_ice import pinned_host_addresses
-from ivr.webrtc_leg import WebRtcLeg
-from ivr.webrtc_softphone import STATIC_DIR, setup_softphone_routes
-from ivr.webrtc_tracks import FRAME_SAMPLES, OUT_RATE, PlayoutTrack
+from ivr.app.softphone import STATIC_DIR, setup_softphone_routes
+from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaEvent
+from ivr.webrtc.endpoint import CallInfo, WebRtcConfig, WebRtcEndpoint, setup_routes
+from ivr.webrtc.ice import pinned_host_addresses
+from ivr.webrtc.leg import WebRtcLeg
+from ivr.webrtc.tracks import FRAME_SAMPLES, OUT_RATE, PlayoutTrack
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,11 +20,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from asr_engine.audio.resample import resample_int16
-from ivr.media import AudioFrame, DtmfDigit, Hangup
-from ivr.webrtc import CallInfo
-from ivr.webrtc_ice import keep_loopback_candidates, pinned_host_addresses
-from ivr.webrtc_leg import WebRtcLeg
-from ivr.webrtc_tracks import OUT_RATE, InboundConverter, PlayoutTrack
+from ivr.media.events import AudioFrame, DtmfDigit, Hangup
+from ivr.webrtc.endpoint import CallInfo
+from ivr.webrtc.ice import keep_loopback_candidates, pinned_host_addresses
+from ivr.webrtc.leg import WebRtcLeg
+from ivr.webrtc.tracks import OUT_RATE, InboundConverter, PlayoutTrack
 
 LOOPBACK = ("127.0.0.1",)
 PEERS = Path(os.environ.get("PEERS_KIT", Path(__file__).resolve().parents[3] / "shared" / "peers"))

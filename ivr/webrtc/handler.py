@@ -6,9 +6,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .call_session import CallDeps, CallSession, Transport
-from .webrtc import CallInfo
-from .webrtc_leg import WebRtcLeg
+from ivr.calls.session import CallDeps, CallSession, Transport
+from ivr.webrtc.endpoint import CallInfo
+from ivr.webrtc.leg import WebRtcLeg
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from asr_engine.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from asr_engine.audio.resample import resample_int16
-from ivr.dtmf import DtmfPayloadError, InbandDtmfDetector, Rfc4733Receiver
-from ivr.jitterbuffer import JitterBuffer
-from ivr.media import AudioFrame, DtmfDigit, Hangup, MediaEvent
-from ivr.player import RtpPacketizer
-from ivr.rtp import RtpError, is_rtcp, parse_rtp
+from ivr.media.dtmf import DtmfPayloadError, InbandDtmfDetector, Rfc4733Receiver
+from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaEvent
+from ivr.media.jitterbuffer import JitterBuffer
+from ivr.media.packetizer import RtpPacketizer
+from ivr.media.rtp import RtpError, is_rtcp, parse_rtp
 
 log = logging.getLogger(__name__)
 

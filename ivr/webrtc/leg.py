@@ -24,8 +24,8 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from asr_engine.audio.resample import resample_int16
-from ivr.media import AudioFrame, DtmfDigit, Hangup, MediaEvent
-from ivr.webrtc_tracks import OUT_RATE, InboundConverter, PlayoutTrack
+from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaEvent
+from ivr.webrtc.tracks import OUT_RATE, InboundConverter, PlayoutTrack
 
 log = logging.getLogger(__name__)
 

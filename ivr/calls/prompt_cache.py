@@ -16,8 +16,7 @@ from pydantic import BaseModel
 from dialog import actions as act
 from dialog.flow import Flow
 from dialog.flow import Prompt as FlowPrompt
-
-from .prompts import Prompt, PromptError, PromptRenderer, load_prompt
+from ivr.calls.prompts import Prompt, PromptError, PromptRenderer, load_prompt
 
 log = logging.getLogger(__name__)
 

@@ -25,14 +25,14 @@ from aiortc.exceptions import OperationError
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ivr.webrtc_ice import (
+from ivr.webrtc.ice import (
     count_candidates,
     is_loopback_only,
     keep_loopback_candidates,
     pinned_host_addresses,
     validate_host_addresses,
 )
-from ivr.webrtc_leg import WebRtcLeg
+from ivr.webrtc.leg import WebRtcLeg
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .call_session import CallDeps, CallSession, Transport
-from .rtp_session import RtpParameters, RtpSession, RtpSessionConfig
-from .sdp import MediaOffer
-from .sip.call import CallEnded, IncomingCall
+from ivr.calls.session import CallDeps, CallSession, Transport
+from ivr.media.rtp_session import RtpParameters, RtpSession, RtpSessionConfig
+from ivr.sip.call import CallEnded, IncomingCall
+from ivr.sip.sdp import MediaOffer
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,11 @@ from asr_engine.segmenter import speech_chunks
 from asr_engine.transcribe import assemble, utterances
 from dialog.records import setup_routes as setup_record_routes
 from hotwords.schema import validate_scope
-
-from .biasing import Biasing
-from .hotword_admin import admin_auth, setup_hotword_admin
-from .service import Service
-from .webrtc import setup_routes as setup_webrtc_routes
-from .webrtc_softphone import setup_softphone_routes
+from ivr.app.biasing import Biasing
+from ivr.app.hotword_admin import admin_auth, setup_hotword_admin
+from ivr.app.service import Service
+from ivr.app.softphone import setup_softphone_routes
+from ivr.webrtc.endpoint import setup_routes as setup_webrtc_routes
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):
-    from .config import from_env
+    from ivr.app.config import from_env
 
     keys = [
         "model",
@@ -114,8 +114,7 @@ def _hotwords(args: argparse.Namespace, recognizer):
     if not args.hotwords and not args.hotword_file:
         return None
     from hotwords.parsing import ParseError, parse_hotword_arg, parse_hotword_file
-
-    from .biasing import Biasing
+    from ivr.app.biasing import Biasing
 
     try:
         entries = parse_hotword_arg(args.hotwords) if args.hotwords else []
@@ -138,8 +137,8 @@ def _prepare(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from .app import build_app
-    from .service import Service
+    from ivr.app.routes import build_app
+    from ivr.app.service import Service
 
     cfg = _config(args)
     service = Service(cfg)

@@ -31,10 +31,9 @@ from dialog.policy import DialogPolicy
 from dialog.records import RecordStore
 from dialog.session import DialogSession
 from dialog.storage import StoreError
-
-from .media import AudioFrame, DtmfDigit, Hangup, MediaLeg
-from .prompt_cache import PromptCache
-from .prompts import PromptError
+from ivr.calls.prompt_cache import PromptCache
+from ivr.calls.prompts import PromptError
+from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaLeg
 
 log = logging.getLogger(__name__)
 

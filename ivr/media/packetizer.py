@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from ivr.rtp import RtpPacket
+from ivr.media.rtp import RtpPacket
 
 
 class RtpPacketizer:

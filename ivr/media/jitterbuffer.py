@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from prometheus_client import Counter
 
-from ivr.rtp import seq_delta
+from ivr.media.rtp import seq_delta
 
 JITTER_EVENTS = Counter(
     "voicenav_rtp_jitter_events_total",

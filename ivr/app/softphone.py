@@ -1,4 +1,4 @@
-"""The browser softphone page (ivr/static): served at "/" with its script and stylesheet."""
+"""The browser softphone page (ivr/app/static): served at "/" with its script and stylesheet."""
 
 from __future__ import annotations
 

@@ -26,19 +26,18 @@ from hotwords.config import HotwordsConfig
 from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
-
-from .biasing import Biasing
-from .call_session import APOLOGY, CallDeps, HotwordContext, Transport
-from .config import ServiceConfig
-from .prompt_cache import PromptCache
-from .prompts import PromptConfig, PromptRenderer
-from .rtp_session import RtpSessionConfig
-from .sip import SipServer
-from .sip.call import IncomingCall
-from .sip_calls import SipCallHandler
-from .webrtc import CallInfo, WebRtcEndpoint
-from .webrtc_calls import WebRtcCallHandler
-from .webrtc_leg import WebRtcLeg
+from ivr.app.biasing import Biasing
+from ivr.app.config import ServiceConfig
+from ivr.calls.prompt_cache import PromptCache
+from ivr.calls.prompts import PromptConfig, PromptRenderer
+from ivr.calls.session import APOLOGY, CallDeps, HotwordContext, Transport
+from ivr.media.rtp_session import RtpSessionConfig
+from ivr.sip import SipServer
+from ivr.sip.call import IncomingCall
+from ivr.sip.handler import SipCallHandler
+from ivr.webrtc.endpoint import CallInfo, WebRtcEndpoint
+from ivr.webrtc.handler import WebRtcCallHandler
+from ivr.webrtc.leg import WebRtcLeg
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ivr.rtp import RtpPacket, ts_delta
+from ivr.media.rtp import RtpPacket, ts_delta
 
 DIGITS = "0123456789*#ABCD"
 ROW_FREQS = (697.0, 770.0, 852.0, 941.0)
