@@ -48,8 +48,9 @@ def _machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-async def one_round(n: int, ramp: float, listen: float, utterances: list[str], work: Path,
-                    **overrides: object) -> list[str]:
+async def one_round(
+    n: int, ramp: float, listen: float, utterances: list[str], work: Path, **overrides: object
+) -> list[str]:
     async with running_service(max_calls=max(32, n), **overrides) as server:
         callers = []
         for i in range(n):
@@ -82,17 +83,26 @@ async def one_round(n: int, ramp: float, listen: float, utterances: list[str], w
             routed += ok
             if not ok:
                 heard = [t["transcript"] for t in record["turns"] if t["event"] == "utterance"]
-                print(f"  {utt} ({intents[utt]['intent']}): heard {heard}, outcome {record['outcome']}",
-                      file=sys.stderr)
+                print(
+                    f"  {utt} ({intents[utt]['intent']}): heard {heard}, outcome {record['outcome']}", file=sys.stderr
+                )
             latencies += [t["latency_ms"] for t in record["turns"] if t["event"] == "utterance" and t["latency_ms"]]
         wall = wall1 - wall0
         server_cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) / wall
         machine = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
         lat = np.array(latencies) if latencies else np.array([float("nan")])
         return [
-            str(n), f"{listen:g}", str(n), str(sum(rc == 0 for rc in rcs)), str(routed),
-            f"{np.percentile(lat, 50):.0f}", f"{np.percentile(lat, 95):.0f}", f"{lat.max():.0f}",
-            f"{server_cpu:.2f}", f"{machine:.2f}", f"{wall:.1f}",
+            str(n),
+            f"{listen:g}",
+            str(n),
+            str(sum(rc == 0 for rc in rcs)),
+            str(routed),
+            f"{np.percentile(lat, 50):.0f}",
+            f"{np.percentile(lat, 95):.0f}",
+            f"{lat.max():.0f}",
+            f"{server_cpu:.2f}",
+            f"{machine:.2f}",
+            f"{wall:.1f}",
         ]
 
 
@@ -100,9 +110,14 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, nargs="+", default=[1, 5, 10, 20], help="concurrent calls per round")
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which a round's calls start")
-    ap.add_argument("--listen", type=float, nargs="+", default=[0.0, 10.0],
-                    help="callers start talking over the welcome prompt within this many seconds of the answer "
-                         "(0: all at once, the worst case for the recognizer); one round per value")
+    ap.add_argument(
+        "--listen",
+        type=float,
+        nargs="+",
+        default=[0.0, 10.0],
+        help="callers start talking over the welcome prompt within this many seconds of the answer "
+        "(0: all at once, the worst case for the recognizer); one round per value",
+    )
     ap.add_argument("--no-redis", action="store_true", help="in-process dialog stores instead of Redis")
     ap.add_argument("--max-batch", type=int, default=8, help="utterances the recognizer decodes together")
     args = ap.parse_args()
@@ -121,8 +136,19 @@ async def main() -> None:
                     overrides["redis_url"] = None
                 rows.append(await one_round(n, args.ramp, listen, utterances, work, **overrides))
                 print(f"round of {n} (listen {listen:g} s) done", file=sys.stderr, flush=True)
-    headers = ["concurrent", "talk within s", "attempted", "completed", "routed ok", "latency p50 ms", "p95 ms",
-               "max ms", "server CPU (cores)", "machine CPU (cores)", "wall s"]
+    headers = [
+        "concurrent",
+        "talk within s",
+        "attempted",
+        "completed",
+        "routed ok",
+        "latency p50 ms",
+        "p95 ms",
+        "max ms",
+        "server CPU (cores)",
+        "machine CPU (cores)",
+        "wall s",
+    ]
     print(table(headers, rows))
 
 

@@ -102,9 +102,7 @@ def _decode(raw: dict[Any, Any]) -> CallContext:
 class RedisContextStore:
     """Contexts under `{prefix}call:{id}` (hash) and `{prefix}call:{id}:turns` (list)."""
 
-    def __init__(
-        self, client: aioredis.Redis, prefix: str = "voicenav:dialog:", ttl_s: float = DEFAULT_TTL_S
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "voicenav:dialog:", ttl_s: float = DEFAULT_TTL_S) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         self._r = client

@@ -240,9 +240,7 @@ def _duplicate_keys(node: yaml.Node, path: tuple[str, ...] = ()) -> list[FlowIss
             name = key.value if isinstance(key, yaml.ScalarNode) else "?"
             line = key.start_mark.line + 1
             if name in seen:
-                issues.append(
-                    FlowIssue(line, ".".join(path), f"duplicate key {name!r} (first at line {seen[name]})")
-                )
+                issues.append(FlowIssue(line, ".".join(path), f"duplicate key {name!r} (first at line {seen[name]})"))
             else:
                 seen[name] = line
             issues.extend(_duplicate_keys(value, (*path, name)))

@@ -144,9 +144,7 @@ def _has(tokens: list[str], phrases: set[tuple[str, ...]]) -> bool:
 
 
 _FILLERS = frozenset({"uh", "um", "er", "erm", "ah", "well", "oh", "hmm", "so"})
-_ANSWER_STARTS = frozenset(
-    w for phrase in _YES | _NO for w in phrase[:1] if w not in ("not", "of", "sounds", "that")
-)
+_ANSWER_STARTS = frozenset(w for phrase in _YES | _NO for w in phrase[:1] if w not in ("not", "of", "sounds", "that"))
 # "That's right" / "that's wrong" answer wherever they stand; a recognizer often writes "no" as "know".
 _VERDICTS = {("that", "is", w) for w in ("right", "correct", "wrong", "incorrect")}
 _SOUND_ALIKES = {"know": "no", "yet": "yes"}

@@ -52,9 +52,7 @@ class HttpProblem(Exception):
 
 def _json(model: BaseModel, status: int = 200, version: int | None = None) -> web.Response:
     headers = {} if version is None else {"ETag": f'"{version}"'}
-    return web.Response(
-        text=model.model_dump_json(), status=status, content_type="application/json", headers=headers
-    )
+    return web.Response(text=model.model_dump_json(), status=status, content_type="application/json", headers=headers)
 
 
 def _problem(request: web.Request, problem: HttpProblem) -> web.Response:
@@ -176,9 +174,7 @@ class HotwordsApi:
         except ParseError as exc:
             raise HttpProblem(422, str(exc), "invalid", [{"line": exc.line, "msg": exc.message}]) from None
         except ValidationError as exc:
-            raise HttpProblem(
-                422, "hot-word list is invalid", "invalid", _validation_detail(exc, lines)
-            ) from None
+            raise HttpProblem(422, "hot-word list is invalid", "invalid", _validation_detail(exc, lines)) from None
 
     # -- handlers ----------------------------------------------------------------------------------------
     async def put(self, request: web.Request, identity: str) -> web.StreamResponse:
@@ -322,20 +318,14 @@ def openapi_document() -> dict[str, Any]:
                         if_match,
                         query("scope", "string", "scope of a text/plain or text/csv upload"),
                         query("language", "string", "language of a text/plain or text/csv upload"),
-                        query(
-                            "strict", "boolean", "fail (422) instead of leaving out unrepresentable phrases"
-                        ),
+                        query("strict", "boolean", "fail (422) instead of leaving out unrepresentable phrases"),
                     ],
                     "requestBody": {
                         "required": True,
                         "content": {
                             "application/json": {"schema": ref(HotwordListIn)},
-                            "text/plain": {
-                                "schema": {"type": "string", "description": "one phrase per line"}
-                            },
-                            "text/csv": {
-                                "schema": {"type": "string", "description": "phrase,boost per line"}
-                            },
+                            "text/plain": {"schema": {"type": "string", "description": "one phrase per line"}},
+                            "text/csv": {"schema": {"type": "string", "description": "phrase,boost per line"}},
                         },
                     },
                     "responses": {

@@ -235,9 +235,7 @@ def compile_graph(
             merged[node] = MappingProxyType({**inherited, **own})
         else:
             merged[node] = inherited
-    root_boosts = MappingProxyType(
-        {token: edge[child] for token, child in children[0].items() if edge[child] > 0}
-    )
+    root_boosts = MappingProxyType({token: edge[child] for token, child in children[0].items() if edge[child] > 0})
     prompt = _prompt(kept, groups, prompt_max_chars)
     graph = BiasGraph(
         children, fail, score, outputs, merged, root_boosts, tuple(kept), prompt, time.perf_counter() - began

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-HITS = Counter(
-    "voicenav_hotwords_hits_total", "Hot phrases recognized, per list and phrase", ["list", "phrase"]
-)
-GRAPH_NODES = Gauge(
-    "voicenav_hotwords_graph_nodes", "Nodes of the compiled biasing graph of a list", ["list"]
-)
+HITS = Counter("voicenav_hotwords_hits_total", "Hot phrases recognized, per list and phrase", ["list", "phrase"])
+GRAPH_NODES = Gauge("voicenav_hotwords_graph_nodes", "Nodes of the compiled biasing graph of a list", ["list"])
 COMPILE_SECONDS = Histogram(
     "voicenav_hotwords_compile_seconds",
     "Time to compile a biasing graph",

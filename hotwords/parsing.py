@@ -49,9 +49,7 @@ class ParsedEntry(NamedTuple):
 def parse_text(body: str) -> list[ParsedEntry]:
     """One phrase per line."""
     return [
-        ParsedEntry(n, _entry(n, line, None))
-        for n, line in enumerate(body.splitlines(), start=1)
-        if not _skip(line)
+        ParsedEntry(n, _entry(n, line, None)) for n, line in enumerate(body.splitlines(), start=1) if not _skip(line)
     ]
 
 

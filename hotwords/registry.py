@@ -199,9 +199,7 @@ class HotwordRegistry:
                 GRAPH_NODES.labels(name).set(graph.node_count)
             self._loaded = MappingProxyType(loaded)
         RELOADS.labels(cause).inc()
-        log.info(
-            "hot-word list %s now at version %s (%s)", name, None if record is None else record.version, cause
-        )
+        log.info("hot-word list %s now at version %s (%s)", name, None if record is None else record.version, cause)
 
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
@@ -216,9 +214,7 @@ class HotwordRegistry:
                     delay = 0.2
                     deadline = loop.time() + self._config.resync_seconds
                     while True:
-                        event = await subscription.get(
-                            wait_seconds=max(0.0, min(1.0, deadline - loop.time()))
-                        )
+                        event = await subscription.get(wait_seconds=max(0.0, min(1.0, deadline - loop.time())))
                         if event is not None:
                             await self.reload(event.name)
                         if loop.time() >= deadline:
@@ -232,9 +228,7 @@ class HotwordRegistry:
             except Exception as exc:
                 # The store is unreachable or answered garbage: keep serving the last graphs and retry.
                 self._count_error("store")
-                log.warning(
-                    "hot-word store unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
-                )
+                log.warning("hot-word store unavailable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._config.reconnect_max_seconds)
 
@@ -245,9 +239,7 @@ class HotwordRegistry:
     # -- compiling ---------------------------------------------------------------------------------------
     def _weighted(self, record: HotwordList) -> list[WeightedPhrase]:
         default = self._config.default_boost
-        return [
-            WeightedPhrase(e.phrase, default if e.boost is None else e.boost, record.name) for e in record.entries
-        ]
+        return [WeightedPhrase(e.phrase, default if e.boost is None else e.boost, record.name) for e in record.entries]
 
     async def _compile(self, phrases: list[WeightedPhrase]) -> BiasGraph:
         def build() -> BiasGraph:

@@ -37,8 +37,7 @@ def clean_phrase(phrase: str) -> str:
 def validate_scope(scope: str) -> str:
     if not _SCOPE_RE.fullmatch(scope):
         raise ValueError(
-            f"invalid scope {scope!r}: expected global, tenant:<id>, flow:<id>, node:<flow>/<node>"
-            " or call:<id>"
+            f"invalid scope {scope!r}: expected global, tenant:<id>, flow:<id>, node:<flow>/<node> or call:<id>"
         )
     return scope
 

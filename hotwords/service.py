@@ -40,9 +40,7 @@ class HotwordService:
         rejected: list[Rejection] = []
         kept = []
         for entry in content.entries:
-            issue = check_phrase(
-                entry.phrase, self.codec.encode, self.codec.decode, self.config.max_phrase_tokens
-            )
+            issue = check_phrase(entry.phrase, self.codec.encode, self.codec.decode, self.config.max_phrase_tokens)
             if issue is None:
                 kept.append(entry)
             else:
@@ -74,9 +72,7 @@ class HotwordService:
     async def versions(self, name: str) -> list[int]:
         return await self.store.versions(name)
 
-    async def rollback(
-        self, name: str, version: int, by: str, expected_version: int | None = None
-    ) -> UploadResult:
+    async def rollback(self, name: str, version: int, by: str, expected_version: int | None = None) -> UploadResult:
         return UploadResult(list=await self.store.rollback(name, version, by, expected_version))
 
     async def delete(self, name: str, by: str, expected_version: int | None = None) -> int:

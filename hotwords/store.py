@@ -92,18 +92,14 @@ class HotwordStore(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
-    async def put(
-        self, name: str, content: HotwordListIn, by: str, expected_version: int | None = None
-    ) -> HotwordList:
+    async def put(self, name: str, content: HotwordListIn, by: str, expected_version: int | None = None) -> HotwordList:
         """Store `content` as the next version. `expected_version` (0: must not exist) guards against
         concurrent edits."""
         _, record = await self._commit(name, content, by, "put", expected_version)
         assert record is not None
         return record
 
-    async def rollback(
-        self, name: str, version: int, by: str, expected_version: int | None = None
-    ) -> HotwordList:
+    async def rollback(self, name: str, version: int, by: str, expected_version: int | None = None) -> HotwordList:
         old = await self.get(name, version)
         if old is None:
             raise NotFound(f"list {name!r} has no version {version}")

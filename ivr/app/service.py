@@ -167,8 +167,9 @@ class Service:
         assert self.hotwords is not None
         if not (listen.hotwords or listen.hotword_lists or self.hotwords.lists):
             return None
-        composed = await self.hotwords.biaser(scopes=self._hotword_scopes, lists=listen.hotword_lists,
-                                              phrases=listen.hotwords)
+        composed = await self.hotwords.biaser(
+            scopes=self._hotword_scopes, lists=listen.hotword_lists, phrases=listen.hotwords
+        )
 
         # A caller waits on every turn: one decode with the phrases as prompt, then its sound-alike
         # readings weighed on the audio (`Biasing.weigh`). `Biasing.refine` would also decode a second

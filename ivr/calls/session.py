@@ -268,8 +268,12 @@ class CallSession:
         if self._speech_end is not None:
             latency = loop.time() - self._speech_end
             TURN_LATENCY.observe(latency)
-            log.debug("call %s: answer after %.0f ms (transcript after %.0f ms)", self.call_id, latency * 1000,
-                      (self._transcribed - self._speech_end) * 1000)
+            log.debug(
+                "call %s: answer after %.0f ms (transcript after %.0f ms)",
+                self.call_id,
+                latency * 1000,
+                (self._transcribed - self._speech_end) * 1000,
+            )
             self._speech_end = None
             self._utterance_latency[-1] = round(latency * 1000, 1)
         if play.text:
@@ -427,4 +431,3 @@ class CallSession:
             await self.deps.records.save(record.model_copy(update={"turns": turns}))
         except StoreError as exc:
             log.warning("call %s: turn latencies not added to the record: %s", self.call_id, exc)
-

@@ -133,9 +133,7 @@ def rfc4733_packets(
         end = i == len(durations) - 1
         body = TelephoneEvent(event, end, volume, dur).encode()
         for _ in range(3 if end else 1):
-            out.append(
-                RtpPacket(payload_type, (sequence + len(out)) & 0xFFFF, timestamp, ssrc, body, marker=i == 0)
-            )
+            out.append(RtpPacket(payload_type, (sequence + len(out)) & 0xFFFF, timestamp, ssrc, body, marker=i == 0))
     return out
 
 

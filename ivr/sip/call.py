@@ -65,8 +65,15 @@ class IncomingCall:
     `on_media_change(MediaOffer)` and `on_dtmf(DtmfDigit)` callbacks (set them before answering).
     """
 
-    def __init__(self, server: SipServer, invite: SipRequest, tx: InviteServerTransaction, peer: Peer,
-                 dialog: Dialog, negotiation: Negotiation | None) -> None:
+    def __init__(
+        self,
+        server: SipServer,
+        invite: SipRequest,
+        tx: InviteServerTransaction,
+        peer: Peer,
+        dialog: Dialog,
+        negotiation: Negotiation | None,
+    ) -> None:
         self._server = server
         self.invite = invite
         self.invite_tx = tx
@@ -125,12 +132,21 @@ class IncomingCall:
             raise CallEnded(self.end_reason or f"cannot answer in state {self.state}")
         self._local = (local_ip, local_port)
         if self._neg is None:
-            body = build_offer(local_ip=local_ip, local_port=local_port, session_id=self._session_id,
-                               session_version=self._session_version)
+            body = build_offer(
+                local_ip=local_ip,
+                local_port=local_port,
+                session_id=self._session_id,
+                session_version=self._session_version,
+            )
             self._offer_in_2xx = True
         else:
-            body = build_answer(self._neg, local_ip=local_ip, local_port=local_port,
-                                session_id=self._session_id, session_version=self._session_version)
+            body = build_answer(
+                self._neg,
+                local_ip=local_ip,
+                local_port=local_port,
+                session_id=self._session_id,
+                session_version=self._session_version,
+            )
         response = self._dialog_response(self.invite, 200, body=body)
         self.state = "answering"
         self._send_2xx(self.invite_tx, response)
@@ -173,8 +189,9 @@ class IncomingCall:
         loop = asyncio.get_running_loop()
         self._refer_result = loop.create_future()
         local_uri = self.dialog.local.uri
-        tx = self._server.send_in_dialog(self, "REFER", [("Refer-To", f"<{target_uri}>"),
-                                                          ("Referred-By", f"<{local_uri}>")])
+        tx = self._server.send_in_dialog(
+            self, "REFER", [("Refer-To", f"<{target_uri}>"), ("Referred-By", f"<{local_uri}>")]
+        )
         ok, cause = False, "timeout"
         try:
             async with asyncio.timeout(self._server.config.transfer_timeout):
@@ -236,8 +253,12 @@ class IncomingCall:
     def on_reinvite(self, request: SipRequest, tx: InviteServerTransaction) -> None:
         if self.state != "confirmed" or self._pending_ack is not None:
             # §14.2: an INVITE while another is still pending in this dialog
-            self._server.respond(tx, make_response(request, 500, to_tag=self.dialog.local_tag,
-                                                   extra=[("Retry-After", str(random.randint(1, 10)))]))
+            self._server.respond(
+                tx,
+                make_response(
+                    request, 500, to_tag=self.dialog.local_tag, extra=[("Retry-After", str(random.randint(1, 10)))]
+                ),
+            )
             return
         contact = request.headers.get("Contact")
         if contact:
@@ -247,25 +268,44 @@ class IncomingCall:
         if not request.body:
             # offer-less re-INVITE: our 2xx carries an offer, the caller's answer comes in the ACK
             self._session_version += 1
-            body = build_offer(local_ip=self._local[0], local_port=self._local[1],
-                               session_id=self._session_id, session_version=self._session_version)
+            body = build_offer(
+                local_ip=self._local[0],
+                local_port=self._local[1],
+                session_id=self._session_id,
+                session_version=self._session_version,
+            )
             self._offer_in_2xx = True
             self._send_2xx(tx, self._dialog_response(request, 200, body=body))
             return
         try:
             neg = self._negotiate_body(request)
         except SdpNotAcceptable as exc:
-            self._server.respond(tx, make_response(
-                request, 488, to_tag=self.dialog.local_tag,
-                extra=[_warning(exc.warning_code, self._server.advertised_host, exc.reason)]))
+            self._server.respond(
+                tx,
+                make_response(
+                    request,
+                    488,
+                    to_tag=self.dialog.local_tag,
+                    extra=[_warning(exc.warning_code, self._server.advertised_host, exc.reason)],
+                ),
+            )
             return
         except SdpError as exc:
-            self._server.respond(tx, make_response(request, exc_status(exc), to_tag=self.dialog.local_tag,
-                                                   extra=[("Accept", "application/sdp")]))
+            self._server.respond(
+                tx,
+                make_response(
+                    request, exc_status(exc), to_tag=self.dialog.local_tag, extra=[("Accept", "application/sdp")]
+                ),
+            )
             return
         self._session_version += 1
-        body = build_answer(neg, local_ip=self._local[0], local_port=self._local[1],
-                            session_id=self._session_id, session_version=self._session_version)
+        body = build_answer(
+            neg,
+            local_ip=self._local[0],
+            local_port=self._local[1],
+            session_id=self._session_id,
+            session_version=self._session_version,
+        )
         self._send_2xx(tx, self._dialog_response(request, 200, body=body))
         self._set_media(neg)
 
@@ -281,8 +321,9 @@ class IncomingCall:
         elif ctype == "application/dtmf":
             digit = request.body.decode("utf-8", "replace").strip().upper()
         elif request.body:
-            self._server.respond(tx, make_response(request, 415, extra=[
-                ("Accept", "application/dtmf-relay, application/dtmf")]))
+            self._server.respond(
+                tx, make_response(request, 415, extra=[("Accept", "application/dtmf-relay, application/dtmf")])
+            )
             return
         if digit is not None and digit not in _DTMF_DIGITS:
             self._server.respond(tx, make_response(request, 400, "Bad DTMF Signal"))
@@ -324,9 +365,14 @@ class IncomingCall:
         extra += [("Record-Route", rr) for rr in request.headers.raw("Record-Route")]
         if status >= 200:
             extra += [("Allow", self._server.allow), ("Supported", "")]
-        return make_response(request, status, to_tag=self.dialog.local_tag, body=body,
-                             content_type="application/sdp" if body else None,
-                             extra=[*extra, ("Server", self._server.config.user_agent)])
+        return make_response(
+            request,
+            status,
+            to_tag=self.dialog.local_tag,
+            body=body,
+            content_type="application/sdp" if body else None,
+            extra=[*extra, ("Server", self._server.config.user_agent)],
+        )
 
     def _respond_invite(self, response: SipResponse) -> None:
         if self.invite_tx.state == "proceeding":
@@ -401,4 +447,3 @@ def _sipfrag_status(body: bytes) -> int | None:
     if len(parts) >= 2 and parts[0] == "SIP/2.0" and parts[1].isdigit():
         return int(parts[1])
     return None
-

@@ -38,8 +38,16 @@ class Dialog:
     def key(self) -> tuple[str, str, str]:
         return self.call_id, self.local_tag, self.remote_tag
 
-    def request(self, method: str, *, via: Via, contact: str, headers: list[tuple[str, str]] | None = None,
-                body: bytes = b"", content_type: str | None = None) -> tuple[SipRequest, SipUri]:
+    def request(
+        self,
+        method: str,
+        *,
+        via: Via,
+        contact: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> tuple[SipRequest, SipUri]:
         """Build an in-dialog request (§12.2.1.1) and the URI of its next hop."""
         self.local_cseq += 1
         target = self.remote_target

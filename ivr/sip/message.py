@@ -26,19 +26,49 @@ class SipParseError(ValueError):
 
 
 _COMPACT = {
-    "i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact", "l": "content-length",
-    "c": "content-type", "k": "supported", "s": "subject", "e": "content-encoding", "o": "event",
-    "r": "refer-to", "b": "referred-by", "u": "allow-events", "x": "session-expires",
+    "i": "call-id",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "m": "contact",
+    "l": "content-length",
+    "c": "content-type",
+    "k": "supported",
+    "s": "subject",
+    "e": "content-encoding",
+    "o": "event",
+    "r": "refer-to",
+    "b": "referred-by",
+    "u": "allow-events",
+    "x": "session-expires",
 }
 _CANONICAL = {
-    "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
-    "mime-version": "MIME-Version", "rseq": "RSeq", "rack": "RAck",
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "rseq": "RSeq",
+    "rack": "RAck",
 }
 # Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1): several values may share a line.
-_LIST_HEADERS = frozenset({
-    "via", "contact", "route", "record-route", "allow", "supported", "require", "proxy-require",
-    "unsupported", "accept", "accept-encoding", "accept-language", "allow-events", "content-encoding",
-})
+_LIST_HEADERS = frozenset(
+    {
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "allow",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "allow-events",
+        "content-encoding",
+    }
+)
 _TOKEN = r"[A-Za-z0-9.!%*_+`'~\-]+"
 _TOKEN_RE = re.compile(_TOKEN)
 _REQUEST_LINE = re.compile(rf"^({_TOKEN}) (\S+) (SIP/\d+\.\d+)$")
@@ -46,13 +76,32 @@ _STATUS_LINE = re.compile(r"^(SIP/\d+\.\d+) (\d{3}) ?(.*)$")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9.])?)(?::(\d{1,5}))?$")
 
 REASONS = {
-    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 202: "Accepted",
-    400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
-    420: "Bad Extension", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
-    482: "Loop Detected", 483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated",
-    488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error",
-    501: "Not Implemented", 503: "Service Unavailable", 505: "Version Not Supported", 603: "Decline",
+    100: "Trying",
+    180: "Ringing",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "Version Not Supported",
+    603: "Decline",
 }
 
 
@@ -161,8 +210,15 @@ class SipUri:
                 raise SipParseError("empty user part")
         hostport, _, params = rest.partition(";")
         host, port = split_hostport(hostport)
-        return cls(host=host, user=user, port=port, params=parse_params(params), headers=headers,
-                   scheme=scheme, password=password)
+        return cls(
+            host=host,
+            user=user,
+            port=port,
+            params=parse_params(params),
+            headers=headers,
+            scheme=scheme,
+            password=password,
+        )
 
     def __str__(self) -> str:
         userinfo = ""
@@ -203,7 +259,7 @@ class NameAddr:
             else:
                 raise SipParseError("unterminated display name")
             display = re.sub(r"\\(.)", r"\1", text[1:i])
-            text = text[i + 1:].lstrip()
+            text = text[i + 1 :].lstrip()
             if not text.startswith("<"):
                 raise SipParseError("display name without <uri>")
         if "<" in text:
@@ -417,7 +473,7 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     for sep in (b"\r\n\r\n", b"\n\n"):
         i = data.find(sep)
         if i >= 0:
-            return data[:i], data[i + len(sep):]
+            return data[:i], data[i + len(sep) :]
     raise SipParseError("no end of headers")
 
 
@@ -500,9 +556,16 @@ def parse_message(data: bytes, *, datagram: bool = True) -> SipMessage:
     raise SipParseError(f"bad start line {start[:60]!r}")
 
 
-def make_response(request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None,
-                  body: bytes = b"", content_type: str | None = None,
-                  extra: list[tuple[str, str]] | None = None) -> SipResponse:
+def make_response(
+    request: SipRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    body: bytes = b"",
+    content_type: str | None = None,
+    extra: list[tuple[str, str]] | None = None,
+) -> SipResponse:
     """A response to `request` per RFC 3261 §8.2.6.2: Via, From, Call-ID, CSeq copied; To gets our tag."""
     h = Headers()
     for v in request.headers.raw("Via"):

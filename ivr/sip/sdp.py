@@ -14,7 +14,10 @@ from typing import Literal
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _ANSWER_DIRECTION: dict[str, Direction] = {
-    "sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive",
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
 }
 _STATIC_PT = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 SUPPORTED_CODECS = ("PCMU", "PCMA")
@@ -73,8 +76,9 @@ class MediaOffer:
     @property
     def on_hold(self) -> bool:
         """The caller does not want our audio (RFC 3264 §8.4 hold, or the old c=0.0.0.0 form)."""
-        return self.direction in ("sendonly", "inactive") or self.remote_ip in ("0.0.0.0", "::") \
-            or self.remote_port == 0
+        return (
+            self.direction in ("sendonly", "inactive") or self.remote_ip in ("0.0.0.0", "::") or self.remote_port == 0
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +170,9 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
                     current.fmtp[pt] = rest.strip()
     if not origin:
         raise SdpError("missing o= line")
-    return SessionDescription(origin=origin, connection=session_conn, direction=session_dir,
-                              ptime=session_ptime, media=media)
+    return SessionDescription(
+        origin=origin, connection=session_conn, direction=session_dir, ptime=session_ptime, media=media
+    )
 
 
 def negotiate(offer: SessionDescription) -> Negotiation:
@@ -198,17 +203,30 @@ def negotiate(offer: SessionDescription) -> Negotiation:
         conn = m.connection or offer.connection
         if conn is None:
             raise SdpError("no c= line for the audio stream")
-        media = MediaOffer(remote_ip=conn, remote_port=m.port, codec=codec[0], payload_type=codec[1],
-                           telephone_event_pt=te_pt, ptime=m.ptime or offer.ptime or 20,
-                           direction=m.direction or offer.direction or "sendrecv")
+        media = MediaOffer(
+            remote_ip=conn,
+            remote_port=m.port,
+            codec=codec[0],
+            payload_type=codec[1],
+            telephone_event_pt=te_pt,
+            ptime=m.ptime or offer.ptime or 20,
+            direction=m.direction or offer.direction or "sendrecv",
+        )
         return Negotiation(offer=offer, media=media, index=index)
     if not saw_audio:
         raise SdpNotAcceptable("no audio stream offered", warning_code=304)
     raise SdpNotAcceptable("no common codec: PCMU or PCMA over RTP/AVP required", warning_code=305)
 
 
-def build_offer(*, local_ip: str, local_port: int, session_id: int, session_version: int,
-                telephone_event_pt: int = 101, username: str = "voicenav") -> bytes:
+def build_offer(
+    *,
+    local_ip: str,
+    local_port: int,
+    session_id: int,
+    session_version: int,
+    telephone_event_pt: int = 101,
+    username: str = "voicenav",
+) -> bytes:
     """Our offer, for INVITEs that came without one (the caller answers in its ACK): PCMU, PCMA and
     telephone-event, 20 ms packets."""
     ip_ver = "IP6" if ":" in local_ip else "IP4"
@@ -230,8 +248,15 @@ def build_offer(*, local_ip: str, local_port: int, session_id: int, session_vers
     return ("\r\n".join(out) + "\r\n").encode()
 
 
-def build_answer(neg: Negotiation, *, local_ip: str, local_port: int, session_id: int,
-                 session_version: int, username: str = "voicenav") -> bytes:
+def build_answer(
+    neg: Negotiation,
+    *,
+    local_ip: str,
+    local_port: int,
+    session_id: int,
+    session_version: int,
+    username: str = "voicenav",
+) -> bytes:
     """The RFC 3264 answer: one line per offered m=, ours for the accepted stream, port 0 for the rest."""
     ip_ver = "IP6" if ":" in local_ip else "IP4"
     out = [

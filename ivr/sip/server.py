@@ -40,13 +40,30 @@ log = logging.getLogger(__name__)
 
 SIP_REQUESTS = Counter("voicenav_sip_requests_total", "SIP requests received", ["method"])
 SIP_RESPONSES = Counter("voicenav_sip_responses_total", "SIP responses sent (first transmissions)", ["code"])
-SIP_PARSE_ERRORS = Counter("voicenav_sip_parse_errors_total", "Unparseable SIP messages dropped or "
-                           "answered with 400", ["transport"])
+SIP_PARSE_ERRORS = Counter(
+    "voicenav_sip_parse_errors_total", "Unparseable SIP messages dropped or answered with 400", ["transport"]
+)
 SIP_ACTIVE_CALLS = Gauge("voicenav_sip_active_calls", "SIP calls in progress (early or confirmed)")
 SIP_REJECTED_CALLS = Counter("voicenav_sip_rejected_calls_total", "INVITEs refused", ["reason"])
 
-_KNOWN_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY", "REFER",
-                            "REGISTER", "SUBSCRIBE", "MESSAGE", "PUBLISH", "UPDATE", "PRACK"})
+_KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "INFO",
+        "NOTIFY",
+        "REFER",
+        "REGISTER",
+        "SUBSCRIBE",
+        "MESSAGE",
+        "PUBLISH",
+        "UPDATE",
+        "PRACK",
+    }
+)
 _ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
 
 
@@ -194,12 +211,12 @@ class SipServer:
 
         return send
 
-    def send_in_dialog(self, call: IncomingCall, method: str,
-                       headers: list[tuple[str, str]]) -> NonInviteClientTransaction:
+    def send_in_dialog(
+        self, call: IncomingCall, method: str, headers: list[tuple[str, str]]
+    ) -> NonInviteClientTransaction:
         name = call.peer.transport
         transport = self._transports[name]
-        via = Via(name.upper(), self.advertised_host, self.bound_port,
-                  {"branch": new_branch(), "rport": None})
+        via = Via(name.upper(), self.advertised_host, self.bound_port, {"branch": new_branch(), "rport": None})
         request, next_hop = call.dialog.request(method, via=via, contact=self.contact(name), headers=headers)
         request.headers.add("User-Agent", self.config.user_agent)
         host, port = next_hop.params.get("maddr") or next_hop.host, next_hop.default_port
@@ -227,8 +244,7 @@ class SipServer:
 
     def _on_parse_error(self, exc: SipParseError, peer: Peer) -> None:
         SIP_PARSE_ERRORS.labels(peer.transport).inc()
-        log.info("dropped unparseable SIP from %s:%d over %s: %s", peer.host, peer.port, peer.transport,
-                 exc.reason)
+        log.info("dropped unparseable SIP from %s:%d over %s: %s", peer.host, peer.port, peer.transport, exc.reason)
 
     def _on_message(self, msg: SipMessage, peer: Peer) -> None:
         try:
@@ -360,10 +376,21 @@ class SipServer:
                 call.on_notify(req, tx)
 
     def _on_options(self, req: SipRequest, tx: ServerTransaction) -> None:
-        self.respond(tx, make_response(req, 200, to_tag=new_tag(), extra=[
-            ("Allow", self.allow), ("Accept", "application/sdp, application/dtmf-relay, message/sipfrag"),
-            ("Supported", ""),
-            ("Accept-Language", "en"), ("Server", self.config.user_agent)]))
+        self.respond(
+            tx,
+            make_response(
+                req,
+                200,
+                to_tag=new_tag(),
+                extra=[
+                    ("Allow", self.allow),
+                    ("Accept", "application/sdp, application/dtmf-relay, message/sipfrag"),
+                    ("Supported", ""),
+                    ("Accept-Language", "en"),
+                    ("Server", self.config.user_agent),
+                ],
+            ),
+        )
 
     def _on_cancel(self, req: SipRequest, tx: ServerTransaction) -> None:
         invite_tx = self._layer.match_cancel(req)
@@ -376,15 +403,22 @@ class SipServer:
                 call.on_cancel()
                 return
 
-    def _reject_invite(self, req: SipRequest, tx: ServerTransaction, status: int, reason: str,
-                       extra: list[tuple[str, str]] | None = None) -> None:
+    def _reject_invite(
+        self,
+        req: SipRequest,
+        tx: ServerTransaction,
+        status: int,
+        reason: str,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
         SIP_REJECTED_CALLS.labels(reason).inc()
         self.respond(tx, make_response(req, status, to_tag=new_tag(), extra=extra))
 
     def _on_new_invite(self, req: SipRequest, peer: Peer, tx: InviteServerTransaction) -> None:
         from_tag, cseq = req.from_.tag, req.cseq
-        if any(c.call_id == req.call_id and c.dialog.remote_tag == from_tag and c.invite.cseq == cseq
-               for c in self._calls):
+        if any(
+            c.call_id == req.call_id and c.dialog.remote_tag == from_tag and c.invite.cseq == cseq for c in self._calls
+        ):
             # same request reached us again along another path (§8.2.2.2 merged request)
             self._reject_invite(req, tx, 482, "loop")
             return
@@ -410,8 +444,13 @@ class SipServer:
             # no body: delayed offer, ours goes in the 2xx and the caller answers in the ACK
             neg = negotiate(parse_sdp(req.body)) if req.body else None
         except SdpNotAcceptable as exc:
-            self._reject_invite(req, tx, 488, "no-common-codec",
-                                [("Warning", f'{exc.warning_code} {self.advertised_host} "{exc.reason}"')])
+            self._reject_invite(
+                req,
+                tx,
+                488,
+                "no-common-codec",
+                [("Warning", f'{exc.warning_code} {self.advertised_host} "{exc.reason}"')],
+            )
             return
         except SdpError as exc:
             status = exc_status(exc)
@@ -420,9 +459,14 @@ class SipServer:
             return
         local = req.to
         local.params["tag"] = new_tag()
-        dialog = Dialog(call_id=req.call_id, local=local, remote=req.from_, remote_target=contact.uri,
-                        route_set=[NameAddr.parse(rr).uri for rr in req.headers.values("Record-Route")],
-                        remote_cseq=req.cseq[0])
+        dialog = Dialog(
+            call_id=req.call_id,
+            local=local,
+            remote=req.from_,
+            remote_target=contact.uri,
+            route_set=[NameAddr.parse(rr).uri for rr in req.headers.values("Record-Route")],
+            remote_cseq=req.cseq[0],
+        )
         call = IncomingCall(self, req, tx, peer, dialog, neg)
         self._dialogs[dialog.key] = call
         self._calls.add(call)
@@ -444,5 +488,3 @@ class SipServer:
                 call.reject(500)
             elif not call.ended:
                 await call.hangup("hangup")
-
-

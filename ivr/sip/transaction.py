@@ -47,8 +47,14 @@ def server_key(request: SipRequest) -> TxKey:
 
 
 class ServerTransaction:
-    def __init__(self, request: SipRequest, send: Send, timers: SipTimers, reliable: bool,
-                 on_terminated: Callable[[ServerTransaction], None]) -> None:
+    def __init__(
+        self,
+        request: SipRequest,
+        send: Send,
+        timers: SipTimers,
+        reliable: bool,
+        on_terminated: Callable[[ServerTransaction], None],
+    ) -> None:
         self.request = request
         self._send = send
         self.timers = timers
@@ -91,8 +97,14 @@ class ServerTransaction:
 class InviteServerTransaction(ServerTransaction):
     """proceeding -> accepted (2xx; RFC 6026) | completed (3xx-6xx) -> confirmed -> terminated."""
 
-    def __init__(self, request: SipRequest, send: Send, timers: SipTimers, reliable: bool,
-                 on_terminated: Callable[[ServerTransaction], None]) -> None:
+    def __init__(
+        self,
+        request: SipRequest,
+        send: Send,
+        timers: SipTimers,
+        reliable: bool,
+        on_terminated: Callable[[ServerTransaction], None],
+    ) -> None:
         super().__init__(request, send, timers, reliable, on_terminated)
         self.state: Literal["proceeding", "accepted", "completed", "confirmed", "terminated"] = "proceeding"
         # §17.2.1: answer at once so the caller's INVITE retransmissions stop
@@ -158,8 +170,14 @@ class ClientTransactionTimeout(Exception):
 class NonInviteClientTransaction:
     """Our in-dialog request; `response` resolves with the final response or ClientTransactionTimeout."""
 
-    def __init__(self, request: SipRequest, send: Send, timers: SipTimers, reliable: bool,
-                 on_terminated: Callable[[NonInviteClientTransaction], None]) -> None:
+    def __init__(
+        self,
+        request: SipRequest,
+        send: Send,
+        timers: SipTimers,
+        reliable: bool,
+        on_terminated: Callable[[NonInviteClientTransaction], None],
+    ) -> None:
         self.request = request
         self._send = send
         self.timers = timers
@@ -238,17 +256,14 @@ class TransactionLayer:
         key = self._key(request, request.method)
         tx: ServerTransaction
         if request.method == "INVITE":
-            tx = InviteServerTransaction(request, send, self.timers, reliable,
-                                         lambda t: self._server.pop(key, None))
+            tx = InviteServerTransaction(request, send, self.timers, reliable, lambda t: self._server.pop(key, None))
         else:
-            tx = NonInviteServerTransaction(request, send, self.timers, reliable,
-                                            lambda t: self._server.pop(key, None))
+            tx = NonInviteServerTransaction(request, send, self.timers, reliable, lambda t: self._server.pop(key, None))
         self._server[key] = tx
         return tx
 
     def create_client(self, request: SipRequest, send: Send, reliable: bool) -> NonInviteClientTransaction:
-        tx = NonInviteClientTransaction(request, send, self.timers, reliable,
-                                        lambda t: self._client.pop(t.key, None))
+        tx = NonInviteClientTransaction(request, send, self.timers, reliable, lambda t: self._client.pop(t.key, None))
         self._client[tx.key] = tx
         return tx
 

@@ -96,8 +96,9 @@ class UdpTransport(asyncio.DatagramProtocol):
     async def _resolve_and_send(self, data: bytes, host: str, port: int) -> None:
         try:
             # only addresses our socket can reach (an IPv4 socket cannot send to ::1)
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=self._family,
-                                                                 type=socket.SOCK_DGRAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, family=self._family, type=socket.SOCK_DGRAM
+            )
         except OSError as exc:
             log.warning("cannot resolve %s: %s", host, exc)
             return

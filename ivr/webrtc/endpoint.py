@@ -41,8 +41,10 @@ ANSWERS = Counter("voicenav_webrtc_answers_total", "SDP answers sent, by negotia
 FAILURES = Counter("voicenav_webrtc_offer_failures_total", "SDP offers refused, by reason", ["reason"])
 ACTIVE_CALLS = Gauge("voicenav_webrtc_active_calls", "WebRTC calls in progress (including being answered)")
 ANSWER_SECONDS = Histogram(
-    "voicenav_webrtc_answer_seconds", "Time from offer to answer (includes ICE gathering)",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+    "voicenav_webrtc_answer_seconds",
+    "Time from offer to answer (includes ICE gathering)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 CALL_HANDLER_ERRORS = Counter("voicenav_webrtc_call_handler_errors_total", "on_call handlers that raised")
 
 _MAX_SDP_CHARS = 64_000
@@ -120,17 +122,26 @@ class WebRtcEndpoint:
     connect_timeout_s: a call that is not connected this long after the answer ends as "ice-failed".
     """
 
-    def __init__(self, on_call: OnCall, *, max_calls: int, host_addresses: Sequence[str] | None = None,
-                 ice_servers: Sequence[IceServer] = (), sample_rate: int = 16000,
-                 connect_timeout_s: float = 15.0, retry_after_s: int = 5) -> None:
+    def __init__(
+        self,
+        on_call: OnCall,
+        *,
+        max_calls: int,
+        host_addresses: Sequence[str] | None = None,
+        ice_servers: Sequence[IceServer] = (),
+        sample_rate: int = 16000,
+        connect_timeout_s: float = 15.0,
+        retry_after_s: int = 5,
+    ) -> None:
         if max_calls < 1:
             raise ValueError("max_calls must be >= 1")
         self._on_call = on_call
         self._max_calls = max_calls
         self._hosts = validate_host_addresses(host_addresses) if host_addresses is not None else None
         self._loopback_only = is_loopback_only(self._hosts)
-        self._ice_servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-                             for s in ice_servers]
+        self._ice_servers = [
+            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in ice_servers
+        ]
         self._sample_rate = sample_rate
         self._connect_timeout_s = connect_timeout_s
         self._retry_after_s = retry_after_s
@@ -141,9 +152,15 @@ class WebRtcEndpoint:
 
     @classmethod
     def from_config(cls, on_call: OnCall, config: WebRtcConfig) -> WebRtcEndpoint:
-        return cls(on_call, max_calls=config.max_calls, host_addresses=config.host_addresses,
-                   ice_servers=config.ice_servers, sample_rate=config.sample_rate,
-                   connect_timeout_s=config.connect_timeout_s, retry_after_s=config.retry_after_s)
+        return cls(
+            on_call,
+            max_calls=config.max_calls,
+            host_addresses=config.host_addresses,
+            ice_servers=config.ice_servers,
+            sample_rate=config.sample_rate,
+            connect_timeout_s=config.connect_timeout_s,
+            retry_after_s=config.retry_after_s,
+        )
 
     @property
     def active_calls(self) -> int:
@@ -163,8 +180,7 @@ class WebRtcEndpoint:
     async def close(self, reason: str = "server-shutdown", *, grace_s: float = 5.0) -> None:
         """Refuse new offers, hang up every call with `reason`, and wait for the call handlers."""
         self._draining = True
-        await asyncio.gather(*(leg.close(reason) for leg in list(self._legs.values())),
-                             return_exceptions=True)
+        await asyncio.gather(*(leg.close(reason) for leg in list(self._legs.values())), return_exceptions=True)
         tasks = list(self._tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace_s)
@@ -172,8 +188,9 @@ class WebRtcEndpoint:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def answer(self, offer: OfferBody, *, remote_address: str | None = None,
-                     user_agent: str | None = None) -> AnswerBody:
+    async def answer(
+        self, offer: OfferBody, *, remote_address: str | None = None, user_agent: str | None = None
+    ) -> AnswerBody:
         """Accept `offer` and start the call, or raise `OfferRejected`."""
         if self._draining:
             raise self._reject("draining", 503, retry_after_s=self._retry_after_s)
@@ -196,8 +213,7 @@ class WebRtcEndpoint:
         sdp = self._checked_offer_sdp(sdp)
         call_id = uuid.uuid4().hex
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
-        leg = WebRtcLeg(pc, call_id, sample_rate=self._sample_rate,
-                        connect_timeout_s=self._connect_timeout_s)
+        leg = WebRtcLeg(pc, call_id, sample_rate=self._sample_rate, connect_timeout_s=self._connect_timeout_s)
         try:
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -212,8 +228,13 @@ class WebRtcEndpoint:
         except BaseException:
             await leg.discard()
             raise
-        info = CallInfo(call_id=call_id, codec=codec, remote_address=remote_address,
-                        user_agent=user_agent, started_at=datetime.now(UTC))
+        info = CallInfo(
+            call_id=call_id,
+            codec=codec,
+            remote_address=remote_address,
+            user_agent=user_agent,
+            started_at=datetime.now(UTC),
+        )
         self._legs[call_id] = leg
         leg.start()
         task = asyncio.create_task(self._run_call(leg, info), name=f"webrtc-call-{call_id}")
@@ -259,8 +280,7 @@ class WebRtcEndpoint:
         ACTIVE_CALLS.dec()
 
     @staticmethod
-    def _reject(reason: str, status: int, detail: str = "",
-                retry_after_s: int | None = None) -> OfferRejected:
+    def _reject(reason: str, status: int, detail: str = "", retry_after_s: int | None = None) -> OfferRejected:
         FAILURES.labels(reason).inc()
         return OfferRejected(reason, status, detail, retry_after_s)
 
@@ -287,12 +307,12 @@ def setup_routes(app: web.Application, endpoint: WebRtcEndpoint, *, path: str = 
             FAILURES.labels(reason).inc()
             return web.json_response({"error": reason, "detail": err["msg"]}, status=400)
         try:
-            ans = await endpoint.answer(body, remote_address=request.remote,
-                                        user_agent=request.headers.get("User-Agent"))
+            ans = await endpoint.answer(
+                body, remote_address=request.remote, user_agent=request.headers.get("User-Agent")
+            )
         except OfferRejected as exc:
             headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
-            return web.json_response({"error": exc.reason, "detail": exc.detail}, status=exc.status,
-                                     headers=headers)
+            return web.json_response({"error": exc.reason, "detail": exc.detail}, status=exc.status, headers=headers)
         except Exception:
             FAILURES.labels("internal").inc()
             log.exception("answering an offer from %s failed", request.remote)

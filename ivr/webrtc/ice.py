@@ -28,8 +28,11 @@ def _scoped_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     pinned = _PINNED.get()
     if pinned is None:
         return _aioice_default(use_ipv4, use_ipv6)
-    return [a for a in pinned if (ipaddress.ip_address(a).version == 4 and use_ipv4)
-            or (ipaddress.ip_address(a).version == 6 and use_ipv6)]
+    return [
+        a
+        for a in pinned
+        if (ipaddress.ip_address(a).version == 4 and use_ipv4) or (ipaddress.ip_address(a).version == 6 and use_ipv6)
+    ]
 
 
 def validate_host_addresses(addresses: Sequence[str]) -> tuple[str, ...]:

@@ -31,18 +31,21 @@ log = logging.getLogger(__name__)
 
 HANGUPS = Counter("voicenav_webrtc_hangups_total", "WebRTC calls ended, by reason", ["reason"])
 CONNECT_SECONDS = Histogram(
-    "voicenav_webrtc_connect_seconds", "Time from answer to ICE+DTLS connected",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0))
+    "voicenav_webrtc_connect_seconds",
+    "Time from answer to ICE+DTLS connected",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+)
 DATACHANNEL_REJECTED = Counter(
-    "voicenav_webrtc_datachannel_rejected_total", "Data-channel messages ignored, by reason", ["reason"])
+    "voicenav_webrtc_datachannel_rejected_total", "Data-channel messages ignored, by reason", ["reason"]
+)
 DTMF_RECEIVED = Counter("voicenav_webrtc_dtmf_total", "Keypad digits received over the data channel")
 AUDIO_DROPPED = Counter(
-    "voicenav_webrtc_audio_dropped_frames_total",
-    "Caller audio frames dropped because the call session fell behind")
+    "voicenav_webrtc_audio_dropped_frames_total", "Caller audio frames dropped because the call session fell behind"
+)
 AUDIO_REJECTED = Counter(
-    "voicenav_webrtc_audio_rejected_frames_total", "Decoded caller frames that could not be converted")
-EVENTS_DROPPED = Counter(
-    "voicenav_webrtc_events_dropped_total", "Events for the page dropped (no open data channel)")
+    "voicenav_webrtc_audio_rejected_frames_total", "Decoded caller frames that could not be converted"
+)
+EVENTS_DROPPED = Counter("voicenav_webrtc_events_dropped_total", "Events for the page dropped (no open data channel)")
 
 _MAX_MESSAGE_CHARS = 1024
 
@@ -69,9 +72,16 @@ class WebRtcLeg:
     DTLS failed, or no connection within `connect_timeout_s`), or the reason given to `close`.
     """
 
-    def __init__(self, pc: RTCPeerConnection, call_id: str, *, sample_rate: int = 16000,
-                 connect_timeout_s: float = 15.0, max_queued_frames: int = 500,
-                 max_pending_events: int = 64) -> None:
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        call_id: str,
+        *,
+        sample_rate: int = 16000,
+        connect_timeout_s: float = 15.0,
+        max_queued_frames: int = 500,
+        max_pending_events: int = 64,
+    ) -> None:
         self.call_id = call_id
         self.sample_rate = sample_rate
         self._pc = pc
@@ -277,8 +287,7 @@ class WebRtcLeg:
 
     async def _notify_page_hangup(self, reason: str) -> None:
         ch = self._channel
-        if (self._peer_hung_up or ch is None or ch.readyState != "open"
-                or self._pc.connectionState != "connected"):
+        if self._peer_hung_up or ch is None or ch.readyState != "open" or self._pc.connectionState != "connected":
             return
         ch.send(json.dumps({"type": "hangup", "reason": reason}))
         # Let SCTP hand the message to the transport before the connection goes away (bounded).

@@ -50,9 +50,7 @@ async def test_put_get_versions_rollback_delete(make_instance: Make) -> None:
     resp = await client.get("/v1/hotwords/products/versions", headers=auth("tok-alice"))
     assert (await resp.json())["versions"] == [1, 2]
     resp = await client.get("/v1/hotwords", headers=auth("tok-alice"))
-    assert [(s["name"], s["version"], s["phrases"]) for s in (await resp.json())["lists"]] == [
-        ("products", 2, 1)
-    ]
+    assert [(s["name"], s["version"], s["phrases"]) for s in (await resp.json())["lists"]] == [("products", 2, 1)]
 
     resp = await client.post("/v1/hotwords/products/rollback?version=1", headers=auth("tok-alice"))
     assert resp.status == 200 and (await resp.json())["list"]["version"] == 3
@@ -63,9 +61,7 @@ async def test_put_get_versions_rollback_delete(make_instance: Make) -> None:
     assert (await client.get("/v1/hotwords/products", headers=auth("tok-alice"))).status == 404
     assert (await client.delete("/v1/hotwords/products", headers=auth("tok-bob"))).status == 404
     resp = await client.get("/v1/hotwords/products/audit", headers=auth("tok-alice"))
-    trail = [
-        (r["action"], r["by"], r["old_version"], r["new_version"]) for r in (await resp.json())["records"]
-    ]
+    trail = [(r["action"], r["by"], r["old_version"], r["new_version"]) for r in (await resp.json())["records"]]
     assert trail == [
         ("delete", "bob", 3, None),
         ("rollback", "alice", 2, 3),
@@ -203,9 +199,7 @@ async def test_if_match_and_bad_parameters(make_instance: Make) -> None:
     assert (await client.get("/v1/hotwords/products?version=abc", headers=auth("tok-alice"))).status == 400
     assert (await client.get("/v1/hotwords/products?version=9", headers=auth("tok-alice"))).status == 404
     assert (await client.post("/v1/hotwords/products/rollback", headers=auth("tok-alice"))).status == 400
-    assert (
-        await client.post("/v1/hotwords/products/rollback?version=9", headers=auth("tok-alice"))
-    ).status == 404
+    assert (await client.post("/v1/hotwords/products/rollback?version=9", headers=auth("tok-alice"))).status == 404
     assert (await client.get("/v1/hotwords/Bad%20Name", headers=auth("tok-alice"))).status == 404
 
 
@@ -214,9 +208,7 @@ async def test_openapi_document(make_instance: Make) -> None:
     resp = await node.client.get("/v1/openapi.json")
     doc = await resp.json()
     assert doc["openapi"].startswith("3.")
-    assert {"HotwordListIn", "HotwordList", "UploadResult", "Entry", "ErrorBody"} <= set(
-        doc["components"]["schemas"]
-    )
+    assert {"HotwordListIn", "HotwordList", "UploadResult", "Entry", "ErrorBody"} <= set(doc["components"]["schemas"])
     put = doc["paths"]["/v1/hotwords/{name}"]["put"]
     assert set(put["requestBody"]["content"]) == {"application/json", "text/plain", "text/csv"}
     entry = doc["components"]["schemas"]["Entry"]["properties"]["boost"]

@@ -11,9 +11,7 @@ from hotwords.graph import BiasGraph, GraphState, WeightedPhrase, check_phrase, 
 
 
 def build(codec: TokenCodec, *phrases: str, boost: float = 3.0, **kw: float) -> BiasGraph:
-    graph, issues = compile_graph(
-        [WeightedPhrase(p, boost) for p in phrases], codec.encode, codec.decode, **kw
-    )
+    graph, issues = compile_graph([WeightedPhrase(p, boost) for p in phrases], codec.encode, codec.decode, **kw)
     assert not issues
     return graph
 
@@ -175,9 +173,7 @@ def test_compiles_a_thousand_phrases_quickly(codec: TokenCodec) -> None:
     phrases: set[str] = set()
     while len(phrases) < 1000:
         words = rng.randint(1, 3)
-        phrases.add(
-            " ".join("".join(rng.choices(syllables, k=rng.randint(2, 4))).capitalize() for _ in range(words))
-        )
+        phrases.add(" ".join("".join(rng.choices(syllables, k=rng.randint(2, 4))).capitalize() for _ in range(words)))
     began = time.perf_counter()
     graph = build(codec, *sorted(phrases))
     seconds = time.perf_counter() - began

@@ -53,9 +53,7 @@ def test_sound_alikes_are_replaced(corrector: PhraseCorrector, heard: str, expec
 
 
 def test_ordinary_sentences_are_left_alone(corrector: PhraseCorrector, data: Path) -> None:
-    prompts = [
-        line.split("\t", 1)[1].strip() for line in (data / "asterisk_dev.tsv").read_text().splitlines()
-    ]
+    prompts = [line.split("\t", 1)[1].strip() for line in (data / "asterisk_dev.tsv").read_text().splitlines()]
     rows = [json.loads(line) for line in TINY_EN.read_text().splitlines()]
     ordinary = prompts + [row["hypothesis"] for row in rows if not row["hotwords"]]
     assert len(ordinary) > 250

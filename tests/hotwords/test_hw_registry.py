@@ -37,9 +37,7 @@ def completes(state: GraphState, codec: TokenCodec, text: str) -> list[str]:
     return done
 
 
-async def test_an_update_through_one_replica_reaches_the_other(
-    make_instance: Make, codec: TokenCodec
-) -> None:
+async def test_an_update_through_one_replica_reaches_the_other(make_instance: Make, codec: TokenCodec) -> None:
     a = await make_instance()
     b = await make_instance()
     await a.registry.start()
@@ -107,15 +105,10 @@ async def test_composition_by_scope_is_cached_by_versions(make_instance: Make, c
         await node.registry.biaser(["planet:mars"])
 
     before = (
-        REGISTRY.get_sample_value(
-            "voicenav_hotwords_hits_total", {"list": "acme", "phrase": "Kestrava router"}
-        )
-        or 0.0
+        REGISTRY.get_sample_value("voicenav_hotwords_hits_total", {"list": "acme", "phrase": "Kestrava router"}) or 0.0
     )
     biaser.record_hits(biaser.hits_in("my kestrava router is down"))
-    after = REGISTRY.get_sample_value(
-        "voicenav_hotwords_hits_total", {"list": "acme", "phrase": "Kestrava router"}
-    )
+    after = REGISTRY.get_sample_value("voicenav_hotwords_hits_total", {"list": "acme", "phrase": "Kestrava router"})
     assert after == before + 1
     assert biaser.hits_in("a Kestrava routers shop") == []
 
@@ -208,9 +201,7 @@ async def test_redis_outage_keeps_the_last_graphs(prefix: str, codec: TokenCodec
         await proxy.down()
 
 
-async def test_unreachable_at_start_then_serves_nothing_without_crashing(
-    codec: TokenCodec, prefix: str
-) -> None:
+async def test_unreachable_at_start_then_serves_nothing_without_crashing(codec: TokenCodec, prefix: str) -> None:
     store = RedisHotwordStore.from_url("redis://127.0.0.1:1/0", prefix)
     registry = HotwordRegistry(store, codec, HotwordsConfig(reconnect_max_seconds=0.1))
     await registry.start()

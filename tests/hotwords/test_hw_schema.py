@@ -15,9 +15,7 @@ def test_normalization_nfkc_casefold_spaces() -> None:
     assert Entry(phrase="  Kestrava   router ").phrase == "Kestrava router"
 
 
-@pytest.mark.parametrize(
-    "scope", ["global", "tenant:acme", "flow:sales-1", "node:sales/menu", "call:4f2a.9:1"]
-)
+@pytest.mark.parametrize("scope", ["global", "tenant:acme", "flow:sales-1", "node:sales/menu", "call:4f2a.9:1"])
 def test_valid_scopes(scope: str) -> None:
     assert validate_scope(scope) == scope
 
