@@ -52,6 +52,10 @@ class RecognitionStream:
     def in_speech(self) -> bool:
         return self._endpointer.in_speech
 
+    def set_end_silence(self, ms: int) -> None:
+        """The silence that ends an utterance from now on; call from the thread that feeds the stream."""
+        self._endpointer.set_min_silence(ms)
+
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]:
         """Feed audio (float in [-1, 1] or int16). Returns the VAD events it caused."""
         x = np.asarray(samples)

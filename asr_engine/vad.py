@@ -69,6 +69,10 @@ class SpeechEnd:
     end: float
     samples: np.ndarray  # 16 kHz float32, padded by speech_pad_ms each side
     truncated: bool  # cut at max_utterance_s
+    # Seconds since the stream began: where the last voiced chunk ended, and where the endpointer
+    # decided (voiced_end + the silence wait). What the caller waits for starts at voiced_end.
+    voiced_end: float
+    decided_at: float
 
 
 VadEvent = SpeechStart | SpeechEnd
@@ -99,6 +103,11 @@ class Endpointer:
     @property
     def in_speech(self) -> bool:
         return self._triggered
+
+    def set_min_silence(self, ms: int) -> None:
+        """The silence that ends the utterances from now on (a turn's grammar sets it); an utterance in
+        progress ends by the new value too."""
+        self._min_silence = ms * (RATE // 1000)
 
     def accept(self, samples: np.ndarray) -> Iterator[VadEvent]:
         x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
@@ -153,7 +162,8 @@ class Endpointer:
         begin = max(self._audio_start, self._start - self._pad)
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
         seg = audio[begin - self._audio_start : end - self._audio_start]
-        event = SpeechEnd(self._start / RATE, end / RATE, seg, truncated)
+        voiced_end = max(self._start, self._last_speech_end)
+        event = SpeechEnd(self._start / RATE, end / RATE, seg, truncated, voiced_end / RATE, self._pos / RATE)
         self._triggered, self._start, self._speech_run, self._silence_run = False, None, 0, 0
         self._trim_preroll()
         return event

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ Transport = Literal["sip", "webrtc"]
 CALLS = Counter("voicenav_calls_total", "Calls that ended, by outcome", ["outcome"])
 TURN_LATENCY = Histogram(
     "voicenav_turn_latency_seconds",
-    "From the end of the caller's speech (VAD) to the start of the answering prompt",
+    "From the arrival of the caller's last voiced audio (VAD) to the start of the answering prompt",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
 )
 BARGE_INS = Counter("voicenav_barge_ins_total", "Prompts cut short by the caller", ["transport", "by"])
@@ -70,6 +71,7 @@ class HotwordContext:
 
 HotwordsFor = Callable[[act.Listen], Awaitable[HotwordContext | None]]
 _MAX_SPEECH_WAIT_S = 30.0  # longest a listen timeout waits for speech in progress to be transcribed
+_ARRIVALS_KEPT_S = 40.0  # frame arrival times kept: more than any utterance (at most 30 s) and its padding
 
 
 class CallControl(Protocol):
@@ -109,7 +111,7 @@ class CallDeps:
 class _Heard:
     text: str
     confidence: float
-    speech_end: float  # loop time at which the VAD found the end of speech
+    speech_end: float  # loop time at which the caller's last voiced audio arrived
     transcribed: float  # loop time at which the transcript was ready
 
 
@@ -143,8 +145,9 @@ class CallSession:
         self.stream = RecognitionStream(deps.vad, deps.vad_config)
         self.dialog = DialogSession(call_id, deps.policy, deps.contexts, deps.records, caller, control.transport)
         self._inbox: asyncio.Queue[_Heard | _Key | _Gone] = asyncio.Queue()
-        self._audio: list[tuple[int, np.ndarray]] = []
-        self._audio_at = 0.0
+        self._audio: list[tuple[int, np.ndarray, float]] = []  # rate, samples, loop time of arrival
+        self._fed_s = 0.0  # seconds of caller audio given to the VAD
+        self._arrivals: deque[tuple[float, float]] = deque()  # (stream position after a frame, its arrival)
         self._audio_ready = asyncio.Event()
         self._asr: set[asyncio.Task[None]] = set()
         self._playing = False
@@ -317,8 +320,7 @@ class CallSession:
         while True:
             item = await self.leg.recv()
             if isinstance(item, AudioFrame):
-                self._audio.append((item.sample_rate, item.pcm))
-                self._audio_at = loop.time()
+                self._audio.append((item.sample_rate, item.pcm, loop.time()))
                 self._audio_ready.set()
             elif isinstance(item, DtmfDigit):
                 self.dtmf(item.digit)
@@ -344,18 +346,31 @@ class CallSession:
         while True:
             await self._audio_ready.wait()
             self._audio_ready.clear()
-            chunks, self._audio = self._audio, []
-            arrived = self._audio_at
+            frames, self._audio = self._audio, []
+            for rate, pcm, arrived in frames:
+                self._fed_s += len(pcm) / rate
+                self._arrivals.append((self._fed_s, arrived))
+            while self._arrivals[0][0] < self._fed_s - _ARRIVALS_KEPT_S:
+                self._arrivals.popleft()
+            chunks = [(rate, pcm) for rate, pcm, _ in frames]
             events = await loop.run_in_executor(self.deps.vad_executor, self._accept, chunks)
             for event in events:
                 if isinstance(event, SpeechStart):
                     if self._playing and self._play_barge_in:
                         self._barge_in("speech")
                 elif isinstance(event, SpeechEnd):
-                    for _seg, utterance in self.stream.take_utterances():
-                        task = asyncio.create_task(self._transcribe(utterance, arrived))
+                    for seg, utterance in self.stream.take_utterances():
+                        task = asyncio.create_task(self._transcribe(utterance, self._arrival_of(seg.voiced_end)))
                         self._asr.add(task)
                         task.add_done_callback(self._asr.discard)
+
+    def _arrival_of(self, position: float) -> float:
+        """Loop time at which the caller audio at `position` (seconds into the stream) arrived: the
+        caller's wait for an answer starts there, not when the VAD decided the speech had ended."""
+        for end, arrived in self._arrivals:
+            if end >= position:
+                return arrived
+        return self._arrivals[-1][1]
 
     def _media_task_done(self, task: asyncio.Task[None]) -> None:
         """A media task that fails leaves the call deaf: end it rather than wait on silence."""
