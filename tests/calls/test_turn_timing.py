@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import pytest_asyncio
-from callers import CALLERS_DEV, MODEL_CACHE, PROMPT_CACHE
+from callers import CALLERS_DEV, MODEL_CACHE, PROMPT_CACHE, poll
 from test_call_session import Control, ScriptedLeg
 
 from asr_engine.audio.resample import resample_int16
@@ -75,13 +75,17 @@ class Caller:
             sent += 1
             await asyncio.sleep(max(0.0, start + sent * FRAME / RATE - loop.time()))
 
-    async def after_prompts(self, leg: ScriptedLeg, prompts: int) -> None:
-        """Wait until `prompts` prompts have played to the end."""
-        while len(leg.played) < prompts or leg.playing.is_set():
-            await asyncio.sleep(0.02)
-
     def stop(self) -> None:
         self._task.cancel()
+
+
+async def prompts_played(leg: ScriptedLeg, prompts: int) -> None:
+    """Wait until `prompts` prompts have been played (the caller listens before talking)."""
+
+    async def done() -> bool:
+        return len(leg.played) >= prompts and not leg.playing.is_set()
+
+    await poll(done, within=20, interval=0.02)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -122,7 +126,7 @@ async def test_recorded_latency_includes_the_silence_wait(deps: CallDeps) -> Non
     run = asyncio.create_task(session.run())
     caller = Caller(leg)
     try:
-        await caller.after_prompts(leg, 1)
+        await prompts_played(leg, 1)
         caller.say(speech("dev003"))  # "why was I charged twice for Zentrix Unlimited this month"
         assert await asyncio.wait_for(run, 30) == "route"
     finally:
