@@ -23,6 +23,8 @@ class Listen:
     hotword_lists: tuple[str, ...] = ()  # names of admin-managed lists
     timeout_ms: int = 5000
     barge_in: bool = True
+    end_silence_ms: int | None = None  # silence that ends the caller's turn; None: the service's setting
+    end_key: str | None = None  # a key that ends the spoken turn at once (the collection's terminator)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,17 @@ found by walking the `yaml.compose` node tree along the pydantic error location.
         prompt: {text: "Say or key in your account number."}
         confirm: {text: "I have {account_number}. Is that right?"}  # asked after collecting
         grammar: digits
+        end_silence_ms: 1500                                        # else settings.digits_end_silence_ms
         collect: {slot: account_number, min_length: 6, max_length: 10, terminator: "#",
                   next: {route: account}}
       goodbye:
         prompt: {text: "Goodbye."}
         then: {hangup: done}                                        # no input expected
+
+The caller's turn ends after a pause: `end_silence_ms` on a node, else by grammar
+(`settings.digits_end_silence_ms` is long, as callers breathe between digit groups;
+`settings.yes_no_end_silence_ms` is short; a free node keeps the service's end-of-speech setting). A
+spoken number also ends at once on the collection's terminator key.
 
 A target is a node name or exactly one of `goto`, `route`, `transfer`, `hangup` (with an optional
 `say` prompt played first). "repeat" and "go back" (and `repeat_key`/`back_key`) work in every node.
@@ -122,6 +128,7 @@ class Node(_Strict):
     then: Target | None = None
     barge_in: bool | None = None
     timeout_ms: int | None = Field(default=None, ge=500, le=60_000)
+    end_silence_ms: int | None = Field(default=None, ge=100, le=5000)
 
     @field_validator("dtmf", mode="before")
     @classmethod
@@ -165,6 +172,10 @@ class Settings(_Strict):
     digit_timeout_ms: int = Field(default=4000, ge=500, le=60_000)
     max_retries: int = Field(default=2, ge=0, le=10)
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Silence that ends a turn by grammar: a spoken number has pauses between groups ("555 | 0138"),
+    # a yes or no is over at once.
+    digits_end_silence_ms: int = Field(default=1200, ge=100, le=5000)
+    yes_no_end_silence_ms: int = Field(default=300, ge=100, le=5000)
     escalation: Target = Target(route="agent")
     escalation_prompt: Prompt | None = Prompt(text="Let me get someone to help you.")
     no_input: Prompt = Prompt(text="Sorry, I didn't hear anything.")

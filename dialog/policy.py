@@ -175,13 +175,20 @@ class DialogPolicy:
         timeout = node.timeout_ms or s.no_input_timeout_ms
         barge_in = self._barge_in(ctx)
         if ctx.confirming:
-            out.append(act.Listen("yes_no", (), (), timeout, barge_in))
+            out.append(act.Listen("yes_no", (), (), timeout, barge_in, s.yes_no_end_silence_ms))
         elif node.collect is not None:
             c = node.collect
-            out.append(act.Listen("digits", node.phrases, node.hotword_lists, timeout, barge_in))
+            silence = node.end_silence_ms or s.digits_end_silence_ms
+            listen = act.Listen("digits", node.phrases, node.hotword_lists, timeout, barge_in, silence, c.terminator)
+            out.append(listen)
             out.append(act.CollectDigits(c.min_length, c.max_length, c.terminator, s.digit_timeout_ms))
         else:
-            out.append(act.Listen(node.grammar, node.phrases, node.hotword_lists, timeout, barge_in))
+            silence = node.end_silence_ms or self._grammar_end_silence(node.grammar)
+            out.append(act.Listen(node.grammar, node.phrases, node.hotword_lists, timeout, barge_in, silence))
+
+    def _grammar_end_silence(self, grammar: str) -> int | None:
+        s = self.flow.settings
+        return {"digits": s.digits_end_silence_ms, "yes_no": s.yes_no_end_silence_ms}.get(grammar)
 
     def _enter(self, ctx: CallContext, name: str, out: list[act.Action], push: bool, hops: int = 0) -> None:
         if push and ctx.node is not None and ctx.node != name:
