@@ -158,11 +158,20 @@ class CallSession:
         self._transcribed = 0.0
         self._hotwords: HotwordContext | None = None
         self._utterance_latency: list[float | None] = []  # per utterance turn, in order
+        self._end_silence_ms = deps.vad_config.min_silence_ms  # of the turn being listened for
+        self._end_key: str | None = None  # a key that ends the spoken turn at once
+        self._end_now = False  # the end key came while the caller spoke: close the utterance
 
     # -- inputs from the transport -----------------------------------------------------------------
     def dtmf(self, digit: str) -> None:
         if self._playing and self._play_barge_in:
             self._barge_in("dtmf")
+        if digit == self._end_key and (self.stream.in_speech or self._asr):
+            # "five five five zero one three eight #": the key ends the spoken number instead of the
+            # silence wait; it is not a keyed entry of its own.
+            self._end_now = True
+            self._audio_ready.set()
+            return
         self._inbox.put_nowait(_Key(digit))
 
     def leg_gone(self, reason: str) -> None:
@@ -221,6 +230,7 @@ class CallSession:
         how long to wait for the caller (None: no limit)."""
         wait_s: float | None = None
         self._barged = False
+        self._endpointing(actions)
         for action in actions:
             if self._gone is not None:
                 raise _CallGone(self._gone)
@@ -244,6 +254,15 @@ class CallSession:
                     await self.control.hangup(reason)
                     return "hangup"
         return wait_s
+
+    def _endpointing(self, actions: list[act.Action]) -> None:
+        """The coming turn's end-of-speech rule, set before its prompts play: a caller who talks over
+        the prompt is already answering it."""
+        listen = next((a for a in actions if isinstance(a, act.Listen)), None)
+        if listen is None:
+            return
+        self._end_silence_ms = listen.end_silence_ms or self.deps.vad_config.min_silence_ms
+        self._end_key = listen.end_key
 
     async def _listen_context(self, listen: act.Listen) -> None:
         """The node's hot words for the recognizer; without them (a failed list) recognition goes on."""
@@ -330,6 +349,7 @@ class CallSession:
 
     def _accept(self, chunks: list[tuple[int, np.ndarray]]) -> list[VadEvent]:
         """Runs in the VAD thread: consecutive frames of one rate go to the stream in one piece."""
+        self.stream.set_end_silence(self._end_silence_ms)
         events: list[VadEvent] = []
         i = 0
         while i < len(chunks):
@@ -339,6 +359,9 @@ class CallSession:
                 j += 1
             events += self.stream.accept_waveform(rate, np.concatenate([c for _, c in chunks[i:j]]))
             i = j
+        if self._end_now:
+            self._end_now = False
+            events += self.stream.input_finished()
         return events
 
     async def _run_vad(self) -> None:
@@ -350,7 +373,7 @@ class CallSession:
             for rate, pcm, arrived in frames:
                 self._fed_s += len(pcm) / rate
                 self._arrivals.append((self._fed_s, arrived))
-            while self._arrivals[0][0] < self._fed_s - _ARRIVALS_KEPT_S:
+            while self._arrivals and self._arrivals[0][0] < self._fed_s - _ARRIVALS_KEPT_S:
                 self._arrivals.popleft()
             chunks = [(rate, pcm) for rate, pcm, _ in frames]
             events = await loop.run_in_executor(self.deps.vad_executor, self._accept, chunks)

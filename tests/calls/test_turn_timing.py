@@ -1,6 +1,8 @@
 """How long the caller waits, with a scripted media leg that sends 20 ms frames in real time (the real
 VAD, recognizer, dialog and prompts): the recorded turn latency starts at the caller's last voiced audio,
-so it includes the endpointing silence."""
+so it includes the endpointing silence; each listen ends the turn after its grammar's pause (a spoken
+number is not cut at the breath between digit groups, a yes is answered sooner), and the terminator
+key ends a spoken number at once."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +22,8 @@ from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.config import EngineConfig, RecognizerConfig
-from asr_engine.recognizer import Recognizer
-from asr_engine.vad import SileroVad, VadConfig
+from asr_engine.recognizer import Recognizer, Refine, Transcript, Utterance
+from asr_engine.vad import Endpointer, SileroVad, SpeechEnd, VadConfig
 from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
 from dialog.policy import DialogPolicy
@@ -28,12 +31,13 @@ from dialog.records import CallRecord, MemoryRecordStore
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptConfig, PromptRenderer
 from ivr.calls.session import CallDeps, CallSession
-from ivr.media.events import AudioFrame
+from ivr.media.events import AudioFrame, DtmfDigit
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 
 RATE = 8000
 FRAME = 160  # 20 ms, as RTP carries it
+ALLISON_DIGITS = Path("/usr/share/asterisk/sounds/en_US_f_Allison/digits")
 
 MENU_FLOW = """
 id: menu
@@ -45,12 +49,50 @@ nodes:
     intents: {billing: {route: billing, say: {text: "Billing."}}}
 """
 
+DIGITS_FLOW = """
+id: digits
+start: account
+settings: {no_input_timeout_ms: 8000, max_retries: 0}
+nodes:
+  account:
+    prompt: {text: "Your account number?"}
+    confirm: {text: "I have {number}. Right?"}
+    grammar: digits
+    collect: {slot: number, min_length: 7, max_length: 10, next: {route: account, say: {text: "Thanks."}}}
+"""
+
 
 def speech(utterance: str) -> np.ndarray:
     """A callers_dev utterance as 8 kHz int16."""
     audio = read_wav(str(CALLERS_DEV / f"{utterance}.wav"))
     pcm = np.clip(np.asarray(audio.samples, dtype=np.float32) * 32768, -32768, 32767).astype(np.int16)
     return resample_int16(pcm, audio.sample_rate, RATE) if audio.sample_rate != RATE else pcm
+
+
+def _trimmed(pcm: np.ndarray, floor: int = 200) -> np.ndarray:
+    """Without the recording's own leading and trailing silence."""
+    loud = np.flatnonzero(np.abs(pcm) > floor)
+    return pcm[loud[0] : loud[-1] + 1]
+
+
+def spoken_number(groups: list[str], pause_s: float = 0.7) -> np.ndarray:
+    """Allison's digits, each group said in one go, `pause_s` of silence between groups (a breath)."""
+    said = []
+    for group in groups:
+        digits = [read_wav(str(ALLISON_DIGITS / f"{d}.wav")) for d in group]
+        pcm = np.concatenate([(np.asarray(a.samples) * 32767).astype(np.int16) for a in digits])
+        said.append(_trimmed(pcm))
+    pause = np.zeros(int(pause_s * RATE), np.int16)
+    return np.concatenate([part for g in said for part in (g, pause)][:-1])
+
+
+def speech_ends(vad: SileroVad, pcm: np.ndarray, end_silence_ms: int) -> list[SpeechEnd]:
+    """What the endpointer makes of `pcm` followed by 2 s of silence."""
+    endpointer = Endpointer(vad, VadConfig())
+    endpointer.set_min_silence(end_silence_ms)
+    x = np.concatenate([pcm, np.zeros(2 * RATE, np.int16)]).astype(np.float32) / 32768
+    audio = resample_int16((x * 32767).astype(np.int16), RATE, 16000).astype(np.float32) / 32768
+    return [e for e in endpointer.accept(audio) if isinstance(e, SpeechEnd)]
 
 
 class Caller:
@@ -64,6 +106,15 @@ class Caller:
 
     def say(self, pcm: np.ndarray) -> None:
         self._queued = np.concatenate([self._queued, pcm])
+
+    async def said(self) -> float:
+        """Wait until everything queued has been sent; the loop time it was."""
+
+        async def sent() -> bool:
+            return len(self._queued) == 0
+
+        await poll(sent, within=30, interval=0.01)
+        return asyncio.get_running_loop().time()
 
     async def _send(self) -> None:
         loop = asyncio.get_running_loop()
@@ -109,6 +160,21 @@ async def deps() -> AsyncIterator[CallDeps]:
     executor.shutdown()
 
 
+@pytest.fixture
+def decodes(deps: CallDeps, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Loop times at which the session handed an utterance to the recognizer, i.e. when the turn's
+    end of speech was decided (the recognizer itself still runs; its time depends on the machine)."""
+    times: list[float] = []
+    transcribe = deps.batcher.transcribe
+
+    async def timed(utterance: Utterance, refine: Refine | None = None) -> Transcript:
+        times.append(asyncio.get_running_loop().time())
+        return await transcribe(utterance, refine)
+
+    monkeypatch.setattr(deps.batcher, "transcribe", timed)
+    return times
+
+
 async def utterance_latencies(deps: CallDeps, call_id: str) -> tuple[CallRecord, list[float]]:
     record = await deps.records.get(call_id)
     assert record is not None
@@ -134,3 +200,76 @@ async def test_recorded_latency_includes_the_silence_wait(deps: CallDeps) -> Non
     record, latencies = await utterance_latencies(deps, "silence-wait")
     assert record.outcome == {"route": "billing"}, record
     assert len(latencies) == 1 and 1500 <= latencies[0] < 1500 + 2500, latencies
+
+
+async def test_a_breath_between_digit_groups_ends_the_turn_only_at_the_default_pause(deps: CallDeps) -> None:
+    number = spoken_number(["305", "0138"])
+    assert len(speech_ends(deps.vad, number, deps.vad_config.min_silence_ms)) == 2  # cut after "305"
+    (whole,) = speech_ends(deps.vad, number, 1200)
+    assert whole.end - whole.start > len(number) / RATE - 0.2
+
+
+async def test_yes_ends_sooner_at_the_yes_no_pause(deps: CallDeps) -> None:
+    yes = speech("dev041")  # "yes that's right"
+    (default,) = speech_ends(deps.vad, yes, deps.vad_config.min_silence_ms)
+    (short,) = speech_ends(deps.vad, yes, 300)
+    assert short.voiced_end == default.voiced_end
+    assert default.decided_at - short.decided_at >= 0.25
+    assert short.decided_at - short.voiced_end < deps.vad_config.min_silence_ms / 1000
+
+
+async def test_digits_node_keeps_the_number_whole_and_yes_is_answered_sooner(
+    deps: CallDeps, decodes: list[float]
+) -> None:
+    digits_deps = dataclasses.replace(deps, policy=DialogPolicy(parse_flow(DIGITS_FLOW)))
+    await deps.prompts.warm(digits_deps.policy.flow)
+    leg, control = ScriptedLeg(), Control()
+    session = CallSession("digits-breath", "+15550102", leg, control, digits_deps)
+    run = asyncio.create_task(session.run())
+    caller = Caller(leg)
+    try:
+        await prompts_played(leg, 1)
+        caller.say(spoken_number(["305", "0138"]))
+        number_said = await caller.said()
+        await prompts_played(leg, 2)  # "I have 3 0 5 0 1 3 8. Right?"
+        caller.say(speech("dev041"))
+        yes_said = await caller.said()
+        assert await asyncio.wait_for(run, 40) == "route"
+    finally:
+        caller.stop()
+    record, (number_ms, _) = await utterance_latencies(deps, "digits-breath")
+    assert record.outcome == {"route": "account"}, record  # cut after "305" it would escalate
+    confirm = [e["text"] for e in control.events if e["type"] == "prompt"][1]
+    assert "3 0 5 0 1 3 8" in confirm, confirm
+    assert number_ms >= 1200, record  # the caller waited out the digits node's pause
+    # The end of each turn was decided after the listen's own pause: 1.2 s after the number, 0.3 s
+    # after the yes (whose recording ends in a little silence of its own).
+    number_wait, yes_wait = decodes[0] - number_said, decodes[1] - yes_said
+    assert number_wait >= 1.1, number_wait
+    assert yes_wait < number_wait - 0.6, (number_wait, yes_wait)
+
+
+async def test_terminator_key_ends_a_spoken_number_at_once(deps: CallDeps, decodes: list[float]) -> None:
+    # No confirm prompt: its text (with the number) would be synthesized while the caller waits.
+    flow = parse_flow(DIGITS_FLOW.replace('    confirm: {text: "I have {number}. Right?"}\n', ""))
+    digits_deps = dataclasses.replace(deps, policy=DialogPolicy(flow))
+    await deps.prompts.warm(digits_deps.policy.flow)
+    leg, control = ScriptedLeg(), Control()
+    session = CallSession("digits-pound", "+15550103", leg, control, digits_deps)
+    run = asyncio.create_task(session.run())
+    caller = Caller(leg)
+    try:
+        await prompts_played(leg, 1)
+        caller.say(spoken_number(["305", "0138"]))
+        await caller.said()
+        await asyncio.sleep(0.1)
+        leg.feed(DtmfDigit("#", "rfc4733"))
+        keyed = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(run, 30) == "route"
+    finally:
+        caller.stop()
+    record, _ = await utterance_latencies(deps, "digits-pound")
+    assert record.outcome == {"route": "account"}, record
+    assert [t.event for t in record.turns] == ["call_started", "utterance"], record  # the key was no entry
+    # The key, not the digits node's 1.2 s of silence, ended the turn.
+    assert decodes[0] - keyed < 0.5, decodes[0] - keyed
