@@ -52,9 +52,20 @@ class RecognitionStream:
     def in_speech(self) -> bool:
         return self._endpointer.in_speech
 
-    def set_end_silence(self, ms: int) -> None:
-        """The silence that ends an utterance from now on; call from the thread that feeds the stream."""
+    def set_end_silence(self, ms: int, pause_ms: int | None = None) -> None:
+        """The silence that ends an utterance from now on, and the pause after which the utterance so
+        far is reported (SpeechPause); call from the thread that feeds the stream."""
         self._endpointer.set_min_silence(ms)
+        self._endpointer.set_pause(pause_ms)
+
+    @property
+    def voiced_end(self) -> float:
+        """Seconds since the stream began to the end of the last voiced audio."""
+        return self._endpointer.voiced_end
+
+    def utterance(self, samples: np.ndarray) -> Utterance:
+        """16 kHz audio of this stream as an utterance, with the stream's hot words and prompt."""
+        return Utterance(samples, RATE, self.biaser.start() if self.biaser else None, self.prompt)
 
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]:
         """Feed audio (float in [-1, 1] or int16). Returns the VAD events it caused."""
@@ -77,8 +88,7 @@ class RecognitionStream:
         out = []
         while self._pending:
             seg = self._pending.popleft()
-            bias = self.biaser.start() if self.biaser else None
-            out.append((seg, Utterance(seg.samples, RATE, bias, self.prompt)))
+            out.append((seg, self.utterance(seg.samples)))
         return out
 
     def add_result(self, result: SegmentResult) -> None:

@@ -1,8 +1,9 @@
 """Silero VAD (ONNX, shipped in the `silero-vad` package) and the endpointer built on it.
 
 The endpointer turns 32 ms speech probabilities into events: speech start once speech has lasted
-long enough to be more than a cough or a click (barge-in uses this), and speech end after enough
-silence or at the utterance length limit.
+long enough to be more than a cough or a click (barge-in uses this), a pause (when asked for) with
+the audio so far, so that a turn that is already complete can end before its silence runs out, and
+speech end after enough silence or at the utterance length limit.
 """
 
 from __future__ import annotations
@@ -75,7 +76,15 @@ class SpeechEnd:
     decided_at: float
 
 
-VadEvent = SpeechStart | SpeechEnd
+@dataclass(frozen=True)
+class SpeechPause:
+    """The caller has been silent for the pause length mid-utterance (once per pause)."""
+
+    voiced_end: float  # seconds since the stream began: where the last voiced chunk ended
+    samples: np.ndarray  # the utterance so far, padded as a SpeechEnd's would be
+
+
+VadEvent = SpeechStart | SpeechPause | SpeechEnd
 
 
 class Endpointer:
@@ -94,6 +103,8 @@ class Endpointer:
         self._start: int | None = None  # onset candidate or confirmed start
         self._triggered = False
         self._last_speech_end = 0
+        self._pause: int | None = None  # silence after which a SpeechPause is reported
+        self._paused = False  # reported for the current pause
         ms = RATE // 1000
         self._min_speech = config.min_speech_ms * ms
         self._min_silence = config.min_silence_ms * ms
@@ -108,6 +119,15 @@ class Endpointer:
         """The silence that ends the utterances from now on (a turn's grammar sets it); an utterance in
         progress ends by the new value too."""
         self._min_silence = ms * (RATE // 1000)
+
+    def set_pause(self, ms: int | None) -> None:
+        """Report a SpeechPause after `ms` of silence mid-utterance (None: no pauses)."""
+        self._pause = None if ms is None else ms * (RATE // 1000)
+
+    @property
+    def voiced_end(self) -> float:
+        """Seconds since the stream began to the end of the last voiced chunk."""
+        return self._last_speech_end / RATE
 
     def accept(self, samples: np.ndarray) -> Iterator[VadEvent]:
         x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
@@ -141,7 +161,7 @@ class Endpointer:
             self._trim_preroll()
             return
         if p >= self.cfg.threshold:
-            self._silence_run = 0
+            self._silence_run, self._paused = 0, False
             self._last_speech_end = self._pos
         elif p < self.cfg.neg_threshold:
             self._silence_run += CHUNK
@@ -150,6 +170,10 @@ class Endpointer:
             yield self._close(min(self._pos, self._last_speech_end + self._pad), truncated=False)
         elif self._pos - self._start >= self._max:
             yield self._close(self._pos, truncated=True)
+        elif self._pause is not None and self._silence_run >= self._pause and not self._paused:
+            self._paused = True
+            end = min(self._pos, self._last_speech_end + self._pad)
+            yield SpeechPause(self._last_speech_end / RATE, self._segment(end))
 
     def _trim_preroll(self) -> None:
         keep_from = (self._start if self._start is not None else self._pos) - self._pad
@@ -157,13 +181,19 @@ class Endpointer:
             self._audio.pop(0)
             self._audio_start += CHUNK
 
-    def _close(self, end: int, truncated: bool) -> SpeechEnd:
+    def _segment(self, end: int) -> np.ndarray:
+        """The utterance's audio from its padded start to `end`."""
         assert self._start is not None
         begin = max(self._audio_start, self._start - self._pad)
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
-        seg = audio[begin - self._audio_start : end - self._audio_start]
+        return audio[begin - self._audio_start : end - self._audio_start]
+
+    def _close(self, end: int, truncated: bool) -> SpeechEnd:
+        assert self._start is not None
+        seg = self._segment(end)
         voiced_end = max(self._start, self._last_speech_end)
         event = SpeechEnd(self._start / RATE, end / RATE, seg, truncated, voiced_end / RATE, self._pos / RATE)
         self._triggered, self._start, self._speech_run, self._silence_run = False, None, 0, 0
+        self._paused = False
         self._trim_preroll()
         return event

@@ -25,6 +25,7 @@ class Listen:
     barge_in: bool = True
     end_silence_ms: int | None = None  # silence that ends the caller's turn; None: the service's setting
     end_key: str | None = None  # a key that ends the spoken turn at once (the collection's terminator)
+    expect_digits: int | None = None  # a spoken number this long is complete: no need to wait the silence
 
 
 @dataclass(frozen=True, slots=True)

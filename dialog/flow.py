@@ -30,7 +30,8 @@ found by walking the `yaml.compose` node tree along the pydantic error location.
 The caller's turn ends after a pause: `end_silence_ms` on a node, else by grammar
 (`settings.digits_end_silence_ms` is long, as callers breathe between digit groups;
 `settings.yes_no_end_silence_ms` is short; a free node keeps the service's end-of-speech setting). A
-spoken number also ends at once on the collection's terminator key.
+spoken number also ends at once on the collection's terminator key, and after the service's shorter
+pause when it already has `max_length` digits.
 
 A target is a node name or exactly one of `goto`, `route`, `transfer`, `hangup` (with an optional
 `say` prompt played first). "repeat" and "go back" (and `repeat_key`/`back_key`) work in every node.

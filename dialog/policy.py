@@ -179,7 +179,9 @@ class DialogPolicy:
         elif node.collect is not None:
             c = node.collect
             silence = node.end_silence_ms or s.digits_end_silence_ms
-            listen = act.Listen("digits", node.phrases, node.hotword_lists, timeout, barge_in, silence, c.terminator)
+            listen = act.Listen(
+                "digits", node.phrases, node.hotword_lists, timeout, barge_in, silence, c.terminator, c.max_length
+            )
             out.append(listen)
             out.append(act.CollectDigits(c.min_length, c.max_length, c.terminator, s.digit_timeout_ms))
         else:

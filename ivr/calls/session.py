@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -22,12 +22,13 @@ from prometheus_client import Counter, Histogram
 
 from asr_engine.batcher import BatchingRecognizer, RecognizerClosed, RecognizerOverloaded
 from asr_engine.decoding.bias import Biaser
-from asr_engine.recognizer import Refine, Utterance
+from asr_engine.recognizer import Refine, Transcript, Utterance
 from asr_engine.streaming import RecognitionStream
-from asr_engine.vad import SileroVad, SpeechEnd, SpeechStart, VadConfig, VadEvent
+from asr_engine.vad import SileroVad, SpeechEnd, SpeechPause, SpeechStart, VadConfig, VadEvent
 from dialog import actions as act
 from dialog import events as ev
 from dialog.context import ContextStore
+from dialog.grammars import normalize, parse_digits
 from dialog.policy import DialogPolicy
 from dialog.records import RecordStore
 from dialog.session import DialogSession
@@ -161,6 +162,9 @@ class CallSession:
         self._end_silence_ms = deps.vad_config.min_silence_ms  # of the turn being listened for
         self._end_key: str | None = None  # a key that ends the spoken turn at once
         self._end_now = False  # the end key came while the caller spoke: close the utterance
+        self._expect_digits: int | None = None  # a spoken number this long is complete
+        self._end_at: float | None = None  # close the utterance if its voiced audio still ends here
+        self._early: tuple[float, Transcript] | None = None  # (voiced end, transcript) decoded at a pause
 
     # -- inputs from the transport -----------------------------------------------------------------
     def dtmf(self, digit: str) -> None:
@@ -263,6 +267,7 @@ class CallSession:
             return
         self._end_silence_ms = listen.end_silence_ms or self.deps.vad_config.min_silence_ms
         self._end_key = listen.end_key
+        self._expect_digits = listen.expect_digits
 
     async def _listen_context(self, listen: act.Listen) -> None:
         """The node's hot words for the recognizer; without them (a failed list) recognition goes on."""
@@ -349,7 +354,10 @@ class CallSession:
 
     def _accept(self, chunks: list[tuple[int, np.ndarray]]) -> list[VadEvent]:
         """Runs in the VAD thread: consecutive frames of one rate go to the stream in one piece."""
-        self.stream.set_end_silence(self._end_silence_ms)
+        # A number that may be complete before the long pause is decoded at the service's usual one.
+        default_ms = self.deps.vad_config.min_silence_ms
+        pause = default_ms if self._expect_digits and self._end_silence_ms > default_ms else None
+        self.stream.set_end_silence(self._end_silence_ms, pause)
         events: list[VadEvent] = []
         i = 0
         while i < len(chunks):
@@ -359,9 +367,10 @@ class CallSession:
                 j += 1
             events += self.stream.accept_waveform(rate, np.concatenate([c for _, c in chunks[i:j]]))
             i = j
-        if self._end_now:
-            self._end_now = False
+        complete = self._end_at is not None and self.stream.voiced_end == self._end_at
+        if self._end_now or complete:
             events += self.stream.input_finished()
+        self._end_now, self._end_at = False, None
         return events
 
     async def _run_vad(self) -> None:
@@ -381,11 +390,34 @@ class CallSession:
                 if isinstance(event, SpeechStart):
                     if self._playing and self._play_barge_in:
                         self._barge_in("speech")
+                elif isinstance(event, SpeechPause) and self._expect_digits:
+                    self._track(self._speculate(event, self._expect_digits))
                 elif isinstance(event, SpeechEnd):
                     for seg, utterance in self.stream.take_utterances():
-                        task = asyncio.create_task(self._transcribe(utterance, self._arrival_of(seg.voiced_end)))
-                        self._asr.add(task)
-                        task.add_done_callback(self._asr.discard)
+                        early, self._early = self._early, None
+                        done = early[1] if early is not None and early[0] == seg.voiced_end else None
+                        self._track(self._transcribe(utterance, self._arrival_of(seg.voiced_end), done))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._asr.add(task)
+        task.add_done_callback(self._asr.discard)
+
+    async def _speculate(self, pause: SpeechPause, expect: int) -> None:
+        """A spoken number with all its digits at a pause ends there, not after the digits node's
+        longer silence; the decode is reused as the turn's transcript."""
+        hot = self._hotwords
+        try:
+            utterance = self.stream.utterance(pause.samples)
+            transcript = await self.deps.batcher.transcribe(utterance, hot.refine if hot is not None else None)
+        except Exception as exc:  # only a shortcut: the turn still ends by its silence
+            log.info("call %s: decode at a pause failed: %s", self.call_id, exc)
+            return
+        complete = len(parse_digits(normalize(transcript.text)).digits) >= expect
+        if complete and self.stream.in_speech and self.stream.voiced_end == pause.voiced_end:
+            self._early = (pause.voiced_end, transcript)
+            self._end_at = pause.voiced_end  # unless the caller goes on before the VAD thread sees it
+            self._audio_ready.set()
 
     def _arrival_of(self, position: float) -> float:
         """Loop time at which the caller audio at `position` (seconds into the stream) arrived: the
@@ -408,10 +440,11 @@ class CallSession:
         self._playing = False
         BARGE_INS.labels(self.control.transport, by).inc()
 
-    async def _transcribe(self, utterance: Utterance, speech_end: float) -> None:
+    async def _transcribe(self, utterance: Utterance, speech_end: float, done: Transcript | None = None) -> None:
         try:
             hot = self._hotwords
-            transcript = await self.deps.batcher.transcribe(utterance, hot.refine if hot is not None else None)
+            refine = hot.refine if hot is not None else None
+            transcript = done if done is not None else await self.deps.batcher.transcribe(utterance, refine)
         except RecognizerOverloaded:
             UTTERANCES_DROPPED.labels("overloaded").inc()
             log.warning("call %s: recognizer overloaded, utterance dropped", self.call_id)

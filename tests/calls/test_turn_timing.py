@@ -244,7 +244,9 @@ async def test_digits_node_keeps_the_number_whole_and_yes_is_answered_sooner(
     assert number_ms >= 1200, record  # the caller waited out the digits node's pause
     # The end of each turn was decided after the listen's own pause: 1.2 s after the number, 0.3 s
     # after the yes (whose recording ends in a little silence of its own).
-    number_wait, yes_wait = decodes[0] - number_said, decodes[1] - yes_said
+    # (The number, 7 of up to 10 digits, was also decoded at its pauses: not complete, so not ended.)
+    assert len(decodes) == 4, decodes
+    number_wait, yes_wait = decodes[2] - number_said, decodes[3] - yes_said
     assert number_wait >= 1.1, number_wait
     assert yes_wait < number_wait - 0.6, (number_wait, yes_wait)
 
@@ -272,4 +274,31 @@ async def test_terminator_key_ends_a_spoken_number_at_once(deps: CallDeps, decod
     assert record.outcome == {"route": "account"}, record
     assert [t.event for t in record.turns] == ["call_started", "utterance"], record  # the key was no entry
     # The key, not the digits node's 1.2 s of silence, ended the turn.
-    assert decodes[0] - keyed < 0.5, decodes[0] - keyed
+    assert decodes[-1] - keyed < 0.5, decodes[-1] - keyed
+
+
+async def test_a_number_with_all_its_digits_ends_at_the_short_pause(deps: CallDeps, decodes: list[float]) -> None:
+    flow = parse_flow(DIGITS_FLOW.replace("max_length: 10", "max_length: 7"))
+    digits_deps = dataclasses.replace(deps, policy=DialogPolicy(flow))
+    await deps.prompts.warm(flow)
+    leg, control = ScriptedLeg(), Control()
+    session = CallSession("digits-complete", "+15550104", leg, control, digits_deps)
+    run = asyncio.create_task(session.run())
+    caller = Caller(leg)
+    try:
+        await prompts_played(leg, 1)
+        caller.say(spoken_number(["305", "0138"]))
+        said = await caller.said()
+        await prompts_played(leg, 2)
+        leg.feed(DtmfDigit("1", "rfc4733"))  # the confirm prompt's yes key
+        assert await asyncio.wait_for(run, 30) == "route"
+    finally:
+        caller.stop()
+    record, _ = await utterance_latencies(deps, "digits-complete")
+    assert record.outcome == {"route": "account"}, record
+    confirm = [e["text"] for e in control.events if e["type"] == "prompt"][1]
+    assert "3 0 5 0 1 3 8" in confirm, confirm
+    # Decoded at the breath after "305" (3 digits: go on) and at the service's 600 ms pause after the
+    # last digit (7: complete); that decode is the turn's, there is no third.
+    assert len(decodes) == 2, decodes
+    assert decodes[1] - said < 0.9, decodes[1] - said  # the digits node's own pause is 1.2 s

@@ -46,9 +46,11 @@ def test_demo_flow_defaults_by_grammar() -> None:
     account = policy.decide(start.context, ev.Utterance("a question about my account"))
     digits = listen_of(account.actions)
     assert digits.grammar == "digits" and digits.end_silence_ms == 1200 and digits.end_key == "#"
+    assert digits.expect_digits == 10  # the collection's max_length: such a number is complete
     confirm = policy.decide(account.context, ev.Utterance("four seven one nine two two"))
     yes_no = listen_of(confirm.actions)
     assert yes_no.grammar == "yes_no" and yes_no.end_silence_ms == 300 and yes_no.end_key is None
+    assert menu.expect_digits is None and yes_no.expect_digits is None
 
 
 def test_node_value_first_then_settings_by_grammar() -> None:
