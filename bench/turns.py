@@ -226,6 +226,7 @@ async def main() -> None:
         choices=["single", "spread20", "burst10", "burst20"],
     )
     ap.add_argument("--single-calls", type=int, default=10, help="calls of the `single` scenario (1 to 20)")
+    ap.add_argument("--per-call", action="store_true", help="each call's figures on stderr")
     ap.add_argument("--max-batch", type=int, default=8, help="utterances the recognizer decodes together")
     args = ap.parse_args()
     if not 1 <= args.single_calls <= 20:
@@ -242,6 +243,11 @@ async def main() -> None:
                 async with asyncio.timeout(CALL_LIMIT_S * (len(callers) if sequential else 1) + 120):
                     turns = await run_scenario(server, callers, sequential, work)
                 rows.append(row(scenario, turns))
+                if args.per_call:
+                    for t in turns:
+                        gap = "-" if t.gap_ms is None else f"{t.gap_ms:.0f}"
+                        extra = " (prompt overlap)" if t.overlapped else ""
+                        print(f"  {t.tag}: wire {gap} ms, recorded {t.recorded_ms} ms{extra}", file=sys.stderr)
                 print(f"{scenario} done", file=sys.stderr, flush=True)
     headers = [
         "scenario",
