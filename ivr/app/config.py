@@ -49,6 +49,9 @@ class ServiceConfig(BaseModel):
     prompt_cache_dir: Path | None = Field(None, description="rendered prompts; default <cache_dir>/prompts")
     prompt_voice: str | None = None
     end_of_speech_ms: int = Field(600, ge=64, le=5000, description="silence that ends a caller's turn")
+    early_end_ms: int | None = Field(
+        None, ge=64, le=5000, description="a turn is decoded after this pause and ends there if the dialog acts on it"
+    )
 
     def recognizer(self) -> RecognizerConfig:
         return RecognizerConfig(

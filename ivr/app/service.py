@@ -112,6 +112,7 @@ class Service:
                 vad_config=VadConfig(min_silence_ms=cfg.end_of_speech_ms),
                 hotwords_for=self._hotwords_for,
                 apology_transfer=cfg.apology_transfer_uri,
+                early_end_ms=cfg.early_end_ms,
             )
             counting = {"started": self.call_started, "ended": self.call_ended}
             rtp = RtpSessionConfig(bind_host=cfg.sip_host, port_min=cfg.rtp_port_min, port_max=cfg.rtp_port_max)

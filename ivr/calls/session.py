@@ -106,6 +106,7 @@ class CallDeps:
     hotwords_for: HotwordsFor | None = None
     apology: str = APOLOGY
     apology_transfer: str | None = None  # where a call goes when the dialog can no longer serve it
+    early_end_ms: int | None = None  # decode a turn at this pause; end it there if the dialog can act on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,7 @@ class CallSession:
         self._fed_s = 0.0  # seconds of caller audio given to the VAD
         self._arrivals: deque[tuple[float, float]] = deque()  # (stream position after a frame, its arrival)
         self._audio_ready = asyncio.Event()
-        self._asr: set[asyncio.Task[None]] = set()
+        self._asr: set[asyncio.Task[Any]] = set()  # decodes and the tasks that wait on them
         self._playing = False
         self._play_barge_in = False
         self._barged = False
@@ -164,7 +165,9 @@ class CallSession:
         self._end_now = False  # the end key came while the caller spoke: close the utterance
         self._expect_digits: int | None = None  # a spoken number this long is complete
         self._end_at: float | None = None  # close the utterance if its voiced audio still ends here
-        self._early: tuple[float, Transcript] | None = None  # (voiced end, transcript) decoded at a pause
+        # The decode started at the last pause, by where its voiced audio ends: the utterance's own if
+        # the caller says no more (a pause longer than the padding gives the same audio).
+        self._at_pause: tuple[float, asyncio.Task[Transcript]] | None = None
 
     # -- inputs from the transport -----------------------------------------------------------------
     def dtmf(self, digit: str) -> None:
@@ -354,10 +357,7 @@ class CallSession:
 
     def _accept(self, chunks: list[tuple[int, np.ndarray]]) -> list[VadEvent]:
         """Runs in the VAD thread: consecutive frames of one rate go to the stream in one piece."""
-        # A number that may be complete before the long pause is decoded at the service's usual one.
-        default_ms = self.deps.vad_config.min_silence_ms
-        pause = default_ms if self._expect_digits and self._end_silence_ms > default_ms else None
-        self.stream.set_end_silence(self._end_silence_ms, pause)
+        self.stream.set_end_silence(self._end_silence_ms, self._pause_ms())
         events: list[VadEvent] = []
         i = 0
         while i < len(chunks):
@@ -390,34 +390,63 @@ class CallSession:
                 if isinstance(event, SpeechStart):
                     if self._playing and self._play_barge_in:
                         self._barge_in("speech")
-                elif isinstance(event, SpeechPause) and self._expect_digits:
-                    self._track(self._speculate(event, self._expect_digits))
+                elif isinstance(event, SpeechPause):
+                    self._decode_at_pause(event)
                 elif isinstance(event, SpeechEnd):
                     for seg, utterance in self.stream.take_utterances():
-                        early, self._early = self._early, None
-                        done = early[1] if early is not None and early[0] == seg.voiced_end else None
-                        self._track(self._transcribe(utterance, self._arrival_of(seg.voiced_end), done))
+                        at_pause, self._at_pause = self._at_pause, None
+                        decoding = at_pause[1] if at_pause is not None and at_pause[0] == seg.voiced_end else None
+                        self._track(self._transcribe(utterance, self._arrival_of(seg.voiced_end), decoding))
 
-    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+    def _track(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)
         self._asr.add(task)
         task.add_done_callback(self._asr.discard)
+        return task
 
-    async def _speculate(self, pause: SpeechPause, expect: int) -> None:
-        """A spoken number with all its digits at a pause ends there, not after the digits node's
-        longer silence; the decode is reused as the turn's transcript."""
+    def _pause_ms(self) -> int | None:
+        """The pause at which the turn is decoded before its silence has run out: the service's
+        early end, and at a digits node also the usual end of speech (a number may be complete)."""
+        shortest = [ms for ms in (self.deps.early_end_ms,) if ms is not None]
+        if self._expect_digits:
+            shortest.append(self.deps.vad_config.min_silence_ms)
+        pause = min(shortest, default=None)
+        return pause if pause is not None and pause < self._end_silence_ms else None
+
+    def _decode_at_pause(self, pause: SpeechPause) -> None:
         hot = self._hotwords
+        utterance = self.stream.utterance(pause.samples)
+        decoding = self._track(self.deps.batcher.transcribe(utterance, hot.refine if hot else None))
+        self._at_pause = (pause.voiced_end, decoding)
+        self._track(self._end_if_complete(pause, decoding))
+
+    async def _end_if_complete(self, pause: SpeechPause, decoding: asyncio.Task[Transcript]) -> None:
+        """A turn that is complete at the pause (a number with all its digits, a request the dialog
+        acts on) ends there if the caller has said nothing more; the decode is the turn's."""
         try:
-            utterance = self.stream.utterance(pause.samples)
-            transcript = await self.deps.batcher.transcribe(utterance, hot.refine if hot is not None else None)
-        except Exception as exc:  # only a shortcut: the turn still ends by its silence
-            log.info("call %s: decode at a pause failed: %s", self.call_id, exc)
-            return
-        complete = len(parse_digits(normalize(transcript.text)).digits) >= expect
+            transcript = await asyncio.shield(decoding)
+        except Exception:
+            return  # the turn's own transcription reports it
+        if self._expect_digits:
+            complete = len(parse_digits(normalize(transcript.text)).digits) >= self._expect_digits
+        else:
+            complete = await self._actionable(transcript)
         if complete and self.stream.in_speech and self.stream.voiced_end == pause.voiced_end:
-            self._early = (pause.voiced_end, transcript)
             self._end_at = pause.voiced_end  # unless the caller goes on before the VAD thread sees it
             self._audio_ready.set()
+
+    async def _actionable(self, transcript: Transcript) -> bool:
+        """Whether the dialog would act on this transcript rather than ask again."""
+        if not transcript.text.strip():
+            return False
+        try:
+            context = await self.deps.contexts.get(self.call_id)
+        except StoreError:
+            return False  # wait for the silence; the turn itself will meet the store's trouble
+        if context is None:
+            return False
+        decision = self.deps.policy.decide(context, ev.Utterance(transcript.text, confidence=transcript.confidence))
+        return decision.context.no_match_count == context.no_match_count
 
     def _arrival_of(self, position: float) -> float:
         """Loop time at which the caller audio at `position` (seconds into the stream) arrived: the
@@ -440,11 +469,14 @@ class CallSession:
         self._playing = False
         BARGE_INS.labels(self.control.transport, by).inc()
 
-    async def _transcribe(self, utterance: Utterance, speech_end: float, done: Transcript | None = None) -> None:
+    async def _transcribe(
+        self, utterance: Utterance, speech_end: float, decoding: asyncio.Task[Transcript] | None = None
+    ) -> None:
+        """`decoding`: the same audio's decode, started at the last pause."""
         try:
             hot = self._hotwords
             refine = hot.refine if hot is not None else None
-            transcript = done if done is not None else await self.deps.batcher.transcribe(utterance, refine)
+            transcript = await (decoding or self.deps.batcher.transcribe(utterance, refine))
         except RecognizerOverloaded:
             UTTERANCES_DROPPED.labels("overloaded").inc()
             log.warning("call %s: recognizer overloaded, utterance dropped", self.call_id)
