@@ -226,6 +226,7 @@ async def main() -> None:
         choices=["single", "spread20", "burst10", "burst20"],
     )
     ap.add_argument("--single-calls", type=int, default=10, help="calls of the `single` scenario (1 to 20)")
+    ap.add_argument("--early-end-ms", type=int, default=None, help="the service's early_end_ms (decode at this pause)")
     ap.add_argument("--per-call", action="store_true", help="each call's figures on stderr")
     ap.add_argument("--max-batch", type=int, default=8, help="utterances the recognizer decodes together")
     args = ap.parse_args()
@@ -235,7 +236,8 @@ async def main() -> None:
     utterances = sorted(k for k, v in intents.items() if v["intent"] in QUEUE_INTENTS)
     rows = []
     with tempfile.TemporaryDirectory(prefix="voicenav-turns-") as tmp:
-        async with running_service(max_calls=32, max_batch=args.max_batch) as server:
+        overrides = {"max_batch": args.max_batch, "early_end_ms": args.early_end_ms}
+        async with running_service(max_calls=32, **overrides) as server:
             for scenario in args.scenarios:
                 work = Path(tmp) / scenario
                 work.mkdir()
