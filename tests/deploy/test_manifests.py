@@ -10,6 +10,7 @@ configuration and dashboard are checked in test_monitoring.py, hadolint in test_
 from __future__ import annotations
 
 import copy
+import functools
 import http.server
 import json
 import re
@@ -19,6 +20,7 @@ import sys
 import threading
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +107,21 @@ def _flow_routes(docs: list[dict[str, Any]]) -> set[str]:
     return routes
 
 
-def _validate_kubernetes(docs: list[dict[str, Any]], version: str) -> None:
-    kubernetes_validate = pytest.importorskip(
+@pytest.fixture(scope="module")
+def kubernetes_validate() -> Iterator[Any]:
+    """kubernetes-validate with its schema files read once per run: it re-reads the multi-megabyte
+    definitions file for every object otherwise, which makes nine versions slow."""
+    module = pytest.importorskip(
         "kubernetes_validate", reason="kubernetes-validate (PyPI) carries the offline Kubernetes schemas"
     )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module.utils, "schema_contents", functools.cache(module.utils.schema_contents))
+        yield module
+
+
+def _validate_kubernetes(validator: Any, docs: list[dict[str, Any]], version: str) -> None:
     for doc in docs:
-        kubernetes_validate.validate(doc, version, strict=True)
+        validator.validate(doc, version, strict=True)
 
 
 def _dockerfile(path: Path) -> list[list[tuple[str, str]]]:
@@ -441,31 +452,29 @@ def test_images_are_pinned(rendered: dict, overlay: str) -> None:
         assert name and tag and tag != "latest", container["image"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_rendered_objects_match_the_kubernetes_schema(rendered: dict, overlay: str) -> None:
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_rendered_objects_match_the_kubernetes_schema(rendered: dict, kubernetes_validate: Any, version: str) -> None:
     """Strict OpenAPI validation: misspelt or misplaced fields fail here, not at `kubectl apply`."""
-    for version in KUBERNETES_VERSIONS:
-        _validate_kubernetes(rendered[overlay], version)
+    unique = {json.dumps(doc, sort_keys=True): doc for docs in rendered.values() for doc in docs}
+    _validate_kubernetes(kubernetes_validate, list(unique.values()), version)
 
 
-def test_kubernetes_schema_check_rejects_a_broken_manifest(tmp_path: Path) -> None:
+def test_kubernetes_schema_check_rejects_a_broken_manifest(tmp_path: Path, kubernetes_validate: Any) -> None:
     """A misspelt field planted in a copy of the sources fails the same render-and-validate path."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     work = copy_deploy(tmp_path)
     deployment = work / "k8s" / "base" / "deployment.yaml"
     text = deployment.read_text()
     assert "  terminationGracePeriodSeconds: 330\n" in text
     deployment.write_text(text.replace("terminationGracePeriodSeconds: 330", "terminationGracePeriodSecond: 330"))
     with pytest.raises(kubernetes_validate.ValidationError, match="terminationGracePeriodSecond"):
-        _validate_kubernetes(render(work / "k8s" / "overlays" / "cpu"), KUBERNETES_VERSIONS[-1])
+        _validate_kubernetes(kubernetes_validate, render(work / "k8s" / "overlays" / "cpu"), KUBERNETES_VERSIONS[-1])
 
 
-def test_kubernetes_schema_check_rejects_a_wrong_type(rendered: dict) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+def test_kubernetes_schema_check_rejects_a_wrong_type(rendered: dict, kubernetes_validate: Any) -> None:
     docs = copy.deepcopy(rendered["cpu"])
     _one(docs, "NetworkPolicy", "voicenav")["spec"]["ingress"][0]["ports"][0]["endPort"] = "20999"
     with pytest.raises(kubernetes_validate.ValidationError):
-        _validate_kubernetes(docs, KUBERNETES_VERSIONS[0])
+        _validate_kubernetes(kubernetes_validate, docs, KUBERNETES_VERSIONS[0])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
