@@ -170,11 +170,16 @@ def settings(sections: tuple[str, ...] | None = None) -> Iterator[Setting]:
 
 
 def unknown_env(environ: Mapping[str, str]) -> list[str]:
-    """`VOICENAV_…__…` variables that name no setting: a typo there would otherwise be ignored."""
-    known = {s.env for s in settings()}
-    # A section or a JSON-valued subtree set as a whole is a setting too.
-    known |= {ENV_PREFIX + ENV_NESTING.join(s.path[:i]).upper() for s in settings() for i in range(1, len(s.path))}
-    return sorted(n for n in environ if n.startswith(ENV_PREFIX) and ENV_NESTING in n and n not in known)
+    """`VOICENAV_` variables that look like settings but name none, which would otherwise be ignored:
+    a typo in a nested name, or a flat name of the kind used before the settings were nested
+    (`VOICENAV_SIP_PORT`, `VOICENAV_MAX_CALLS`). Other `VOICENAV_` variables (build arguments, test
+    switches) are not settings and pass."""
+    leaves = list(settings())
+    known = {s.env for s in leaves}
+    # A section set as a whole (JSON) is a setting too.
+    known |= {ENV_PREFIX + ENV_NESTING.join(s.path[:i]).upper() for s in leaves for i in range(1, len(s.path))}
+    flat = {ENV_PREFIX + "_".join(s.path).upper() for s in leaves} | {ENV_PREFIX + s.path[-1].upper() for s in leaves}
+    return sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known and (ENV_NESTING in n or n in flat))
 
 
 class UnknownSettings(ValueError):
@@ -185,7 +190,10 @@ def load_config(flags: Mapping[str, Any] | None = None) -> AppConfig:
     """Defaults, then the environment, then `flags` (a nested mapping, as `ivr.app.flags` builds it)."""
     unknown = unknown_env(os.environ)
     if unknown:
-        raise UnknownSettings(f"unknown settings in the environment: {', '.join(unknown)}")
+        raise UnknownSettings(
+            f"unknown settings in the environment: {', '.join(unknown)} "
+            f"(names nest with {ENV_NESTING}, e.g. VOICENAV_SIP{ENV_NESTING}PORT; see docs/configuration.md)"
+        )
     return AppConfig(**(flags or {}))
 
 

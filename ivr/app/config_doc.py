@@ -23,7 +23,8 @@ shows the settings in effect, secrets hidden.
 Environment names are `VOICENAV_`, then the setting's path in capitals with `{ENV_NESTING}` between the
 levels: `recognizer.engine.device` is `VOICENAV_RECOGNIZER{ENV_NESTING}ENGINE{ENV_NESTING}DEVICE`.
 Lists and maps are JSON (`VOICENAV_SIP{ENV_NESTING}TRANSPORTS='["udp"]'`). A `VOICENAV_…{ENV_NESTING}…`
-variable that names no setting stops the service at start-up, so a typo does not go unnoticed.
+variable that names no setting, or a flat name such as `VOICENAV_SIP_PORT` or `VOICENAV_MAX_CALLS`,
+stops the service at start-up, so neither a typo nor an old name goes unnoticed.
 Admin tokens come from `auth.token_file` (a mounted secret) or `VOICENAV_AUTH{ENV_NESTING}TOKEN`,
 never from a flag.
 """

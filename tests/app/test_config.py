@@ -52,10 +52,19 @@ def test_a_partial_section_keeps_the_tree_defaults(clean_env: pytest.MonkeyPatch
     assert cfg.recognizer.engine.device_id == 1 and cfg.recognizer.model == "tiny.en"
 
 
-def test_unknown_nested_variable_is_refused(clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("VOICENAV_SIP__PROT", "7000")
-    with pytest.raises(UnknownSettings, match="VOICENAV_SIP__PROT"):
+@pytest.mark.parametrize(
+    "name", ["VOICENAV_SIP__PROT", "VOICENAV_SIP_PORT", "VOICENAV_MAX_CALLS", "VOICENAV_CACHE_DIR"]
+)
+def test_a_variable_that_names_no_setting_is_refused(clean_env: pytest.MonkeyPatch, name: str) -> None:
+    clean_env.setenv(name, "7000")
+    with pytest.raises(UnknownSettings, match=name):
         load_config()
+
+
+def test_variables_that_are_not_settings_pass(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("VOICENAV_PREPARE_MODELS", "tiny.en base")
+    clean_env.setenv("VOICENAV_ALLOW_SKIPS", "1")
+    assert load_config().sip.port == 5060
 
 
 def test_rtp_on_loopback_behind_a_public_sip_listener_is_refused(clean_env: pytest.MonkeyPatch) -> None:
