@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, get_args
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -197,37 +196,4 @@ def load_config(flags: Mapping[str, Any] | None = None) -> AppConfig:
     return AppConfig(**(flags or {}))
 
 
-def type_name(annotation: Any) -> str:
-    """A reader's name for a field's type: `int`, `"onnx" | "torchscript"`, `path or none`."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Literal:
-        return " | ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args)
-    if origin in (Union, types.UnionType):
-        kinds = [type_name(a) for a in args if a is not type(None)]
-        return " | ".join(kinds) + (" or none" if type(None) in args else "")
-    if origin in (list, tuple, set, frozenset):
-        return f"list of {type_name(args[0])}" if args else "list"
-    if origin is dict:
-        return f"map of {type_name(args[0])} to {type_name(args[1])}"
-    if isinstance(annotation, type):
-        return {
-            "str": "string",
-            "int": "integer",
-            "float": "number",
-            "bool": "boolean",
-            "Path": "path",
-            "SecretStr": "secret",
-        }.get(annotation.__name__, annotation.__name__)
-    return str(annotation)
-
-
-__all__ = [
-    "AppConfig",
-    "HttpParams",
-    "Setting",
-    "UnknownSettings",
-    "ValidationError",
-    "load_config",
-    "settings",
-    "type_name",
-]
+__all__ = ["AppConfig", "HttpParams", "Setting", "UnknownSettings", "load_config", "settings"]

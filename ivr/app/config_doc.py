@@ -4,12 +4,13 @@ reference table of every setting (`voicenav config --markdown`, committed as doc
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from ivr.app.config import ENV_NESTING, AppConfig, settings, type_name
+from ivr.app.config import ENV_NESTING, AppConfig, settings
 
 _INTRO = f"""\
 # Configuration
@@ -36,6 +37,30 @@ def effective(config: AppConfig, fmt: Literal["yaml", "json"] = "yaml") -> str:
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def type_name(annotation: Any) -> str:
+    """A reader's name for a field's type: `int`, `"onnx" | "torchscript"`, `path or none`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        kinds = [type_name(a) for a in args if a is not type(None)]
+        return " | ".join(kinds) + (" or none" if type(None) in args else "")
+    if origin in (list, tuple, set, frozenset):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return f"map of {type_name(args[0])} to {type_name(args[1])}"
+    if isinstance(annotation, type):
+        return {
+            "str": "string",
+            "int": "integer",
+            "float": "number",
+            "bool": "boolean",
+            "Path": "path",
+            "SecretStr": "secret",
+        }.get(annotation.__name__, annotation.__name__)
+    return str(annotation)
 
 
 def _shown(value: Any) -> str:
