@@ -40,7 +40,10 @@ class HttpParams(BaseModel):
 
 
 class AppConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, extra="forbid")
+    # An empty variable counts as unset, as a blank line in a ConfigMap or an `-e NAME=` would mean.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, env_ignore_empty=True, extra="forbid"
+    )
 
     sip: SipParams = Field(SipParams(), description="SIP front end")
     rtp: RtpSessionConfig = Field(

@@ -36,6 +36,7 @@ def test_flags_beat_environment_beat_defaults(clean_env: pytest.MonkeyPatch) -> 
     clean_env.setenv("VOICENAV_CALLS__MAX_CALLS", "5")
     clean_env.setenv("VOICENAV_RECOGNIZER__ENGINE__DEVICE", "cuda")
     clean_env.setenv("VOICENAV_CALLS__QUEUE_URIS", '{"billing": "sip:billing@pbx"}')
+    clean_env.setenv("VOICENAV_RTP__PORT_MIN", "")  # empty: unset
     cfg = load_config(_serve_flags("--sip-port", "7002", "--device", "cpu", "--beam-size", "4"))
     assert cfg.sip.port == 7002  # flag over environment
     assert cfg.recognizer.engine.device == "cpu"
@@ -43,6 +44,7 @@ def test_flags_beat_environment_beat_defaults(clean_env: pytest.MonkeyPatch) -> 
     assert cfg.calls.queue_uris == {"billing": "sip:billing@pbx"}
     assert cfg.recognizer.decode.beam_size == 4
     assert cfg.http.port == 8080 and cfg.calls.drain_timeout_s == 300.0  # defaults
+    assert cfg.rtp.port_min == 20000
 
 
 def test_a_partial_section_keeps_the_tree_defaults(clean_env: pytest.MonkeyPatch) -> None:
