@@ -155,3 +155,12 @@ def test_config_print_refuses_a_bad_value() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "http.port" in proc.stderr, proc.stderr
+
+
+def test_flags_take_booleans_choices_and_json(clean_env: pytest.MonkeyPatch) -> None:
+    argv = ["--no-rtp-inband-dtmf", "--sip-transports", '["udp"]', "--webrtc-sample-rate", "8000"]
+    cfg = load_config(_serve_flags(*argv, "--calls-queue-uris", '{"sales": "sip:sales@pbx"}'))
+    assert cfg.rtp.inband_dtmf is False and cfg.sip.transports == ("udp",) and cfg.webrtc.sample_rate == 8000
+    assert cfg.calls.queue_uris == {"sales": "sip:sales@pbx"}
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["serve", "--device", "tpu"])
