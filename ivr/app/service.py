@@ -15,23 +15,21 @@ from prometheus_client import Gauge
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.recognizer import Recognizer, Utterance
-from asr_engine.vad import RATE, SileroVad, VadConfig
+from asr_engine.vad import RATE, SileroVad
 from dialog import actions as act
 from dialog import events as ev
 from dialog.context import open_context_store
 from dialog.flow import Flow, load_demo_flow, load_flow
 from dialog.policy import DialogPolicy
 from dialog.records import open_record_store
-from hotwords.config import HotwordsConfig
 from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 from ivr.app.biasing import Biasing
-from ivr.app.config import ServiceConfig
+from ivr.app.config import AppConfig
 from ivr.calls.prompt_cache import PromptCache
-from ivr.calls.prompts import PromptConfig, PromptRenderer
+from ivr.calls.prompts import PromptRenderer
 from ivr.calls.session import APOLOGY, CallDeps, HotwordContext, Transport
-from ivr.media.rtp_session import RtpSessionConfig
 from ivr.sip import SipServer
 from ivr.sip.call import IncomingCall
 from ivr.sip.handler import SipCallHandler
@@ -46,7 +44,7 @@ ACTIVE_CALLS = Gauge("voicenav_active_calls", "Calls in progress", ["transport"]
 
 
 class Service:
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.recognizer: Recognizer | None = None
         self.batcher: BatchingRecognizer | None = None
@@ -54,8 +52,7 @@ class Service:
         self.flow: Flow | None = None
         self.deps: CallDeps | None = None
         self.hotwords: HotwordRegistry | None = None
-        self.hotword_config = HotwordsConfig(redis_url=config.redis_url, key_prefix=config.hotwords_prefix)
-        hw = self.hotword_config
+        hw = config.hotwords
         self.hotword_store: HotwordStore = open_store(hw.redis_url, hw.key_prefix, hw.audit_cap)
         self._hotword_scopes: tuple[str, ...] = ()
         self.ready = asyncio.Event()
@@ -65,21 +62,21 @@ class Service:
         self.calls_idle.set()
         self._calls = 0
         DRAINING.set(0)
-        if not config.redis_url:
+        dialog = config.dialog
+        if not dialog.redis_url:
             log.warning("no Redis configured: dialog context and call records live in this process only")
-        dialog_prefix = f"{config.redis_prefix}dialog:"
-        self.contexts = open_context_store(config.redis_url, prefix=dialog_prefix)
-        self.records = open_record_store(config.redis_url, prefix=dialog_prefix)
+        self.contexts = open_context_store(dialog.redis_url, prefix=dialog.key_prefix)
+        self.records = open_record_store(dialog.redis_url, prefix=dialog.key_prefix)
         # All calls' VAD runs in this one thread: cheap per frame, but model inference all the same.
         self.vad_executor = ThreadPoolExecutor(1, thread_name_prefix="vad")
         self._sip_handler: SipCallHandler | None = None
         self._webrtc_handler: WebRtcCallHandler | None = None
         self.sip: SipServer | None = None
-        self.webrtc = WebRtcEndpoint(
+        self.webrtc = WebRtcEndpoint.from_config(
             self._on_webrtc_call,
-            max_calls=config.max_calls,
-            host_addresses=config.webrtc_host_addresses,
-            retry_after_s=config.retry_after_s,
+            config.webrtc,
+            max_calls=config.calls.max_calls,
+            retry_after_s=config.calls.retry_after_s,
         )
 
     # -- startup -----------------------------------------------------------------------------------
@@ -87,16 +84,14 @@ class Service:
         """Load (and on first use convert) the model, the flow and its prompts, off the event loop."""
         try:
             cfg = self.config
-            rc = cfg.recognizer()
+            rc = cfg.recognizer
             self.recognizer = await asyncio.to_thread(Recognizer, rc, lambda msg: log.info("%s", msg))
             await asyncio.to_thread(self.recognizer.warmup)
             self.vad = await asyncio.to_thread(SileroVad)
             self.batcher = BatchingRecognizer(self.recognizer, rc.max_batch, rc.max_wait_ms, rc.queue_size)
-            flow_path = cfg.flow
+            flow_path = cfg.dialog.flow
             self.flow = await asyncio.to_thread(load_flow, flow_path) if flow_path else load_demo_flow()
-            renderer = PromptRenderer(
-                PromptConfig(cache_dir=cfg.prompt_cache_dir or cfg.cache_dir / "prompts", voice=cfg.prompt_voice)
-            )
+            renderer = PromptRenderer(cfg.prompts)
             prompts = PromptCache(renderer, flow_path.parent if flow_path else None)
             ready = await prompts.warm(self.flow, (APOLOGY,))
             log.info("flow %s: %d prompts ready", self.flow.id, ready)
@@ -109,14 +104,15 @@ class Service:
                 batcher=self.batcher,
                 vad=self.vad,
                 vad_executor=self.vad_executor,
-                vad_config=VadConfig(min_silence_ms=cfg.end_of_speech_ms),
+                vad_config=cfg.vad,
                 hotwords_for=self._hotwords_for,
-                apology_transfer=cfg.apology_transfer_uri,
+                apology_transfer=cfg.calls.apology_transfer_uri,
             )
             counting = {"started": self.call_started, "ended": self.call_ended}
-            rtp = RtpSessionConfig(bind_host=cfg.sip_host, port_min=cfg.rtp_port_min, port_max=cfg.rtp_port_max)
-            local_ip = cfg.public_ip or cfg.sip_host
-            self._sip_handler = SipCallHandler(self.deps, rtp, local_ip, queue_uris=cfg.queue_uris, **counting)
+            local_ip = cfg.sip.public_host or cfg.sip.host
+            self._sip_handler = SipCallHandler(
+                self.deps, cfg.rtp, local_ip, queue_uris=cfg.calls.queue_uris, **counting
+            )
             self._webrtc_handler = WebRtcCallHandler(self.deps, **counting)
             await self._warm_turns(prompts)
             self.ready.set()
@@ -149,7 +145,7 @@ class Service:
 
     async def _start_hotwords(self) -> None:
         assert self.recognizer is not None
-        self.hotwords = HotwordRegistry(self.hotword_store, self.recognizer.tokenizer, self.hotword_config)
+        self.hotwords = HotwordRegistry(self.hotword_store, self.recognizer.tokenizer, self.config.hotwords)
         await self.hotwords.start()
         assert self.flow is not None
         try:
@@ -184,15 +180,14 @@ class Service:
         )
 
     async def start_sip(self) -> None:
-        cfg = self.config
+        sip, calls = self.config.sip, self.config.calls
         self.sip = SipServer(
-            cfg.sip_host,
-            cfg.sip_port,
+            sip.host,
+            sip.port,
             on_call=self._on_sip_call,
-            max_calls=cfg.max_calls,
-            transports=cfg.sip_transports,
-            public_host=cfg.public_ip,
-            retry_after=cfg.retry_after_s,
+            max_calls=calls.max_calls,
+            retry_after=calls.retry_after_s,
+            **sip.model_dump(exclude={"host", "port"}),
         )
         await self.sip.start()
 
@@ -225,7 +220,7 @@ class Service:
         return self._calls
 
     def accepting(self) -> bool:
-        return self.ready.is_set() and not self.draining and self._calls < self.config.max_calls
+        return self.ready.is_set() and not self.draining and self._calls < self.config.calls.max_calls
 
     # -- shutdown ----------------------------------------------------------------------------------
     def start_draining(self) -> None:
@@ -239,9 +234,10 @@ class Service:
     async def drain(self) -> None:
         """Refuse new calls and wait for the active ones, up to the drain timeout."""
         self.start_draining()
-        log.info("draining: %d active calls, waiting up to %.0f s", self._calls, self.config.drain_timeout_s)
+        timeout = self.config.calls.drain_timeout_s
+        log.info("draining: %d active calls, waiting up to %.0f s", self._calls, timeout)
         try:
-            await asyncio.wait_for(self.calls_idle.wait(), self.config.drain_timeout_s)
+            await asyncio.wait_for(self.calls_idle.wait(), timeout)
         except TimeoutError:
             log.warning("drain timeout with %d calls still active", self._calls)
 

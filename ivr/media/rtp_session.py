@@ -77,15 +77,21 @@ class RtpSessionConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    bind_host: str = "127.0.0.1"
-    port_min: int | None = Field(default=None, ge=1024, le=65534)
-    port_max: int | None = Field(default=None, ge=1024, le=65535)
-    symmetric_rtp: bool = True  # send to where the caller's RTP comes from (NAT'd gateways)
-    inactivity_timeout: float | None = Field(default=30.0, gt=0)  # None: never hang up on silence
-    inband_dtmf: bool = True  # detect tones in the audio while no RFC 4733 event has been seen
-    jitter_min_delay: float = Field(default=0.06, gt=0, le=1.0)
-    jitter_max_delay: float = Field(default=0.2, gt=0, le=2.0)
-    max_queued_events: int = Field(default=1000, ge=10)  # 20 s of audio frames
+    bind_host: str = Field(default="127.0.0.1", description="address RTP sockets bind to")
+    port_min: int | None = Field(default=None, ge=1024, le=65534, description="lowest RTP port; none: any free port")
+    port_max: int | None = Field(default=None, ge=1024, le=65535, description="highest RTP port; none: any free port")
+    symmetric_rtp: bool = Field(default=True, description="send to where the caller's RTP comes from (NAT'd gateways)")
+    inactivity_timeout: float | None = Field(
+        default=30.0, gt=0, description="seconds without RTP before the call is hung up; none: never"
+    )
+    inband_dtmf: bool = Field(
+        default=True, description="detect DTMF tones in the audio while no RFC 4733 event has been seen"
+    )
+    jitter_min_delay: float = Field(default=0.06, gt=0, le=1.0, description="jitter buffer's smallest delay (s)")
+    jitter_max_delay: float = Field(default=0.2, gt=0, le=2.0, description="jitter buffer's largest delay (s)")
+    max_queued_events: int = Field(
+        default=1000, ge=10, description="media events queued per call (1000: 20 s of audio frames)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RtpSessionConfig:

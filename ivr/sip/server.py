@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from typing import Any
 
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field
 
 from ivr.sip.call import CallEnded, IncomingCall, exc_status
+from ivr.sip.config import SipParams
 from ivr.sip.dialog import Dialog, new_branch, new_tag
 from ivr.sip.message import (
     NameAddr,
@@ -34,7 +35,7 @@ from ivr.sip.transaction import (
     SipTimers,
     TransactionLayer,
 )
-from ivr.sip.transport import Peer, TcpTransport, Transport, TransportName, UdpTransport
+from ivr.sip.transport import Peer, TcpTransport, Transport, UdpTransport
 
 log = logging.getLogger(__name__)
 
@@ -67,27 +68,12 @@ _KNOWN_METHODS = frozenset(
 _ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
 
 
-class SipConfig(BaseModel):
-    host: str
-    port: int = Field(ge=0, le=65535)
-    max_calls: int = Field(100, ge=0)
-    transports: tuple[TransportName, ...] = ("udp", "tcp")
-    timers: SipTimers = SipTimers()
-    public_host: str | None = None  # address for Via/Contact when bound to a wildcard address
-    retry_after: int = Field(30, ge=0)  # seconds, in 503s at capacity or while draining
-    user_agent: str = "voicenav"
-    transfer_timeout: float = Field(32.0, gt=0)
-    # after a failed REFER: "keep" the call for the application, or release it with BYE, plain
-    # ("hangup") or with a Reason header naming the failed target ("hangup-with-reason")
-    transfer_fallback: Literal["keep", "hangup", "hangup-with-reason"] = "keep"
+class SipConfig(SipParams):
+    """The settings plus what the service decides for all front ends (admission, timers)."""
 
-    @model_validator(mode="after")
-    def _check(self) -> SipConfig:
-        if not self.transports:
-            raise ValueError("at least one transport")
-        if self.host in ("0.0.0.0", "::", "") and not self.public_host:
-            raise ValueError("public_host is required when binding a wildcard address")
-        return self
+    max_calls: int = Field(100, ge=0)
+    timers: SipTimers = SipTimers()
+    retry_after: int = Field(30, ge=0)  # seconds, in 503s at capacity or while draining
 
 
 OnCall = Callable[[IncomingCall], Awaitable[None]]

@@ -23,7 +23,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import OperationError
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ivr.webrtc.ice import (
     count_candidates,
@@ -68,19 +68,25 @@ class IceServer(BaseModel):
     model_config = ConfigDict(frozen=True)
     urls: list[str] = Field(min_length=1)
     username: str | None = None
-    credential: str | None = None
+    credential: SecretStr | None = None
 
 
 class WebRtcConfig(BaseModel):
-    """The endpoint's settings as they appear in the service configuration."""
+    """The endpoint's settings as they appear in the service configuration; how many calls it takes
+    and the Retry-After of its 503s are the service's admission settings."""
 
     model_config = ConfigDict(extra="forbid")
-    max_calls: int = Field(default=50, ge=1)
-    host_addresses: list[str] | None = None
-    ice_servers: list[IceServer] = Field(default_factory=list)
-    sample_rate: Literal[8000, 16000, 48000] = 16000
-    connect_timeout_s: float = Field(default=15.0, gt=0)
-    retry_after_s: int = Field(default=5, ge=0)
+    host_addresses: list[str] | None = Field(
+        default=None, description="local IPs to gather ICE host candidates on; none: every interface"
+    )
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description='STUN/TURN servers, [{"urls": [...], "username": ..., "credential": ...}]; none by default',
+    )
+    sample_rate: Literal[8000, 16000, 48000] = Field(default=16000, description="rate of the audio the calls get")
+    connect_timeout_s: float = Field(
+        default=15.0, gt=0, description='seconds from answer to connected before a call ends as "ice-failed"'
+    )
 
     @field_validator("host_addresses")
     @classmethod
@@ -140,7 +146,12 @@ class WebRtcEndpoint:
         self._hosts = validate_host_addresses(host_addresses) if host_addresses is not None else None
         self._loopback_only = is_loopback_only(self._hosts)
         self._ice_servers = [
-            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in ice_servers
+            RTCIceServer(
+                urls=s.urls,
+                username=s.username,
+                credential=s.credential.get_secret_value() if s.credential is not None else None,
+            )
+            for s in ice_servers
         ]
         self._sample_rate = sample_rate
         self._connect_timeout_s = connect_timeout_s
@@ -151,15 +162,17 @@ class WebRtcEndpoint:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_config(cls, on_call: OnCall, config: WebRtcConfig) -> WebRtcEndpoint:
+    def from_config(
+        cls, on_call: OnCall, config: WebRtcConfig, *, max_calls: int, retry_after_s: int
+    ) -> WebRtcEndpoint:
         return cls(
             on_call,
-            max_calls=config.max_calls,
+            max_calls=max_calls,
             host_addresses=config.host_addresses,
             ice_servers=config.ice_servers,
             sample_rate=config.sample_rate,
             connect_timeout_s=config.connect_timeout_s,
-            retry_after_s=config.retry_after_s,
+            retry_after_s=retry_after_s,
         )
 
     @property

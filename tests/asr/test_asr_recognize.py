@@ -138,11 +138,16 @@ def test_transcribe_command_json(tmp_path, shared, model_cache):
 async def test_recognize_endpoint(model_cache, shared):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ivr.app.config import ServiceConfig
+    from ivr.app.config import AppConfig
     from ivr.app.routes import build_app
     from ivr.app.service import Service
 
-    svc = Service(ServiceConfig(cache_dir=model_cache, max_body_mb=1))
+    config = AppConfig(
+        recognizer={"engine": {"cache_dir": model_cache}},
+        prompts={"cache_dir": model_cache / "prompts"},
+        http={"max_body_mb": 1},
+    )
+    svc = Service(config)
     async with TestClient(TestServer(build_app(svc))) as client:
         await _exercise_recognize(client, svc, shared)
 

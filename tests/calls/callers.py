@@ -20,7 +20,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 from asr_engine.audio.g711 import ulaw_encode
 from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav
-from ivr.app.config import ServiceConfig
+from ivr.app.config import AppConfig
 from ivr.app.routes import build_app
 from ivr.app.service import Service
 from tests.ports import free_ports
@@ -121,36 +121,34 @@ class Running:
         return total
 
 
-def service_config(prefix: str, **overrides: Any) -> ServiceConfig:
-    values: dict[str, Any] = {
-        "sip_host": "127.0.0.1",
-        "sip_port": 0,
-        "http_host": "127.0.0.1",
-        "http_port": 0,
-        "sip_transports": ("udp",),
-        "rtp_port_min": None,
-        "rtp_port_max": None,
-        "redis_url": REDIS_URL,
-        "redis_prefix": prefix,
-        "hotwords_prefix": f"{prefix}hotwords",
-        "cache_dir": MODEL_CACHE,
-        "prompt_cache_dir": PROMPT_CACHE,
-        "webrtc_host_addresses": ["127.0.0.1"],
-        "drain_timeout_s": 30.0,
-        "retry_after_s": 7,
+def service_config(prefix: str, **sections: dict[str, Any]) -> AppConfig:
+    """The test service's settings; `sections` replace single settings: `calls={"max_calls": 2}`."""
+    values: dict[str, dict[str, Any]] = {
+        "sip": {"host": "127.0.0.1", "port": 0, "transports": ("udp",)},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "rtp": {"port_min": None, "port_max": None},
+        "dialog": {"redis_url": REDIS_URL, "key_prefix": f"{prefix}dialog:"},
+        "hotwords": {"redis_url": REDIS_URL, "key_prefix": f"{prefix}hotwords"},
+        "recognizer": {"engine": {"cache_dir": MODEL_CACHE}},
+        "prompts": {"cache_dir": PROMPT_CACHE},
+        "webrtc": {"host_addresses": ["127.0.0.1"]},
+        "calls": {"drain_timeout_s": 30.0, "retry_after_s": 7},
     }
-    values.update(overrides)
-    return ServiceConfig.model_validate(values)
+    for name, settings in sections.items():
+        values[name] = {**values.get(name, {}), **settings}
+    return AppConfig.model_validate(values)
 
 
 @asynccontextmanager
 async def running_service(
-    load_timeout_s: float = 180.0, extra_routes: Callable[[web.Application], None] | None = None, **overrides: Any
+    load_timeout_s: float = 180.0,
+    extra_routes: Callable[[web.Application], None] | None = None,
+    **sections: dict[str, Any],
 ) -> AsyncIterator[Running]:
     """voicenav in this process on ephemeral ports, Redis keys under a fresh prefix (deleted after);
     `extra_routes` adds a test's own endpoints to the app."""
     prefix = f"voicenav-test:{uuid.uuid4().hex}:"
-    service = Service(service_config(prefix, **overrides))
+    service = Service(service_config(prefix, **sections))
     app = build_app(service)
     if extra_routes is not None:
         extra_routes(app)

@@ -81,14 +81,15 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
     sip_port, http_port, rtp = free_ports(), free_ports(kinds=(TCP,)), free_ports(8)
     http = f"http://127.0.0.1:{http_port}"
     env = {
-        "VOICENAV_CACHE_DIR": str(MODEL_CACHE),
-        "VOICENAV_PROMPT_CACHE_DIR": str(PROMPT_CACHE),
-        "VOICENAV_REDIS_PREFIX": prefix,
-        "VOICENAV_HOTWORDS_PREFIX": f"{prefix}hotwords",
-        "VOICENAV_RTP_PORT_MIN": str(rtp),
-        "VOICENAV_RTP_PORT_MAX": str(rtp + 7),
-        "VOICENAV_SIP_TRANSPORTS": '["udp"]',
-        "VOICENAV_RETRY_AFTER_S": "9",
+        "VOICENAV_RECOGNIZER__ENGINE__CACHE_DIR": str(MODEL_CACHE),
+        "VOICENAV_PROMPTS__CACHE_DIR": str(PROMPT_CACHE),
+        "VOICENAV_DIALOG__KEY_PREFIX": f"{prefix}dialog:",
+        "VOICENAV_HOTWORDS__REDIS_URL": REDIS_URL,
+        "VOICENAV_HOTWORDS__KEY_PREFIX": f"{prefix}hotwords",
+        "VOICENAV_RTP__PORT_MIN": str(rtp),
+        "VOICENAV_RTP__PORT_MAX": str(rtp + 7),
+        "VOICENAV_SIP__TRANSPORTS": '["udp"]',
+        "VOICENAV_CALLS__RETRY_AFTER_S": "9",
     }
     log_path = tmp_path / "serve.log"
     client = aioredis.from_url(REDIS_URL)

@@ -27,7 +27,7 @@ def _closed_tcp_port() -> int:
 
 async def test_store_outage_apologizes_and_hangs_up(tmp_path: Path) -> None:
     dead_redis = f"redis://127.0.0.1:{_closed_tcp_port()}/0"
-    async with running_service(redis_url=dead_redis) as server:
+    async with running_service(dialog={"redis_url": dead_redis}, hotwords={"redis_url": dead_redis}) as server:
         failures = await server.metric("voicenav_call_failures_total", cause="store")
         errors = await server.metric("voicenav_calls_total", outcome="error")
         for _ in range(2):  # the first failure leaves the service able to take (and fail) the next call

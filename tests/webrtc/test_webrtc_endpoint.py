@@ -72,9 +72,9 @@ class Collector:
         return [e for e in self.events if isinstance(e, kind)]
 
 
-async def _app(on_call, **kw) -> tuple[web.Application, WebRtcEndpoint]:
-    config = WebRtcConfig.model_validate({"max_calls": 4, "host_addresses": list(LOOPBACK), **kw})
-    endpoint = WebRtcEndpoint.from_config(on_call, config)
+async def _app(on_call, max_calls: int = 4, retry_after_s: int = 5, **kw) -> tuple[web.Application, WebRtcEndpoint]:
+    config = WebRtcConfig.model_validate({"host_addresses": list(LOOPBACK), **kw})
+    endpoint = WebRtcEndpoint.from_config(on_call, config, max_calls=max_calls, retry_after_s=retry_after_s)
     app = web.Application()
     setup_routes(app, endpoint)
     setup_softphone_routes(app)
@@ -305,7 +305,7 @@ async def test_app_shutdown_hangs_up_calls() -> None:
 
 def test_config_is_checked() -> None:
     with pytest.raises(ValidationError):
-        WebRtcConfig.model_validate({"max_calls": 0})
+        WebRtcConfig.model_validate({"connect_timeout_s": 0})
     with pytest.raises(ValidationError):
         WebRtcConfig.model_validate({"stun": "stun.example.org"})  # unknown keys are typos
     with pytest.raises(ValidationError):
