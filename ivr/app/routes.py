@@ -29,9 +29,9 @@ LOADER = web.AppKey("loader", asyncio.Task)
 HTTP_REJECTED = Counter("voicenav_http_rejected_total", "HTTP requests refused", ["route", "reason"])
 
 
-def _error(status: int, reason: str, route: str, code: str) -> web.Response:
+def _error(status: int, reason: str, route: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
     HTTP_REJECTED.labels(route, code).inc()
-    return web.json_response({"error": reason}, status=status)
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -40,14 +40,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
-    if svc.draining:
-        return web.json_response({"status": "draining"}, status=503)
-    if not svc.ready.is_set():
-        return web.json_response({"status": "loading" if svc.load_error is None else "failed"}, status=503)
-    if svc.active_calls >= svc.config.max_calls:
+    admission = svc.admission
+    refused = admission.refusal()
+    if refused == "draining":
+        return web.json_response({"status": "draining"}, status=503, headers=admission.retry_after)
+    if refused == "loading":
+        status = "loading" if svc.load_error is None else "failed"
+        return web.json_response({"status": status}, status=503, headers=admission.retry_after)
+    if refused == "capacity":
         # Full: send new callers elsewhere until a call ends.
-        return web.json_response({"status": "full", "active_calls": svc.active_calls}, status=503)
-    return web.json_response({"status": "ready", "active_calls": svc.active_calls})
+        body = {"status": "full", "active_calls": admission.active()}
+        return web.json_response(body, status=503, headers=admission.retry_after)
+    return web.json_response({"status": "ready", "active_calls": admission.active()})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -58,7 +62,7 @@ async def recognize(request: web.Request) -> web.Response:
     """POST a WAV body; answers {"text", "segments", "seconds"}."""
     svc = request.app[SERVICE]
     if not svc.ready.is_set() or svc.batcher is None or svc.vad is None:
-        return _error(503, "recognizer is not ready", "recognize", "not-ready")
+        return _error(503, "recognizer is not ready", "recognize", "not-ready", svc.admission.retry_after)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -85,7 +89,7 @@ async def recognize(request: web.Request) -> web.Response:
         utts = utterances(chunks, composed)
         transcripts = await asyncio.gather(*(svc.batcher.transcribe(u, refine) for u in utts))
     except RecognizerOverloaded:
-        return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded")
+        return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded", svc.admission.retry_after)
     if composed is not None:
         for t in transcripts:
             composed.record_hits(composed.hits_in(t.text))
@@ -109,7 +113,9 @@ def build_app(service: Service) -> web.Application:
     setup_record_routes(app, service.records)
     auth = admin_auth()
     if auth is not None:
-        setup_hotword_admin(app, service.hotword_store, service.hotword_config, service.tokenizer, auth)
+        setup_hotword_admin(
+            app, service.hotword_store, service.hotword_config, service.tokenizer, auth, service.admission.retry_after
+        )
     setup_webrtc_routes(app, service.webrtc)
     setup_softphone_routes(app)
 

@@ -1,5 +1,5 @@
 """The running service: recognizer, VAD, dialog stores, prompts, hot words, the SIP and WebRTC front
-ends, readiness, call counting and draining."""
+ends sharing one admission, readiness and draining."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
-from prometheus_client import Gauge
 
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
@@ -28,9 +27,10 @@ from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 from ivr.app.biasing import Biasing
 from ivr.app.config import ServiceConfig
+from ivr.calls.admission import Admission
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptConfig, PromptRenderer
-from ivr.calls.session import APOLOGY, CallDeps, HotwordContext, Transport
+from ivr.calls.session import APOLOGY, CallDeps, HotwordContext
 from ivr.media.rtp_session import RtpSessionConfig
 from ivr.sip import SipServer
 from ivr.sip.call import IncomingCall
@@ -40,9 +40,6 @@ from ivr.webrtc.handler import WebRtcCallHandler
 from ivr.webrtc.leg import WebRtcLeg
 
 log = logging.getLogger(__name__)
-
-DRAINING = Gauge("voicenav_draining", "1 while the instance drains calls before shutting down")
-ACTIVE_CALLS = Gauge("voicenav_active_calls", "Calls in progress", ["transport"])
 
 
 class Service:
@@ -60,11 +57,8 @@ class Service:
         self._hotword_scopes: tuple[str, ...] = ()
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
-        self.draining = False
-        self.calls_idle = asyncio.Event()
-        self.calls_idle.set()
-        self._calls = 0
-        DRAINING.set(0)
+        # closed until the model and the flow are loaded
+        self.admission = Admission(config.max_calls, config.retry_after_s, loading=True)
         if not config.redis_url:
             log.warning("no Redis configured: dialog context and call records live in this process only")
         dialog_prefix = f"{config.redis_prefix}dialog:"
@@ -77,9 +71,8 @@ class Service:
         self.sip: SipServer | None = None
         self.webrtc = WebRtcEndpoint(
             self._on_webrtc_call,
-            max_calls=config.max_calls,
+            admission=self.admission,
             host_addresses=config.webrtc_host_addresses,
-            retry_after_s=config.retry_after_s,
         )
 
     # -- startup -----------------------------------------------------------------------------------
@@ -113,13 +106,13 @@ class Service:
                 hotwords_for=self._hotwords_for,
                 apology_transfer=cfg.apology_transfer_uri,
             )
-            counting = {"started": self.call_started, "ended": self.call_ended}
             rtp = RtpSessionConfig(bind_host=cfg.sip_host, port_min=cfg.rtp_port_min, port_max=cfg.rtp_port_max)
             local_ip = cfg.public_ip or cfg.sip_host
-            self._sip_handler = SipCallHandler(self.deps, rtp, local_ip, queue_uris=cfg.queue_uris, **counting)
-            self._webrtc_handler = WebRtcCallHandler(self.deps, **counting)
+            self._sip_handler = SipCallHandler(self.deps, rtp, local_ip, queue_uris=cfg.queue_uris)
+            self._webrtc_handler = WebRtcCallHandler(self.deps)
             await self._warm_turns(prompts)
             self.ready.set()
+            self.admission.open()
             log.info("ready for calls: model %s on %s", rc.model, self.recognizer.engine.name)
         except Exception as exc:
             self.load_error = exc
@@ -189,61 +182,39 @@ class Service:
             cfg.sip_host,
             cfg.sip_port,
             on_call=self._on_sip_call,
-            max_calls=cfg.max_calls,
+            admission=self.admission,
             transports=cfg.sip_transports,
             public_host=cfg.public_ip,
-            retry_after=cfg.retry_after_s,
         )
         await self.sip.start()
 
     # -- calls -------------------------------------------------------------------------------------
+    # The admission lets calls in only once loaded, when both handlers exist.
     async def _on_sip_call(self, call: IncomingCall) -> None:
-        if self._sip_handler is None or not self.accepting():
-            call.reject(503, "Service Unavailable")
-            return
+        assert self._sip_handler is not None
         await self._sip_handler(call)
 
     async def _on_webrtc_call(self, leg: WebRtcLeg, info: CallInfo) -> None:
-        if self._webrtc_handler is None or not self.accepting():
-            await leg.close("service-unavailable")
-            return
+        assert self._webrtc_handler is not None
         await self._webrtc_handler(leg, info)
-
-    def call_started(self, transport: Transport) -> None:
-        self._calls += 1
-        self.calls_idle.clear()
-        ACTIVE_CALLS.labels(transport).inc()
-
-    def call_ended(self, transport: Transport) -> None:
-        self._calls -= 1
-        ACTIVE_CALLS.labels(transport).dec()
-        if self._calls == 0:
-            self.calls_idle.set()
 
     @property
     def active_calls(self) -> int:
-        return self._calls
-
-    def accepting(self) -> bool:
-        return self.ready.is_set() and not self.draining and self._calls < self.config.max_calls
+        return self.admission.active()
 
     # -- shutdown ----------------------------------------------------------------------------------
     def start_draining(self) -> None:
         """Refuse new calls from now on: /readyz 503, SIP 503 + Retry-After, WebRTC offers 503."""
-        self.draining = True
-        DRAINING.set(1)
-        if self.sip is not None:
-            self.sip.draining = True
-        self.webrtc.start_draining()
+        self.admission.start_draining()
 
     async def drain(self) -> None:
         """Refuse new calls and wait for the active ones, up to the drain timeout."""
         self.start_draining()
-        log.info("draining: %d active calls, waiting up to %.0f s", self._calls, self.config.drain_timeout_s)
+        log.info("draining: %d active calls, waiting up to %.0f s", self.active_calls, self.config.drain_timeout_s)
         try:
-            await asyncio.wait_for(self.calls_idle.wait(), self.config.drain_timeout_s)
+            await asyncio.wait_for(self.admission.wait_idle(), self.config.drain_timeout_s)
         except TimeoutError:
-            log.warning("drain timeout with %d calls still active", self._calls)
+            log.warning("drain timeout with %d calls still active", self.active_calls)
 
     async def stop(self) -> None:
         """Hang up what is left and release everything."""

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import Counter, Histogram
@@ -31,13 +31,12 @@ from dialog.policy import DialogPolicy
 from dialog.records import RecordStore
 from dialog.session import DialogSession
 from dialog.storage import StoreError
+from ivr.calls.admission import Transport
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptError
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaLeg
 
 log = logging.getLogger(__name__)
-
-Transport = Literal["sip", "webrtc"]
 
 CALLS = Counter("voicenav_calls_total", "Calls that ended, by outcome", ["outcome"])
 TURN_LATENCY = Histogram(

@@ -8,9 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 from pydantic import BaseModel, Field, model_validator
 
+from ivr.calls.admission import Admission, CallGate
 from ivr.sip.call import CallEnded, IncomingCall, exc_status
 from ivr.sip.dialog import Dialog, new_branch, new_tag
 from ivr.sip.message import (
@@ -43,7 +44,6 @@ SIP_RESPONSES = Counter("voicenav_sip_responses_total", "SIP responses sent (fir
 SIP_PARSE_ERRORS = Counter(
     "voicenav_sip_parse_errors_total", "Unparseable SIP messages dropped or answered with 400", ["transport"]
 )
-SIP_ACTIVE_CALLS = Gauge("voicenav_sip_active_calls", "SIP calls in progress (early or confirmed)")
 SIP_REJECTED_CALLS = Counter("voicenav_sip_rejected_calls_total", "INVITEs refused", ["reason"])
 
 _KNOWN_METHODS = frozenset(
@@ -70,11 +70,11 @@ _ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
 class SipConfig(BaseModel):
     host: str
     port: int = Field(ge=0, le=65535)
-    max_calls: int = Field(100, ge=0)
+    max_calls: int = Field(100, ge=1)  # a server on its own; one given an admission uses that one's
     transports: tuple[TransportName, ...] = ("udp", "tcp")
     timers: SipTimers = SipTimers()
     public_host: str | None = None  # address for Via/Contact when bound to a wildcard address
-    retry_after: int = Field(30, ge=0)  # seconds, in 503s at capacity or while draining
+    retry_after: int = Field(30, ge=0)  # seconds, in 503s at capacity or while draining (on its own)
     user_agent: str = "voicenav"
     transfer_timeout: float = Field(32.0, gt=0)
     # after a failed REFER: "keep" the call for the application, or release it with BYE, plain
@@ -95,11 +95,17 @@ OnCall = Callable[[IncomingCall], Awaitable[None]]
 
 class SipServer:
     """Inbound-call SIP server.  `on_call(call)` runs once per admitted INVITE and owns the call for its
-    whole life: when it returns (or raises), a call still in progress is released."""
+    whole life: when it returns (or raises), a call still in progress is released.
 
-    def __init__(self, host: str, port: int, *, on_call: OnCall, **options: Any) -> None:
+    `admission` decides which INVITEs become calls and counts them; without one the server admits
+    against its own `max_calls` and `retry_after`."""
+
+    def __init__(
+        self, host: str, port: int, *, on_call: OnCall, admission: CallGate | None = None, **options: Any
+    ) -> None:
         self.config = SipConfig(host=host, port=port, **options)
         self._on_call = on_call
+        self._admission = admission or Admission(self.config.max_calls, self.config.retry_after)
         self._layer = TransactionLayer(self.config.timers)
         self._transports: dict[str, Transport] = {}
         self._dialogs: dict[tuple[str, str, str], IncomingCall] = {}
@@ -107,7 +113,6 @@ class SipServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.draining = False
         self.bound_port = port
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -134,7 +139,7 @@ class SipServer:
 
     async def stop(self) -> None:
         """Release every call (BYE, or 480 if unanswered), then close the transports."""
-        self.draining = True
+        self._admission.start_draining()
         hangups = [self.spawn(c.hangup("server-shutdown")) for c in list(self._calls)]
         if hangups:
             # a BYE response normally takes a round trip; don't wait for 64*T1 on dead peers
@@ -154,7 +159,7 @@ class SipServer:
     async def drain(self) -> None:
         """Refuse new calls (503 + Retry-After) and return once the current ones have finished
         (bound it with asyncio.timeout; the server keeps draining either way)."""
-        self.draining = True
+        self._admission.start_draining()
         await self._idle.wait()
 
     @property
@@ -235,7 +240,7 @@ class SipServer:
     def call_ended(self, call: IncomingCall) -> None:
         if call in self._calls:
             self._calls.discard(call)
-            SIP_ACTIVE_CALLS.dec()
+            self._admission.release("sip")
         self._dialogs.pop(call.dialog.key, None)
         if not self._calls:
             self._idle.set()
@@ -422,13 +427,6 @@ class SipServer:
             # same request reached us again along another path (§8.2.2.2 merged request)
             self._reject_invite(req, tx, 482, "loop")
             return
-        retry = [("Retry-After", str(self.config.retry_after))]
-        if self.draining:
-            self._reject_invite(req, tx, 503, "draining", retry)
-            return
-        if len(self._calls) >= self.config.max_calls:
-            self._reject_invite(req, tx, 503, "capacity", retry)
-            return
         if req.headers.get("Content-Encoding"):
             self._reject_invite(req, tx, 415, "unsupported-body", [("Accept-Encoding", "identity")])
             return
@@ -457,6 +455,12 @@ class SipServer:
             extra = [("Accept", "application/sdp")] if status == 415 else []
             self._reject_invite(req, tx, status, "bad-sdp" if status == 400 else "unsupported-body", extra)
             return
+        # admitted last, so that an INVITE refused for what it says never takes a call's place
+        refused = self._admission.admit("sip")
+        if refused is not None:
+            retry = [("Retry-After", str(self._admission.retry_after_s))]
+            self._reject_invite(req, tx, 503, refused, retry)
+            return
         local = req.to
         local.params["tag"] = new_tag()
         dialog = Dialog(
@@ -471,7 +475,6 @@ class SipServer:
         self._dialogs[dialog.key] = call
         self._calls.add(call)
         self._idle.clear()
-        SIP_ACTIVE_CALLS.inc()
         self.spawn(self._run_call(call))
 
     async def _run_call(self, call: IncomingCall) -> None:

@@ -192,7 +192,7 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     assert {m: _metric(m) - v for m, v in counts.items()} == dict.fromkeys(counts, 1.0)
     assert _metric("voicenav_webrtc_hangups_total", reason="bye") == byes + 1
     assert _metric("voicenav_webrtc_answers_total", codec="opus") == answers + 1
-    assert _metric("voicenav_webrtc_active_calls") == 0
+    assert _metric("voicenav_active_calls", transport="webrtc") == 0
     frames = collector.of(AudioFrame)
     assert len(frames) > 25  # > 0.5 s of 20 ms frames
     assert all(f.sample_rate == 16000 and f.pcm.dtype == np.int16 and f.pcm.ndim == 1 for f in frames)
