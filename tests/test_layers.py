@@ -115,3 +115,8 @@ def test_each_room_imports_alone(room: str) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_sip_call_does_not_import_its_server() -> None:
+    # the server feeds calls and implements their `CallHost`; the arrow goes from server to call
+    assert not any(_within(n, "ivr.sip.server") for n in _imports(ROOT / "ivr" / "sip" / "call.py", ROOT))

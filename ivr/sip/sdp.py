@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -24,15 +24,26 @@ SUPPORTED_CODECS = ("PCMU", "PCMA")
 
 
 class SdpError(ValueError):
-    """The body is not valid SDP (-> 400)."""
+    """A session body we cannot use; `status` is the SIP status that refuses it. This class: the body
+    is not valid SDP (400)."""
+
+    status: ClassVar[int] = 400
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
+class UnsupportedBody(SdpError):
+    """The body is not SDP at all (415, with Accept)."""
+
+    status: ClassVar[int] = 415
+
+
 class SdpNotAcceptable(SdpError):
-    """Valid SDP with nothing we can use (-> 488 with a Warning)."""
+    """Valid SDP with nothing we can use (488, with a Warning)."""
+
+    status: ClassVar[int] = 488
 
     def __init__(self, reason: str, warning_code: int = 305) -> None:
         super().__init__(reason)

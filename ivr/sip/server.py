@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, Field, model_validator
 
 from ivr.calls.admission import Admission, CallGate
-from ivr.sip.call import CallEnded, IncomingCall, exc_status
+from ivr.sip.call import CallEnded, IncomingCall, negotiate_body, refusal
 from ivr.sip.dialog import Dialog, new_branch, new_tag
 from ivr.sip.message import (
     NameAddr,
@@ -25,7 +25,7 @@ from ivr.sip.message import (
     format_hostport,
     make_response,
 )
-from ivr.sip.sdp import SdpError, SdpNotAcceptable, negotiate, parse_sdp
+from ivr.sip.sdp import SdpError
 from ivr.sip.transaction import (
     InviteServerTransaction,
     NonInviteClientTransaction,
@@ -64,6 +64,8 @@ _KNOWN_METHODS = frozenset(
         "PRACK",
     }
 )
+# rejected-call reasons by the status refusing the INVITE's body
+_BODY_REFUSALS = {400: "bad-sdp", 415: "unsupported-body", 488: "no-common-codec"}
 _ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
 
 
@@ -216,17 +218,15 @@ class SipServer:
 
         return send
 
-    def send_in_dialog(
-        self, call: IncomingCall, method: str, headers: list[tuple[str, str]]
-    ) -> NonInviteClientTransaction:
-        name = call.peer.transport
+    def via(self, transport: str) -> Via:
+        return Via(transport.upper(), self.advertised_host, self.bound_port, {"branch": new_branch(), "rport": None})
+
+    def send_request(self, peer: Peer, request: SipRequest, next_hop: SipUri) -> NonInviteClientTransaction:
+        name = peer.transport
         transport = self._transports[name]
-        via = Via(name.upper(), self.advertised_host, self.bound_port, {"branch": new_branch(), "rport": None})
-        request, next_hop = call.dialog.request(method, via=via, contact=self.contact(name), headers=headers)
-        request.headers.add("User-Agent", self.config.user_agent)
         host, port = next_hop.params.get("maddr") or next_hop.host, next_hop.default_port
-        if name == "tcp" and call.peer.connection is not None and call.peer.connection.open:
-            conn = call.peer.connection
+        if name == "tcp" and peer.connection is not None and peer.connection.open:
+            conn = peer.connection
 
             def send(data: bytes) -> None:
                 transport.send(data, host, port, conn)
@@ -360,11 +360,9 @@ class SipServer:
         if call is None:
             self.respond(tx, make_response(req, 481))
             return
-        cseq = req.cseq[0]
-        if cseq < call.dialog.remote_cseq:
+        if not call.take_cseq(req.cseq[0]):
             self.respond(tx, make_response(req, 500, "Out of Order CSeq"))
             return
-        call.dialog.remote_cseq = cseq
         if m == "INVITE":
             assert isinstance(tx, InviteServerTransaction)
             call.on_reinvite(req, tx)
@@ -437,23 +435,11 @@ class SipServer:
             self._reject_invite(req, tx, 400, "bad-request")
             return
         try:
-            if req.body and req.content_type != "application/sdp":
-                raise SdpError("unsupported content type")
             # no body: delayed offer, ours goes in the 2xx and the caller answers in the ACK
-            neg = negotiate(parse_sdp(req.body)) if req.body else None
-        except SdpNotAcceptable as exc:
-            self._reject_invite(
-                req,
-                tx,
-                488,
-                "no-common-codec",
-                [("Warning", f'{exc.warning_code} {self.advertised_host} "{exc.reason}"')],
-            )
-            return
+            neg = negotiate_body(req) if req.body else None
         except SdpError as exc:
-            status = exc_status(exc)
-            extra = [("Accept", "application/sdp")] if status == 415 else []
-            self._reject_invite(req, tx, status, "bad-sdp" if status == 400 else "unsupported-body", extra)
+            SIP_REJECTED_CALLS.labels(_BODY_REFUSALS[exc.status]).inc()
+            self.respond(tx, refusal(req, exc, new_tag(), self.advertised_host))
             return
         # admitted last, so that an INVITE refused for what it says never takes a call's place
         refused = self._admission.admit("sip")
