@@ -21,7 +21,7 @@ def rtp_parameters(media: MediaOffer) -> RtpParameters:
         remote_host=media.remote_ip,
         remote_port=media.remote_port,
         payload_type=media.payload_type,
-        codec=media.codec,  # type: ignore[arg-type]  # negotiate() only accepts PCMU/PCMA
+        codec=media.codec,
         telephone_event_pt=media.telephone_event_pt,
         ptime_ms=media.ptime,
     )
