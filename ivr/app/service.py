@@ -14,6 +14,7 @@ import numpy as np
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.recognizer import Recognizer, Utterance
+from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import RATE, SileroVad, VadConfig
 from dialog import actions as act
 from dialog import events as ev
@@ -99,10 +100,9 @@ class Service:
                 contexts=self.contexts,
                 records=self.records,
                 prompts=prompts,
-                batcher=self.batcher,
-                vad=self.vad,
+                recognizer=self.batcher,
+                speech_stream=partial(RecognitionStream, self.vad, VadConfig(min_silence_ms=cfg.end_of_speech_ms)),
                 vad_executor=self.vad_executor,
-                vad_config=VadConfig(min_silence_ms=cfg.end_of_speech_ms),
                 hotwords_for=self._hotwords_for,
                 apology_transfer=cfg.apology_transfer_uri,
             )
