@@ -122,7 +122,7 @@ class StreamingRecognizer:
             return
         transcripts = self.recognizer.recognize([utt for _, _, utt in work])
         for (s, seg, _), t in zip(work, transcripts, strict=True):
-            s.add_result(SegmentResult(t.text, t.tokens, seg.start, seg.end, t.confidence, seg.truncated, t))
+            s.add_result(SegmentResult(t.text, t.tokens, seg.start, seg.end, t.confidence, seg.truncated, t.released()))
 
 
 __all__ = ["RecognitionStream", "SegmentResult", "SpeechEnd", "SpeechStart", "StreamingRecognizer"]

@@ -48,13 +48,12 @@ def transcribe_audio(
     prompt: str = "",
     refine: Refine | None = None,
 ) -> RecordingResult:
-    """`refine(utterance, transcript)` may rewrite each chunk's text (e.g. a hot-word post-pass)."""
+    """Decode in this thread. `refine(utterance, transcript)` may rewrite each chunk's transcript (e.g.
+    a hot-word post-pass: `Recognizer.refined`)."""
     t0 = time.perf_counter()
     chunks = speech_chunks(audio.samples, audio.sample_rate, vad)
     utts = utterances(chunks, biaser, prompt)
-    transcripts = recognizer.recognize(utts) if chunks else []
+    transcripts = recognizer.recognize(utts) if utts else []
     if refine is not None:
-        for u, t in zip(utts, transcripts, strict=True):
-            if t.text:
-                t.text = refine(u, t)
+        transcripts = [recognizer.refined(refine, u, t) for u, t in zip(utts, transcripts, strict=True)]
     return assemble(chunks, transcripts, t0)
