@@ -12,8 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from asr_engine.audio.wav import AudioFormatError, parse_wav
 from asr_engine.batcher import RecognizerOverloaded
-from asr_engine.segmenter import speech_chunks
-from asr_engine.transcribe import assemble, utterances
+from asr_engine.transcribe import transcribe_audio_batched
 from dialog.records import setup_routes as setup_record_routes
 from hotwords.schema import validate_scope
 from ivr.app.biasing import Biasing
@@ -71,8 +70,6 @@ async def recognize(request: web.Request) -> web.Response:
         audio = parse_wav(body)
     except AudioFormatError as e:
         return _error(400, f"bad audio: {e}", "recognize", "bad-audio")
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     try:
         scopes = [validate_scope(s) for s in request.query.getall("scope", [])]
     except ValueError as e:
@@ -81,25 +78,18 @@ async def recognize(request: web.Request) -> web.Response:
     composed = None
     if svc.hotwords is not None and svc.hotwords.lists:
         composed = await svc.hotwords.biaser(scopes=scopes)
-    chunks = await asyncio.to_thread(speech_chunks, audio.samples, audio.sample_rate, svc.vad)
     refine = None
     if composed is not None:
         refine = partial(Biasing(composed.graph, composed.corrector).refine, svc.recognizer)
     try:
-        utts = utterances(chunks, composed)
-        transcripts = await asyncio.gather(*(svc.batcher.transcribe(u, refine) for u in utts))
+        result = await transcribe_audio_batched(svc.batcher, svc.vad, audio, composed, refine=refine)
     except RecognizerOverloaded:
         return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded", svc.admission.retry_after)
     if composed is not None:
-        for t in transcripts:
-            composed.record_hits(composed.hits_in(t.text))
-    result = assemble(chunks, list(transcripts), 0.0)
+        for segment in result.segments:
+            composed.record_hits(composed.hits_in(segment.text))
     return web.json_response(
-        {
-            "text": result.text,
-            "segments": [s.__dict__ for s in result.segments],
-            "seconds": round(loop.time() - t0, 4),
-        }
+        {"text": result.text, "segments": [s.__dict__ for s in result.segments], "seconds": round(result.seconds, 4)}
     )
 
 

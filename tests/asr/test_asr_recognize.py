@@ -280,3 +280,31 @@ def test_a_rewritten_transcript_says_its_text_and_keeps_its_decode(recognizer, s
     with pytest.raises(dataclasses.FrozenInstanceError):
         rewritten.text = "changed in place"  # type: ignore[misc]
     assert decoded.text != text  # the decoded transcript is as it was
+
+
+async def test_cli_and_http_transcribe_a_recording_alike(model_cache, shared):
+    """`voicenav transcribe` and POST /v1/recognize run the same steps (`asr_engine.transcribe`)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ivr.app.config import ServiceConfig
+    from ivr.app.routes import build_app
+    from ivr.app.service import Service
+
+    wav = shared / "data/callers_dev/dev036.wav"
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "ivr.app.cli", "transcribe", "--json", "--cache-dir", str(model_cache), str(wav)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode == 0, err.decode()
+    (cli,) = [json.loads(line) for line in out.decode().splitlines()]
+
+    svc = Service(ServiceConfig(cache_dir=model_cache))
+    async with TestClient(TestServer(build_app(svc))) as client:
+        await asyncio.wait_for(svc.ready.wait(), 120)
+        resp = await client.post("/v1/recognize", data=wav.read_bytes())
+        assert resp.status == 200
+        http = await resp.json()
+    assert cli["text"] and http["text"] == cli["text"]
+    assert " ".join(s["text"] for s in http["segments"]) == cli["text"]
