@@ -54,14 +54,16 @@ def setup_hotword_admin(
     config: HotwordsConfig,
     tokenizer: Callable[[], object | None],
     auth: AdminAuth,
+    retry_after: dict[str, str],
 ) -> None:
+    """`retry_after`: the service's Retry-After header for the 503 while the recognizer loads."""
     codec = LoadedTokenizer(tokenizer)
     setup_routes(app, HotwordService(store, codec, config), auth)
 
     @web.middleware
     async def loading(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         if request.path.startswith("/v1/hotwords") and tokenizer() is None:
-            return web.json_response({"error": "recognizer is loading"}, status=503, headers={"Retry-After": "5"})
+            return web.json_response({"error": "recognizer is loading"}, status=503, headers=retry_after)
         return await handler(request)
 
     app.middlewares.append(loading)

@@ -1,5 +1,5 @@
 """The running service: recognizer, VAD, dialog stores, prompts, hot words, the SIP and WebRTC front
-ends, readiness, call counting and draining."""
+ends sharing one admission, readiness and draining."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
-from prometheus_client import Gauge
 
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.recognizer import Recognizer, Utterance
+from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import RATE, SileroVad
 from dialog import actions as act
 from dialog import events as ev
@@ -27,9 +27,10 @@ from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 from ivr.app.biasing import Biasing
 from ivr.app.config import AppConfig
+from ivr.calls.admission import Admission
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptRenderer
-from ivr.calls.session import APOLOGY, CallDeps, HotwordContext, Transport
+from ivr.calls.session import APOLOGY, CallDeps, HotwordContext
 from ivr.sip import SipServer
 from ivr.sip.call import IncomingCall
 from ivr.sip.handler import SipCallHandler
@@ -38,9 +39,6 @@ from ivr.webrtc.handler import WebRtcCallHandler
 from ivr.webrtc.leg import WebRtcLeg
 
 log = logging.getLogger(__name__)
-
-DRAINING = Gauge("voicenav_draining", "1 while the instance drains calls before shutting down")
-ACTIVE_CALLS = Gauge("voicenav_active_calls", "Calls in progress", ["transport"])
 
 
 class Service:
@@ -57,11 +55,8 @@ class Service:
         self._hotword_scopes: tuple[str, ...] = ()
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
-        self.draining = False
-        self.calls_idle = asyncio.Event()
-        self.calls_idle.set()
-        self._calls = 0
-        DRAINING.set(0)
+        # closed until the model and the flow are loaded
+        self.admission = Admission(config.calls.max_calls, config.calls.retry_after_s, loading=True)
         dialog = config.dialog
         if not dialog.redis_url:
             log.warning("no Redis configured: dialog context and call records live in this process only")
@@ -75,8 +70,7 @@ class Service:
         self.webrtc = WebRtcEndpoint.from_config(
             self._on_webrtc_call,
             config.webrtc,
-            max_calls=config.calls.max_calls,
-            retry_after_s=config.calls.retry_after_s,
+            self.admission,
         )
 
     # -- startup -----------------------------------------------------------------------------------
@@ -101,21 +95,18 @@ class Service:
                 contexts=self.contexts,
                 records=self.records,
                 prompts=prompts,
-                batcher=self.batcher,
-                vad=self.vad,
+                recognizer=self.batcher,
+                speech_stream=partial(RecognitionStream, self.vad, cfg.vad),
                 vad_executor=self.vad_executor,
-                vad_config=cfg.vad,
                 hotwords_for=self._hotwords_for,
                 apology_transfer=cfg.calls.apology_transfer_uri,
             )
-            counting = {"started": self.call_started, "ended": self.call_ended}
             local_ip = cfg.sip.public_host or cfg.sip.host
-            self._sip_handler = SipCallHandler(
-                self.deps, cfg.rtp, local_ip, queue_uris=cfg.calls.queue_uris, **counting
-            )
-            self._webrtc_handler = WebRtcCallHandler(self.deps, **counting)
+            self._sip_handler = SipCallHandler(self.deps, cfg.rtp, local_ip, queue_uris=cfg.calls.queue_uris)
+            self._webrtc_handler = WebRtcCallHandler(self.deps)
             await self._warm_turns(prompts)
             self.ready.set()
+            self.admission.open()
             log.info("ready for calls: model %s on %s", rc.model, self.recognizer.engine.name)
         except Exception as exc:
             self.load_error = exc
@@ -180,66 +171,44 @@ class Service:
         )
 
     async def start_sip(self) -> None:
-        sip, calls = self.config.sip, self.config.calls
+        sip = self.config.sip
         self.sip = SipServer(
             sip.host,
             sip.port,
             on_call=self._on_sip_call,
-            max_calls=calls.max_calls,
-            retry_after=calls.retry_after_s,
+            admission=self.admission,
             **sip.model_dump(exclude={"host", "port"}),
         )
         await self.sip.start()
 
     # -- calls -------------------------------------------------------------------------------------
+    # The admission lets calls in only once loaded, when both handlers exist.
     async def _on_sip_call(self, call: IncomingCall) -> None:
-        if self._sip_handler is None or not self.accepting():
-            call.reject(503, "Service Unavailable")
-            return
+        assert self._sip_handler is not None
         await self._sip_handler(call)
 
     async def _on_webrtc_call(self, leg: WebRtcLeg, info: CallInfo) -> None:
-        if self._webrtc_handler is None or not self.accepting():
-            await leg.close("service-unavailable")
-            return
+        assert self._webrtc_handler is not None
         await self._webrtc_handler(leg, info)
-
-    def call_started(self, transport: Transport) -> None:
-        self._calls += 1
-        self.calls_idle.clear()
-        ACTIVE_CALLS.labels(transport).inc()
-
-    def call_ended(self, transport: Transport) -> None:
-        self._calls -= 1
-        ACTIVE_CALLS.labels(transport).dec()
-        if self._calls == 0:
-            self.calls_idle.set()
 
     @property
     def active_calls(self) -> int:
-        return self._calls
-
-    def accepting(self) -> bool:
-        return self.ready.is_set() and not self.draining and self._calls < self.config.calls.max_calls
+        return self.admission.active()
 
     # -- shutdown ----------------------------------------------------------------------------------
     def start_draining(self) -> None:
         """Refuse new calls from now on: /readyz 503, SIP 503 + Retry-After, WebRTC offers 503."""
-        self.draining = True
-        DRAINING.set(1)
-        if self.sip is not None:
-            self.sip.draining = True
-        self.webrtc.start_draining()
+        self.admission.start_draining()
 
     async def drain(self) -> None:
         """Refuse new calls and wait for the active ones, up to the drain timeout."""
         self.start_draining()
         timeout = self.config.calls.drain_timeout_s
-        log.info("draining: %d active calls, waiting up to %.0f s", self._calls, timeout)
+        log.info("draining: %d active calls, waiting up to %.0f s", self.active_calls, timeout)
         try:
-            await asyncio.wait_for(self.calls_idle.wait(), timeout)
+            await asyncio.wait_for(self.admission.wait_idle(), timeout)
         except TimeoutError:
-            log.warning("drain timeout with %d calls still active", self._calls)
+            log.warning("drain timeout with %d calls still active", self.active_calls)
 
     async def stop(self) -> None:
         """Hang up what is left and release everything."""

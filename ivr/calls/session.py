@@ -13,17 +13,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from asr_engine.batcher import BatchingRecognizer, RecognizerClosed, RecognizerOverloaded
+from asr_engine.batcher import RecognizerClosed, RecognizerOverloaded
 from asr_engine.decoding.bias import Biaser
-from asr_engine.recognizer import Refine, Utterance
-from asr_engine.streaming import RecognitionStream
-from asr_engine.vad import SileroVad, SpeechEnd, SpeechStart, VadConfig, VadEvent
+from asr_engine.recognizer import Refine, Transcript, Utterance
+from asr_engine.vad import SpeechEnd, SpeechStart, VadEvent
 from dialog import actions as act
 from dialog import events as ev
 from dialog.context import ContextStore
@@ -31,13 +30,12 @@ from dialog.policy import DialogPolicy
 from dialog.records import RecordStore
 from dialog.session import DialogSession
 from dialog.storage import StoreError
+from ivr.calls.admission import Transport
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptError
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaLeg
 
 log = logging.getLogger(__name__)
-
-Transport = Literal["sip", "webrtc"]
 
 CALLS = Counter("voicenav_calls_total", "Calls that ended, by outcome", ["outcome"])
 TURN_LATENCY = Histogram(
@@ -88,6 +86,26 @@ class CallControl(Protocol):
         ...
 
 
+class Transcriber(Protocol):
+    """Turns a caller's utterance into text (the service's `BatchingRecognizer`)."""
+
+    async def transcribe(self, utterance: Utterance, refine: Refine | None = None) -> Transcript: ...
+
+
+class SpeechStream(Protocol):
+    """One caller's audio cut into utterances by a VAD (`asr_engine.streaming.RecognitionStream`):
+    fed in the VAD thread, read on the event loop."""
+
+    @property
+    def in_speech(self) -> bool: ...
+
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]: ...
+
+    def set_context(self, biaser: Biaser | None, prompt: str = "") -> None: ...
+
+    def take_utterances(self) -> list[tuple[SpeechEnd, Utterance]]: ...
+
+
 @dataclass
 class CallDeps:
     """What every call of the service shares."""
@@ -96,10 +114,9 @@ class CallDeps:
     contexts: ContextStore
     records: RecordStore
     prompts: PromptCache
-    batcher: BatchingRecognizer
-    vad: SileroVad
+    recognizer: Transcriber
+    speech_stream: Callable[[], SpeechStream]  # a new stream for each call
     vad_executor: Executor  # one thread for all calls' VAD work
-    vad_config: VadConfig = field(default_factory=VadConfig)
     hotwords_for: HotwordsFor | None = None
     apology: str = APOLOGY
     apology_transfer: str | None = None  # where a call goes when the dialog can no longer serve it
@@ -140,7 +157,7 @@ class CallSession:
         self.leg = leg
         self.control = control
         self.deps = deps
-        self.stream = RecognitionStream(deps.vad, deps.vad_config)
+        self.stream = deps.speech_stream()
         self.dialog = DialogSession(call_id, deps.policy, deps.contexts, deps.records, caller, control.transport)
         self._inbox: asyncio.Queue[_Heard | _Key | _Gone] = asyncio.Queue()
         self._audio: list[tuple[int, np.ndarray]] = []
@@ -373,7 +390,7 @@ class CallSession:
     async def _transcribe(self, utterance: Utterance, speech_end: float) -> None:
         try:
             hot = self._hotwords
-            transcript = await self.deps.batcher.transcribe(utterance, hot.refine if hot is not None else None)
+            transcript = await self.deps.recognizer.transcribe(utterance, hot.refine if hot is not None else None)
         except RecognizerOverloaded:
             UTTERANCES_DROPPED.labels("overloaded").inc()
             log.warning("call %s: recognizer overloaded, utterance dropped", self.call_id)

@@ -14,14 +14,13 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from asr_engine.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from asr_engine.audio.resample import resample_int16
+from ivr.media.codecs import CodecName, by_static_payload_type, codec
 from ivr.media.dtmf import DtmfPayloadError, InbandDtmfDetector, Rfc4733Receiver
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaEvent
 from ivr.media.jitterbuffer import JitterBuffer
@@ -40,10 +39,6 @@ PLAYBACK_INTERRUPTIONS = Counter("voicenav_playback_interruptions_total", "Promp
 EVENTS_DROPPED = Counter("voicenav_media_events_dropped_total", "Media events dropped: the consumer fell behind")
 
 SAMPLE_RATE = 8000
-Codec = Literal["PCMU", "PCMA"]
-_DECODERS: dict[str, Callable[[bytes], np.ndarray]] = {"PCMU": ulaw_decode, "PCMA": alaw_decode}
-_ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
-_STATIC_PT: dict[int, str] = {0: "PCMU", 8: "PCMA"}  # RFC 3551: usable without an SDP mapping
 
 
 class RtpParameters(BaseModel):
@@ -54,7 +49,7 @@ class RtpParameters(BaseModel):
     remote_host: str | None = None
     remote_port: int | None = Field(default=None, ge=1, le=65535)
     payload_type: int = Field(default=0, ge=0, le=127)
-    codec: Codec = "PCMU"
+    codec: CodecName = "PCMU"
     telephone_event_pt: int | None = Field(default=101, ge=96, le=127)
     ptime_ms: int = Field(default=20, ge=10, le=60)
 
@@ -158,15 +153,15 @@ class RtpReceiver:
             self.stats.digits += 1
             DTMF_DIGITS.labels("rfc4733").inc()
             return [DtmfDigit(event.digit, "rfc4733")], True
-        codec = self.params.codec if pkt.payload_type == self.params.payload_type else None
-        codec = codec or _STATIC_PT.get(pkt.payload_type)
-        if codec is None:
+        negotiated = codec(self.params.codec) if pkt.payload_type == self.params.payload_type else None
+        audio = negotiated or by_static_payload_type(pkt.payload_type)
+        if audio is None:
             # Comfort noise, sipp's PT 97 "noop" packets, anything not negotiated: not audio.
             self._count("unknown_pt")
             self.jitter.push_placeholder(pkt.sequence, pkt.timestamp, pkt.ssrc, now)
             return [], False
         self._count("audio")
-        self.jitter.push(pkt.sequence, pkt.timestamp, pkt.ssrc, _DECODERS[codec](pkt.payload), now)
+        self.jitter.push(pkt.sequence, pkt.timestamp, pkt.ssrc, audio.decode(pkt.payload), now)
         return [], True
 
     def rtcp_datagram(self, data: bytes) -> None:
@@ -356,7 +351,7 @@ class RtpSession:
     def _send_frame(self, frame: np.ndarray, now: float) -> None:
         if self._transport is None or self._remote is None or self._transport.is_closing():
             return
-        payload = _ENCODERS[self.params.codec](frame)
+        payload = codec(self.params.codec).encode(frame)
         pkt = self.packetizer.packet(self.params.payload_type, payload, len(frame), now)
         self._transport.sendto(pkt.build(), self._remote)
         self.packets_sent += 1

@@ -8,10 +8,11 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 from pydantic import Field
 
-from ivr.sip.call import CallEnded, IncomingCall, exc_status
+from ivr.calls.admission import Admission, CallGate
+from ivr.sip.call import CallEnded, IncomingCall, negotiate_body, refusal
 from ivr.sip.config import SipParams
 from ivr.sip.dialog import Dialog, new_branch, new_tag
 from ivr.sip.message import (
@@ -25,7 +26,7 @@ from ivr.sip.message import (
     format_hostport,
     make_response,
 )
-from ivr.sip.sdp import SdpError, SdpNotAcceptable, negotiate, parse_sdp
+from ivr.sip.sdp import SdpError
 from ivr.sip.transaction import (
     InviteServerTransaction,
     NonInviteClientTransaction,
@@ -44,7 +45,6 @@ SIP_RESPONSES = Counter("voicenav_sip_responses_total", "SIP responses sent (fir
 SIP_PARSE_ERRORS = Counter(
     "voicenav_sip_parse_errors_total", "Unparseable SIP messages dropped or answered with 400", ["transport"]
 )
-SIP_ACTIVE_CALLS = Gauge("voicenav_sip_active_calls", "SIP calls in progress (early or confirmed)")
 SIP_REJECTED_CALLS = Counter("voicenav_sip_rejected_calls_total", "INVITEs refused", ["reason"])
 
 _KNOWN_METHODS = frozenset(
@@ -65,13 +65,16 @@ _KNOWN_METHODS = frozenset(
         "PRACK",
     }
 )
+# rejected-call reasons by the status refusing the INVITE's body
+_BODY_REFUSALS = {400: "bad-sdp", 415: "unsupported-body", 488: "no-common-codec"}
 _ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
 
 
 class SipConfig(SipParams):
-    """The settings plus what the service decides for all front ends (admission, timers)."""
+    """The settings plus what a server on its own decides (capacity, Retry-After, timers); a server given
+    an admission uses that one's capacity and Retry-After."""
 
-    max_calls: int = Field(100, ge=0)
+    max_calls: int = Field(100, ge=1)
     timers: SipTimers = SipTimers()
     retry_after: int = Field(30, ge=0)  # seconds, in 503s at capacity or while draining
 
@@ -81,11 +84,17 @@ OnCall = Callable[[IncomingCall], Awaitable[None]]
 
 class SipServer:
     """Inbound-call SIP server.  `on_call(call)` runs once per admitted INVITE and owns the call for its
-    whole life: when it returns (or raises), a call still in progress is released."""
+    whole life: when it returns (or raises), a call still in progress is released.
 
-    def __init__(self, host: str, port: int, *, on_call: OnCall, **options: Any) -> None:
+    `admission` decides which INVITEs become calls and counts them; without one the server admits
+    against its own `max_calls` and `retry_after`."""
+
+    def __init__(
+        self, host: str, port: int, *, on_call: OnCall, admission: CallGate | None = None, **options: Any
+    ) -> None:
         self.config = SipConfig(host=host, port=port, **options)
         self._on_call = on_call
+        self._admission = admission or Admission(self.config.max_calls, self.config.retry_after)
         self._layer = TransactionLayer(self.config.timers)
         self._transports: dict[str, Transport] = {}
         self._dialogs: dict[tuple[str, str, str], IncomingCall] = {}
@@ -93,7 +102,6 @@ class SipServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.draining = False
         self.bound_port = port
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -120,7 +128,7 @@ class SipServer:
 
     async def stop(self) -> None:
         """Release every call (BYE, or 480 if unanswered), then close the transports."""
-        self.draining = True
+        self._admission.start_draining()
         hangups = [self.spawn(c.hangup("server-shutdown")) for c in list(self._calls)]
         if hangups:
             # a BYE response normally takes a round trip; don't wait for 64*T1 on dead peers
@@ -140,7 +148,7 @@ class SipServer:
     async def drain(self) -> None:
         """Refuse new calls (503 + Retry-After) and return once the current ones have finished
         (bound it with asyncio.timeout; the server keeps draining either way)."""
-        self.draining = True
+        self._admission.start_draining()
         await self._idle.wait()
 
     @property
@@ -197,17 +205,15 @@ class SipServer:
 
         return send
 
-    def send_in_dialog(
-        self, call: IncomingCall, method: str, headers: list[tuple[str, str]]
-    ) -> NonInviteClientTransaction:
-        name = call.peer.transport
+    def via(self, transport: str) -> Via:
+        return Via(transport.upper(), self.advertised_host, self.bound_port, {"branch": new_branch(), "rport": None})
+
+    def send_request(self, peer: Peer, request: SipRequest, next_hop: SipUri) -> NonInviteClientTransaction:
+        name = peer.transport
         transport = self._transports[name]
-        via = Via(name.upper(), self.advertised_host, self.bound_port, {"branch": new_branch(), "rport": None})
-        request, next_hop = call.dialog.request(method, via=via, contact=self.contact(name), headers=headers)
-        request.headers.add("User-Agent", self.config.user_agent)
         host, port = next_hop.params.get("maddr") or next_hop.host, next_hop.default_port
-        if name == "tcp" and call.peer.connection is not None and call.peer.connection.open:
-            conn = call.peer.connection
+        if name == "tcp" and peer.connection is not None and peer.connection.open:
+            conn = peer.connection
 
             def send(data: bytes) -> None:
                 transport.send(data, host, port, conn)
@@ -221,7 +227,7 @@ class SipServer:
     def call_ended(self, call: IncomingCall) -> None:
         if call in self._calls:
             self._calls.discard(call)
-            SIP_ACTIVE_CALLS.dec()
+            self._admission.release("sip")
         self._dialogs.pop(call.dialog.key, None)
         if not self._calls:
             self._idle.set()
@@ -341,11 +347,9 @@ class SipServer:
         if call is None:
             self.respond(tx, make_response(req, 481))
             return
-        cseq = req.cseq[0]
-        if cseq < call.dialog.remote_cseq:
+        if not call.take_cseq(req.cseq[0]):
             self.respond(tx, make_response(req, 500, "Out of Order CSeq"))
             return
-        call.dialog.remote_cseq = cseq
         if m == "INVITE":
             assert isinstance(tx, InviteServerTransaction)
             call.on_reinvite(req, tx)
@@ -408,13 +412,6 @@ class SipServer:
             # same request reached us again along another path (§8.2.2.2 merged request)
             self._reject_invite(req, tx, 482, "loop")
             return
-        retry = [("Retry-After", str(self.config.retry_after))]
-        if self.draining:
-            self._reject_invite(req, tx, 503, "draining", retry)
-            return
-        if len(self._calls) >= self.config.max_calls:
-            self._reject_invite(req, tx, 503, "capacity", retry)
-            return
         if req.headers.get("Content-Encoding"):
             self._reject_invite(req, tx, 415, "unsupported-body", [("Accept-Encoding", "identity")])
             return
@@ -425,23 +422,17 @@ class SipServer:
             self._reject_invite(req, tx, 400, "bad-request")
             return
         try:
-            if req.body and req.content_type != "application/sdp":
-                raise SdpError("unsupported content type")
             # no body: delayed offer, ours goes in the 2xx and the caller answers in the ACK
-            neg = negotiate(parse_sdp(req.body)) if req.body else None
-        except SdpNotAcceptable as exc:
-            self._reject_invite(
-                req,
-                tx,
-                488,
-                "no-common-codec",
-                [("Warning", f'{exc.warning_code} {self.advertised_host} "{exc.reason}"')],
-            )
-            return
+            neg = negotiate_body(req) if req.body else None
         except SdpError as exc:
-            status = exc_status(exc)
-            extra = [("Accept", "application/sdp")] if status == 415 else []
-            self._reject_invite(req, tx, status, "bad-sdp" if status == 400 else "unsupported-body", extra)
+            SIP_REJECTED_CALLS.labels(_BODY_REFUSALS[exc.status]).inc()
+            self.respond(tx, refusal(req, exc, new_tag(), self.advertised_host))
+            return
+        # admitted last, so that an INVITE refused for what it says never takes a call's place
+        refused = self._admission.admit("sip")
+        if refused is not None:
+            retry = [("Retry-After", str(self._admission.retry_after_s))]
+            self._reject_invite(req, tx, 503, refused, retry)
             return
         local = req.to
         local.params["tag"] = new_tag()
@@ -457,7 +448,6 @@ class SipServer:
         self._dialogs[dialog.key] = call
         self._calls.add(call)
         self._idle.clear()
-        SIP_ACTIVE_CALLS.inc()
         self.spawn(self._run_call(call))
 
     async def _run_call(self, call: IncomingCall) -> None:

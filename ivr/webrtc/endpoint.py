@@ -22,9 +22,10 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import OperationError
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from ivr.calls.admission import Admission, CallGate
 from ivr.webrtc.ice import (
     count_candidates,
     is_loopback_only,
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 OFFERS = Counter("voicenav_webrtc_offers_total", "SDP offers received")
 ANSWERS = Counter("voicenav_webrtc_answers_total", "SDP answers sent, by negotiated audio codec", ["codec"])
 FAILURES = Counter("voicenav_webrtc_offer_failures_total", "SDP offers refused, by reason", ["reason"])
-ACTIVE_CALLS = Gauge("voicenav_webrtc_active_calls", "WebRTC calls in progress (including being answered)")
 ANSWER_SECONDS = Histogram(
     "voicenav_webrtc_answer_seconds",
     "Time from offer to answer (includes ICE gathering)",
@@ -119,7 +119,8 @@ OnCall = Callable[[WebRtcLeg, CallInfo], Awaitable[None]]
 
 
 class WebRtcEndpoint:
-    """Answers offers, owns the resulting calls, enforces `max_calls`.
+    """Answers offers and owns the resulting calls; `admission` decides which offers become calls
+    (without one the endpoint admits against its own `max_calls` and `retry_after_s`).
 
     host_addresses: local IPs to gather ICE host candidates on (None: every interface, aioice's
         default). If all are loopback, non-loopback candidates are also stripped from offers.
@@ -132,17 +133,16 @@ class WebRtcEndpoint:
         self,
         on_call: OnCall,
         *,
-        max_calls: int,
+        admission: CallGate | None = None,
+        max_calls: int = 50,
         host_addresses: Sequence[str] | None = None,
         ice_servers: Sequence[IceServer] = (),
         sample_rate: int = 16000,
         connect_timeout_s: float = 15.0,
         retry_after_s: int = 5,
     ) -> None:
-        if max_calls < 1:
-            raise ValueError("max_calls must be >= 1")
         self._on_call = on_call
-        self._max_calls = max_calls
+        self._admission = admission or Admission(max_calls, retry_after_s)
         self._hosts = validate_host_addresses(host_addresses) if host_addresses is not None else None
         self._loopback_only = is_loopback_only(self._hosts)
         self._ice_servers = [
@@ -155,44 +155,40 @@ class WebRtcEndpoint:
         ]
         self._sample_rate = sample_rate
         self._connect_timeout_s = connect_timeout_s
-        self._retry_after_s = retry_after_s
-        self._slots = 0  # calls in progress plus offers being answered
-        self._draining = False
+        self._answering = 0
         self._legs: dict[str, WebRtcLeg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_config(
-        cls, on_call: OnCall, config: WebRtcConfig, *, max_calls: int, retry_after_s: int
-    ) -> WebRtcEndpoint:
+    def from_config(cls, on_call: OnCall, config: WebRtcConfig, admission: CallGate) -> WebRtcEndpoint:
         return cls(
             on_call,
-            max_calls=max_calls,
+            admission=admission,
             host_addresses=config.host_addresses,
             ice_servers=config.ice_servers,
             sample_rate=config.sample_rate,
             connect_timeout_s=config.connect_timeout_s,
-            retry_after_s=retry_after_s,
         )
 
     @property
     def active_calls(self) -> int:
-        return self._slots
+        """Calls in progress plus offers being answered."""
+        return len(self._legs) + self._answering
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self._admission.draining
 
     def legs(self) -> list[WebRtcLeg]:
         return list(self._legs.values())
 
     def start_draining(self) -> None:
         """Refuse new offers (503) and let current calls finish."""
-        self._draining = True
+        self._admission.start_draining()
 
     async def close(self, reason: str = "server-shutdown", *, grace_s: float = 5.0) -> None:
         """Refuse new offers, hang up every call with `reason`, and wait for the call handlers."""
-        self._draining = True
+        self._admission.start_draining()
         await asyncio.gather(*(leg.close(reason) for leg in list(self._legs.values())), return_exceptions=True)
         tasks = list(self._tasks)
         if tasks:
@@ -205,13 +201,11 @@ class WebRtcEndpoint:
         self, offer: OfferBody, *, remote_address: str | None = None, user_agent: str | None = None
     ) -> AnswerBody:
         """Accept `offer` and start the call, or raise `OfferRejected`."""
-        if self._draining:
-            raise self._reject("draining", 503, retry_after_s=self._retry_after_s)
-        if self._slots >= self._max_calls:
-            raise self._reject("capacity", 503, retry_after_s=self._retry_after_s)
-        self._slots += 1
-        ACTIVE_CALLS.inc()
+        refused = self._admission.admit("webrtc")
+        if refused is not None:
+            raise self._reject(refused, 503, retry_after_s=self._admission.retry_after_s)
         started = False
+        self._answering += 1
         try:
             t0 = time.monotonic()
             result = await self._negotiate(offer.sdp, remote_address, user_agent)
@@ -219,8 +213,9 @@ class WebRtcEndpoint:
             ANSWER_SECONDS.observe(time.monotonic() - t0)
             return result
         finally:
+            self._answering -= 1
             if not started:
-                self._release()
+                self._admission.release("webrtc")
 
     async def _negotiate(self, sdp: str, remote_address: str | None, user_agent: str | None) -> AnswerBody:
         sdp = self._checked_offer_sdp(sdp)
@@ -286,11 +281,7 @@ class WebRtcEndpoint:
         finally:
             await leg.close(reason)
             self._legs.pop(info.call_id, None)
-            self._release()
-
-    def _release(self) -> None:
-        self._slots -= 1
-        ACTIVE_CALLS.dec()
+            self._admission.release("webrtc")
 
     @staticmethod
     def _reject(reason: str, status: int, detail: str = "", retry_after_s: int | None = None) -> OfferRejected:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from webrtc_testkit import LOOPBACK, InProcessCaller, post_json, serve, wait_until
 
 from ivr.app.softphone import STATIC_DIR, setup_softphone_routes
+from ivr.calls.admission import Admission
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaEvent
 from ivr.webrtc.endpoint import CallInfo, WebRtcConfig, WebRtcEndpoint, setup_routes
 from ivr.webrtc.ice import pinned_host_addresses
@@ -74,7 +75,7 @@ class Collector:
 
 async def _app(on_call, max_calls: int = 4, retry_after_s: int = 5, **kw) -> tuple[web.Application, WebRtcEndpoint]:
     config = WebRtcConfig.model_validate({"host_addresses": list(LOOPBACK), **kw})
-    endpoint = WebRtcEndpoint.from_config(on_call, config, max_calls=max_calls, retry_after_s=retry_after_s)
+    endpoint = WebRtcEndpoint.from_config(on_call, config, Admission(max_calls, retry_after_s))
     app = web.Application()
     setup_routes(app, endpoint)
     setup_softphone_routes(app)
@@ -192,7 +193,7 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     assert {m: _metric(m) - v for m, v in counts.items()} == dict.fromkeys(counts, 1.0)
     assert _metric("voicenav_webrtc_hangups_total", reason="bye") == byes + 1
     assert _metric("voicenav_webrtc_answers_total", codec="opus") == answers + 1
-    assert _metric("voicenav_webrtc_active_calls") == 0
+    assert _metric("voicenav_active_calls", transport="webrtc") == 0
     frames = collector.of(AudioFrame)
     assert len(frames) > 25  # > 0.5 s of 20 ms frames
     assert all(f.sample_rate == 16000 and f.pcm.dtype == np.int16 and f.pcm.ndim == 1 for f in frames)
