@@ -21,6 +21,7 @@ class ServiceConfig(BaseModel):
     # RTP ports per call; both None: any free port (tests, single-host setups without a firewall)
     rtp_port_min: int | None = Field(20000, ge=1024, le=65535)
     rtp_port_max: int | None = Field(20999, ge=1024, le=65535)
+    rtp_symmetric: bool = Field(False, description="latch RTP onto the first valid source (callers behind NAT)")
     redis_url: str | None = None
     model: str = "tiny.en"
     engine: Literal["onnx", "torchscript"] = "onnx"

@@ -114,7 +114,12 @@ class Service:
                 apology_transfer=cfg.apology_transfer_uri,
             )
             counting = {"started": self.call_started, "ended": self.call_ended}
-            rtp = RtpSessionConfig(bind_host=cfg.sip_host, port_min=cfg.rtp_port_min, port_max=cfg.rtp_port_max)
+            rtp = RtpSessionConfig(
+                bind_host=cfg.sip_host,
+                port_min=cfg.rtp_port_min,
+                port_max=cfg.rtp_port_max,
+                symmetric_rtp=cfg.rtp_symmetric,
+            )
             local_ip = cfg.public_ip or cfg.sip_host
             self._sip_handler = SipCallHandler(self.deps, rtp, local_ip, queue_uris=cfg.queue_uris, **counting)
             self._webrtc_handler = WebRtcCallHandler(self.deps, **counting)
