@@ -65,11 +65,33 @@ class DialogPolicy:
             out: list[act.Action] = []
             self._enter(ctx, self.flow.start, out, push=False)
             return Decision(ctx, out)
+        limit = self._turn_limit(ctx)
+        if limit is not None:
+            out: list[act.Action] = []
+            self._escalate(ctx, out, limit)
+            return Decision(ctx, out)
+        node_before = ctx.node
         if isinstance(event, ev.Utterance):
-            return self._utterance(ctx, event)
-        if isinstance(event, ev.Dtmf):
-            return self._dtmf(ctx, event.digits)
-        return self._no_input(ctx)
+            decision = self._utterance(ctx, event)
+        elif isinstance(event, ev.Dtmf):
+            decision = self._dtmf(ctx, event.digits)
+        else:
+            decision = self._no_input(ctx)
+        if decision.actions:  # a key added to the digit buffer is not an answer
+            ctx.turns += 1
+            if ctx.node == node_before:  # entering a node starts its count, as at the call's start
+                ctx.node_turns += 1
+        return decision
+
+    def _turn_limit(self, ctx: CallContext) -> str | None:
+        """Why this call may not take another turn, if it may not."""
+        s = self.flow.settings
+        if ctx.turns >= s.max_turns:
+            return "turn-limit"
+        node = self._node(ctx)
+        if ctx.node_turns >= (node.max_turns or s.max_node_turns):
+            return "node-turn-limit"
+        return None
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -188,6 +210,8 @@ class DialogPolicy:
             ctx.history = [*ctx.history, ctx.node][-HISTORY_LIMIT:]
         ctx.node = name
         ctx.failures = 0
+        ctx.node_turns = 0
+        ctx.rejections = 0
         ctx.confirming = False
         ctx.digit_buffer = ""
         node = self.flow.nodes[name]
@@ -221,13 +245,22 @@ class DialogPolicy:
     def _failed(self, ctx: CallContext, out: list[act.Action]) -> bool:
         """Count a failure; past `max_retries` hand the caller to the escalation target."""
         ctx.failures += 1
-        s = self.flow.settings
-        if ctx.failures <= s.max_retries:
+        if ctx.failures <= self.flow.settings.max_retries:
             return False
+        self._escalate(ctx, out, "retry-limit")
+        return True
+
+    def _escalate(self, ctx: CallContext, out: list[act.Action], reason: str) -> None:
+        """Hand the caller to the escalation target; when that is a node the caller already got stuck in
+        once, end the call instead of going round again."""
+        s = self.flow.settings
+        if ctx.escalated and s.escalation.goto is not None:
+            self._end(ctx, out, act.Hangup(reason), {"hangup": reason})
+            return
+        ctx.escalated = True
         if s.escalation_prompt is not None:
             out.append(render(s.escalation_prompt, ctx.slots, self._barge_in(ctx)))
         self._execute(ctx, s.escalation, out)
-        return True
 
     def _no_match(self, ctx: CallContext, out: list[act.Action]) -> None:
         ctx.no_match_count += 1
@@ -290,7 +323,14 @@ class DialogPolicy:
         if yes:
             self._execute(ctx, c.next, out)
             return
-        # A "no" is a correction, not a failure: ask for the number again.
+        # A "no" is a correction, not a failure: ask for the number again, a bounded number of times.
         ctx.slots.pop(c.slot, None)
+        ctx.rejections += 1
+        ctx.call_rejections += 1
+        s = self.flow.settings
+        node_limit = s.max_rejections if node.max_rejections is None else node.max_rejections
+        if ctx.rejections > node_limit or ctx.call_rejections > s.max_call_rejections:
+            self._escalate(ctx, out, "rejection-limit")
+            return
         self._play(ctx, [node.prompt], out)
         self._listen(ctx, out)
