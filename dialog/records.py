@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dialog.sealing import Sealer
 from dialog.state import Turn
 from dialog.storage import StoreError, guarded, redis_client
 
@@ -102,13 +103,19 @@ class RedisRecordStore:
         prefix: str = "voicenav:dialog:",
         retention_s: float = DEFAULT_RETENTION_S,
         max_records: int = DEFAULT_MAX_RECORDS,
+        sealer: Sealer | None = None,
     ) -> None:
         _bounds(retention_s, max_records)
         self._r = client
         self._prefix = prefix
         self._retention_s = retention_s
         self._max = max_records
+        self._sealer = sealer or Sealer({})
         self._save = client.register_script(_SAVE)
+
+    def _open(self, call_id: str, stored: str | bytes) -> CallRecord:
+        text = stored.decode() if isinstance(stored, bytes) else stored
+        return CallRecord.model_validate_json(self._sealer.open(text, self._key(call_id)))
 
     def _key(self, call_id: str) -> str:
         return f"{self._prefix}record:{call_id}"
@@ -128,7 +135,7 @@ class RedisRecordStore:
             await self._save(
                 keys=[self._key(record.call_id), self._index],
                 args=[
-                    record.model_dump_json(),
+                    self._sealer.seal(record.model_dump_json(), self._key(record.call_id)),
                     remaining_ms,
                     repr(started),
                     record.call_id,
@@ -141,7 +148,7 @@ class RedisRecordStore:
     async def get(self, call_id: str) -> CallRecord | None:
         async with guarded("records", "get"):
             raw = await self._r.get(self._key(call_id))
-            return CallRecord.model_validate_json(raw) if raw is not None else None
+            return self._open(call_id, raw) if raw is not None else None
 
     async def list(self, limit: int) -> list[CallRecord]:
         """Newest first (by start time)."""
@@ -151,9 +158,10 @@ class RedisRecordStore:
             ids = await self._r.zrevrange(self._index, 0, limit - 1)
             if not ids:
                 return []
-            raws = await self._r.mget([self._key(i if isinstance(i, str) else i.decode()) for i in ids])
+            call_ids = [i if isinstance(i, str) else i.decode() for i in ids]
+            raws = await self._r.mget([self._key(i) for i in call_ids])
             # A record whose key expired before the index was next trimmed is simply gone.
-            return [CallRecord.model_validate_json(r) for r in raws if r is not None]
+            return [self._open(i, r) for i, r in zip(call_ids, raws, strict=True) if r is not None]
 
 
 class MemoryRecordStore:
@@ -202,9 +210,10 @@ def open_record_store(
     prefix: str = "voicenav:dialog:",
     retention_s: float = DEFAULT_RETENTION_S,
     max_records: int = DEFAULT_MAX_RECORDS,
+    sealer: Sealer | None = None,
 ) -> RecordStore:
     if redis_url:
-        return RedisRecordStore(redis_client(redis_url), prefix, retention_s, max_records)
+        return RedisRecordStore(redis_client(redis_url), prefix, retention_s, max_records, sealer)
     log.warning("no Redis URL configured: call records are kept in this process only and lost on restart")
     return MemoryRecordStore(retention_s, max_records)
 

@@ -23,6 +23,8 @@ class ServiceConfig(BaseModel):
     rtp_port_max: int | None = Field(20999, ge=1024, le=65535)
     rtp_symmetric: bool = Field(False, description="latch RTP onto the first valid source (callers behind NAT)")
     redis_url: str | None = None
+    dialog_key_file: Path | None = Field(None, description="AES-GCM keys for call records and context in Redis")
+    dialog_active_key: str | None = Field(None, description="key id new data is sealed with; default: the last")
     model: str = "tiny.en"
     engine: Literal["onnx", "torchscript"] = "onnx"
     device: Literal["cpu", "cuda"] = "cpu"
