@@ -97,6 +97,8 @@ class DigitCollection(_Strict):
     min_length: int = Field(default=1, ge=1, le=32)
     max_length: int = Field(ge=1, le=32)
     terminator: Literal["#"] | None = "#"
+    # False: the value is caller data (account number, PIN) and is masked in records and logs.
+    storable: bool = False
     next: Target
 
     @model_validator(mode="after")

@@ -1,8 +1,10 @@
 """Call records: who called, how, every turn and where the call ended; kept for a retention period.
 
-In Redis each record is a JSON string with a TTL, indexed by start time in a sorted set that is
-trimmed (by age and by count) on every write. `MemoryRecordStore` is the embedded equivalent. The HTTP
-view is `GET /v1/calls` (newest first) and `GET /v1/calls/{id}`.
+In Redis each record is a JSON string (sealed, see `dialog.sealing`) with a TTL, indexed by start time
+in a sorted set that is trimmed (by age and by count) on every write. `MemoryRecordStore` is the
+embedded equivalent. The HTTP view is `GET /v1/calls` (newest first) and `GET /v1/calls/{id}`; every
+read is audited (log line and counter) with the reader's identity, which an authentication middleware
+puts in `request[READER]` ("anonymous" without one).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Literal, Protocol
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dialog.sealing import Sealer
@@ -22,6 +25,11 @@ from dialog.state import Turn
 from dialog.storage import StoreError, guarded, redis_client
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("voicenav.audit")
+
+RECORD_READS = Counter("voicenav_call_record_reads_total", "Call record reads over HTTP, by view (one, list)", ["view"])
+# What an authentication middleware sets to who is asking (a user name, a token's subject).
+READER: web.RequestKey[str] = web.RequestKey("voicenav_reader", str)
 
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_MAX_RECORDS = 100_000
@@ -244,7 +252,13 @@ async def _list_calls(request: web.Request) -> web.Response:
     except StoreError as exc:
         log.warning("listing call records failed: %s", exc)
         raise _error(web.HTTPServiceUnavailable, "call records are unavailable") from exc
+    RECORD_READS.labels("list").inc()
+    audit.info("call records listed by %s: %s", _reader(request), ",".join(c.call_id for c in calls) or "none")
     return _json(CallList(calls=calls))
+
+
+def _reader(request: web.Request) -> str:
+    return request.get(READER) or "anonymous"
 
 
 async def _get_call(request: web.Request) -> web.Response:
@@ -256,6 +270,8 @@ async def _get_call(request: web.Request) -> web.Response:
         raise _error(web.HTTPServiceUnavailable, "call records are unavailable") from exc
     if record is None:
         raise _error(web.HTTPNotFound, "unknown call")
+    RECORD_READS.labels("one").inc()
+    audit.info("call record %s read by %s", call_id, _reader(request))
     return _json(record)
 
 

@@ -101,6 +101,6 @@ async def test_redis_restarted_empty_between_two_turns(tmp_path: Path) -> None:
             record = await _record(server, redis, caller)
             assert record.outcome == {"route": "account"}, record
             keyed = "".join(t.dtmf or "" for t in record.turns if t.event == "dtmf")
-            assert keyed.startswith("4") and keyed.endswith("#1") and len(keyed) == len("4471922#1")
+            assert keyed == "4******#1"  # the account number's digits are masked in the record
     finally:
         await redis.stop()
