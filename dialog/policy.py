@@ -10,6 +10,7 @@ from dialog import actions as act
 from dialog import events as ev
 from dialog.flow import Flow, Node, Prompt, Target
 from dialog.intents import IntentRecognizer
+from dialog.redact import secret_slots
 from dialog.state import HISTORY_LIMIT, CallContext, PromptRef
 
 _MAX_HOPS = 16  # `then` chains are checked acyclic at load time; this bounds a decision regardless
@@ -34,18 +35,24 @@ def _speakable(value: str) -> str:
     return " ".join(value) if value.isdigit() else value
 
 
-def render(prompt: Prompt | PromptRef, slots: Mapping[str, str], barge_in: bool) -> act.Play:
+def render(
+    prompt: Prompt | PromptRef, slots: Mapping[str, str], barge_in: bool, secret: frozenset[str] = frozenset()
+) -> act.Play:
+    """The Play for `prompt` with slot values filled in; private when it reads a `secret` slot back."""
     text = None
+    private = False
     if prompt.text is not None:
         values = _SlotValues({k: _speakable(v) for k, v in slots.items()})
         text = string.Formatter().vformat(prompt.text, (), values)
-    return act.Play(text=text, wav=prompt.wav, barge_in=barge_in)
+        private = any(name in secret for _, name, _, _ in string.Formatter().parse(prompt.text) if name)
+    return act.Play(text=text, wav=prompt.wav, barge_in=barge_in, private=private)
 
 
 class DialogPolicy:
     def __init__(self, flow: Flow, recognizer: IntentRecognizer | None = None) -> None:
         self.flow = flow
         self.recognizer = recognizer or IntentRecognizer(flow.entities)
+        self._secret = secret_slots(flow)
 
     def new_context(self, call_id: str) -> CallContext:
         return CallContext(call_id=call_id, flow_id=self.flow.id)
@@ -189,7 +196,7 @@ class DialogPolicy:
     def _play(self, ctx: CallContext, prompts: list[Prompt | PromptRef], out: list[act.Action]) -> None:
         ctx.last_prompts = [PromptRef(text=p.text, wav=p.wav) for p in prompts]
         barge_in = self._barge_in(ctx)
-        out.extend(render(p, ctx.slots, barge_in) for p in prompts)
+        out.extend(render(p, ctx.slots, barge_in, self._secret) for p in prompts)
 
     def _listen(self, ctx: CallContext, out: list[act.Action]) -> None:
         node = self._node(ctx)
@@ -223,7 +230,7 @@ class DialogPolicy:
 
     def _execute(self, ctx: CallContext, target: Target, out: list[act.Action], hops: int = 0) -> None:
         if target.say is not None:
-            out.append(render(target.say, ctx.slots, self._barge_in(ctx)))
+            out.append(render(target.say, ctx.slots, self._barge_in(ctx), self._secret))
         if target.goto is not None:
             if hops >= _MAX_HOPS:
                 self._end(ctx, out, act.Hangup("flow-loop"), {"hangup": "flow-loop"})
@@ -259,7 +266,7 @@ class DialogPolicy:
             return
         ctx.escalated = True
         if s.escalation_prompt is not None:
-            out.append(render(s.escalation_prompt, ctx.slots, self._barge_in(ctx)))
+            out.append(render(s.escalation_prompt, ctx.slots, self._barge_in(ctx), self._secret))
         self._execute(ctx, s.escalation, out)
 
     def _no_match(self, ctx: CallContext, out: list[act.Action]) -> None:
