@@ -74,9 +74,9 @@ class DialogPolicy:
             return Decision(ctx, out)
         limit = self._turn_limit(ctx)
         if limit is not None:
-            out: list[act.Action] = []
-            self._escalate(ctx, out, limit)
-            return Decision(ctx, out)
+            escalation: list[act.Action] = []
+            self._escalate(ctx, escalation, limit)
+            return Decision(ctx, escalation)
         node_before = ctx.node
         if isinstance(event, ev.Utterance):
             decision = self._utterance(ctx, event)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 from test_media_session import collect, peer
 
 from asr_engine.audio.g711 import ulaw_encode
 from ivr.media.dtmf import rfc4733_packets
 from ivr.media.rtp import RtpPacket
-from ivr.media.rtp_session import RTP_REJECTED, RtpParameters, RtpSession, RtpSessionConfig
+from ivr.media.rtp_session import RTP_REJECTED, RtpParameters, RtpSession, RtpSessionConfig, _same_address
 
 
 def _rejected() -> float:
@@ -91,3 +92,18 @@ async def test_without_a_negotiated_address_nothing_is_taken_unless_latching_is_
     await asyncio.sleep(0.05)
     assert strict.remote is None and strict.receiver.stats.audio == 0 and strict.foreign_packets == 1
     await strict.close("bye")
+
+
+@pytest.mark.parametrize(
+    ("source", "negotiated", "same"),
+    [
+        (("127.0.0.1", 4000), ("127.0.0.1", 4000), True),
+        (("127.0.0.1", 4001), ("127.0.0.1", 4000), False),
+        (("::ffff:10.0.0.5", 4000), ("10.0.0.5", 4000), True),
+        (("2001:db8::1", 4000), ("2001:DB8:0::1", 4000), True),
+        (("10.0.0.6", 4000), ("10.0.0.5", 4000), False),
+        (("10.0.0.5", 4000), ("gw.example.net", 4000), False),
+    ],
+)
+def test_source_addresses_compare_as_addresses(source, negotiated, same: bool) -> None:
+    assert _same_address(source, negotiated) is same
