@@ -1,10 +1,13 @@
 """Calls go on through Redis faults: a Redis of the test's own is stopped for seconds during a call and
-restarted empty between two turns of another; both calls are routed right, and their complete records
-are in Redis afterwards. (The shared Redis on 6379 is never stopped.)"""
+restarted empty between two turns of another (whose records are sealed with a configured key); both
+calls are routed right, and their complete records are in Redis afterwards. (The shared Redis on 6379
+is never stopped.)"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -15,6 +18,7 @@ from callers import Running, manifest, running_service, sipp_call, sipp_scenario
 
 from dialog.context import RedisContextStore
 from dialog.records import CallRecord, RedisRecordStore
+from dialog.sealing import Sealer, SealingParams, open_sealer
 from tests.private_redis import PrivateRedis
 
 pytestmark = [
@@ -25,15 +29,18 @@ pytestmark = [
 ]
 
 
-async def _record(server: Running, redis: PrivateRedis, caller: str) -> CallRecord:
+async def _record(server: Running, redis: PrivateRedis, caller: str, sealer: Sealer | None = None) -> CallRecord:
     """The caller's record as stored in the private Redis (not the service's copy of it)."""
     stores = server.service.dialog_stores
     assert stores is not None
     assert await stores.queue.flush(10.0), "queued writes did not reach Redis"
-    client = aioredis.Redis(host="127.0.0.1", port=redis.port)
+    client = aioredis.Redis(host="127.0.0.1", port=redis.port, decode_responses=True)
     try:
-        records = RedisRecordStore(client, prefix=f"{server.prefix}dialog:")
+        records = RedisRecordStore(client, prefix=f"{server.prefix}dialog:", sealer=sealer)
         found = [r for r in await records.list(50) if caller in r.caller]
+        if sealer is not None:  # and at rest it is sealed with the configured key
+            raw = await client.get(f"{server.prefix}dialog:record:{found[0].call_id}") if found else ""
+            assert raw.startswith(f"aesgcm:{sealer.active}:"), raw[:40]
     finally:
         await client.aclose()
     assert len(found) == 1, f"no record of {caller} in Redis"
@@ -71,7 +78,10 @@ async def test_redis_restarted_empty_between_two_turns(tmp_path: Path) -> None:
     redis = PrivateRedis(tmp_path)
     await redis.start()
     try:
-        async with running_service(redis_url=redis.url) as server:
+        keys = tmp_path / "dialog-keys"
+        keys.write_text(f"k1 {base64.b64encode(os.urandom(32)).decode()}\n")
+        sealer = open_sealer(SealingParams(key_file=keys))
+        async with running_service(redis_url=redis.url, dialog_key_file=keys) as server:
             caller = f"restart-{uuid.uuid4().hex[:8]}"
             # "4" (account), then the number and "1" (yes) after pauses; the IVR hangs up after routing.
             media = (
@@ -84,7 +94,7 @@ async def test_redis_restarted_empty_between_two_turns(tmp_path: Path) -> None:
             scenario = sipp_scenario(tmp_path, caller, media, timeout_ms=30000)
             call = asyncio.create_task(sipp_call(scenario, server.sip_port, tmp_path, limit_s=60))
             client = aioredis.Redis(host="127.0.0.1", port=redis.port)
-            contexts = RedisContextStore(client, prefix=f"{server.prefix}dialog:")
+            contexts = RedisContextStore(client, prefix=f"{server.prefix}dialog:", sealer=sealer)
             try:
                 async with asyncio.timeout(15):  # the first turn is in Redis: the call is in the account node
                     while True:
@@ -98,7 +108,7 @@ async def test_redis_restarted_empty_between_two_turns(tmp_path: Path) -> None:
             await redis.restart()  # empty: the call's keys are gone
             rc, out = await call
             assert rc == 0, out
-            record = await _record(server, redis, caller)
+            record = await _record(server, redis, caller, sealer)
             assert record.outcome == {"route": "account"}, record
             keyed = "".join(t.dtmf or "" for t in record.turns if t.event == "dtmf")
             assert keyed == "4******#1"  # the account number's digits are masked in the record
