@@ -27,12 +27,24 @@ from ivr.calls.prompts import Prompt, PromptError, PromptRenderer, load_prompt
 log = logging.getLogger(__name__)
 
 _DIGIT = re.compile(r"(\d)")
-_GAP_S = 0.05  # between the pieces of a private prompt, so digits do not run together
+_GAP_S = 0.08  # between the pieces of a private prompt: digits read one by one, not run together
+_SILENCE = 200  # |sample| below this at a piece's ends is the TTS's own lead-in and tail
+_MARGIN_S = 0.01  # kept around the sound so word onsets and endings are not clipped
 
 
 def _pieces(text: str) -> list[str]:
     """A private prompt's text as the units it is spoken from: single digits and the words between."""
     return [p.strip() for p in _DIGIT.split(text) if any(c.isalnum() for c in p)]
+
+
+def _trimmed(prompt: Prompt) -> np.ndarray:
+    """The piece without the silence the TTS puts before and after every utterance (a digit rendered
+    alone is mostly silence: joined as is, an eight-digit number would take seconds longer)."""
+    loud = np.flatnonzero(np.abs(prompt.pcm.astype(np.int32)) > _SILENCE)
+    if len(loud) == 0:
+        return prompt.pcm
+    margin = int(_MARGIN_S * prompt.sample_rate)
+    return prompt.pcm[max(0, loud[0] - margin) : loud[-1] + 1 + margin]
 
 
 class PromptCache:
@@ -75,7 +87,7 @@ class PromptCache:
         parts = [await self.text(piece) for piece in pieces]
         rate = parts[0].sample_rate
         gap = np.zeros(int(_GAP_S * rate), np.int16)
-        pcm = np.concatenate([x for part in parts for x in (part.pcm, gap)][:-1])
+        pcm = np.concatenate([x for part in parts for x in (_trimmed(part), gap)][:-1])
         return Prompt(pcm, rate)
 
     async def warm(self, flow: Flow, extra_texts: tuple[str, ...] = ()) -> int:

@@ -12,7 +12,7 @@ from dialog import actions as act
 from dialog import events as ev
 from dialog.flow import load_demo_flow
 from dialog.policy import DialogPolicy
-from ivr.calls.prompt_cache import PromptCache
+from ivr.calls.prompt_cache import PromptCache, _trimmed
 from ivr.calls.prompts import PromptConfig, PromptRenderer
 
 
@@ -41,17 +41,16 @@ async def test_confirmation_is_assembled_in_memory_and_leaves_no_file(tmp_path: 
     assert _files(tmp_path) == before  # nothing rendered: every piece was prepared at startup
     assert not renderer.cache_path(play.text).exists()
     assert not any("4 7 1 9" in (key[1] or "") for key in cache._cache)  # nor kept in memory
-    # The audio is the fixed words and each digit, in order, with short gaps.
-    digits = [await cache.text(d) for d in "47192233"]
-    head = await cache.text("I have")
+    # The audio is the fixed words and each digit, in order, without the TTS's silence around each.
+    head, four = _trimmed(await cache.text("I have")), _trimmed(await cache.text("4"))
     assert prompt.sample_rate == 8000
-    assert np.array_equal(prompt.pcm[: len(head.pcm)], head.pcm)
-    offset = len(head.pcm) + int(0.05 * 8000)
-    assert np.array_equal(prompt.pcm[offset : offset + len(digits[0].pcm)], digits[0].pcm)
-    assert prompt.duration > head.duration + sum(d.duration for d in digits)
-    # The same text as an ordinary prompt would have been rendered whole into the cache.
-    await cache.get(act.Play(text=play.text))
-    assert renderer.cache_path(play.text).exists()
+    assert 0 < len(head) < len((await cache.text("I have")).pcm)
+    assert np.array_equal(prompt.pcm[: len(head)], head)
+    offset = len(head) + int(0.08 * 8000)
+    assert np.array_equal(prompt.pcm[offset : offset + len(four)], four)
+    whole = await renderer.render(play.text)  # what the TTS would say in one piece (rendered to a file)
+    assert prompt.duration < 1.25 * whole.duration
+    assert renderer.cache_path(play.text).exists()  # as an ordinary prompt would have been
 
 
 def test_prompts_without_secret_slots_are_not_private() -> None:
