@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from dialog.sealing import SealingParams
+
 
 class DialogParams(BaseModel):
     redis_url: str | None = Field(
@@ -13,3 +15,4 @@ class DialogParams(BaseModel):
     )
     key_prefix: str = Field("voicenav:dialog:", min_length=1, description="Redis key prefix of contexts and records")
     flow: Path | None = Field(None, description="call flow YAML; none: the built-in demo flow")
+    sealing: SealingParams = Field(SealingParams(), description="encryption at rest of what the dialog keeps in Redis")

@@ -46,11 +46,17 @@ async def readyz(request: web.Request) -> web.Response:
     if refused == "loading":
         status = "loading" if svc.load_error is None else "failed"
         return web.json_response({"status": status}, status=503, headers=admission.retry_after)
+    body: dict[str, object] = {"status": "ready", "active_calls": admission.active()}
     if refused == "capacity":
         # Full is still ready: new callers get SIP 503 + Retry-After from this pod, while readiness stays
         # up so a full pod is neither pulled from its Services nor blocks evictions and rollouts.
-        return web.json_response({"status": "full", "active_calls": admission.active()})
-    return web.json_response({"status": "ready", "active_calls": admission.active()})
+        body["status"] = "full"
+    stores = svc.dialog_stores
+    if stores is not None and not await stores.probe():
+        # Calls go on with their state in memory and their writes queued for Redis: still ready, but
+        # an operator (and the dialog_store_up gauge) sees that records are not reaching Redis.
+        body["dialog_store"] = "degraded"
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -18,10 +18,12 @@ from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import RATE, SileroVad
 from dialog import actions as act
 from dialog import events as ev
-from dialog.context import open_context_store
+from dialog.context import ContextStore, open_context_store
+from dialog.durable import DialogStores, open_dialog_stores
 from dialog.flow import Flow, load_demo_flow, load_flow
 from dialog.policy import DialogPolicy
-from dialog.records import open_record_store
+from dialog.records import RecordStore, open_record_store
+from dialog.sealing import open_sealer
 from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
@@ -60,8 +62,18 @@ class Service:
         dialog = config.dialog
         if not dialog.redis_url:
             log.warning("no Redis configured: dialog context and call records live in this process only")
-        self.contexts = open_context_store(dialog.redis_url, prefix=dialog.key_prefix)
-        self.records = open_record_store(dialog.redis_url, prefix=dialog.key_prefix)
+        sealer = open_sealer(dialog.sealing)
+        # With Redis, calls keep their state here and write it through; `dialog_stores.healthy` says
+        # whether Redis is taking the writes (readiness reports it as degraded, calls go on).
+        self.dialog_stores: DialogStores | None = None
+        self.contexts: ContextStore
+        self.records: RecordStore
+        if dialog.redis_url:
+            self.dialog_stores = open_dialog_stores(dialog.redis_url, prefix=dialog.key_prefix, sealer=sealer)
+            self.contexts, self.records = self.dialog_stores.contexts, self.dialog_stores.records
+        else:
+            self.contexts = open_context_store(None)
+            self.records = open_record_store(None)
         # All calls' VAD runs in this one thread: cheap per frame, but model inference all the same.
         self.vad_executor = ThreadPoolExecutor(1, thread_name_prefix="vad")
         self._sip_handler: SipCallHandler | None = None
@@ -222,3 +234,7 @@ class Service:
         if self.batcher is not None:
             await asyncio.to_thread(self.batcher.close)
         self.vad_executor.shutdown(wait=False, cancel_futures=True)
+        if self.dialog_stores is not None:
+            if not await self.dialog_stores.queue.flush(5.0):
+                log.error("dialog store: %d writes not in Redis at shutdown", self.dialog_stores.queue.pending())
+            await self.dialog_stores.queue.aclose()

@@ -28,6 +28,7 @@ from dialog import events as ev
 from dialog.context import ContextStore
 from dialog.policy import DialogPolicy
 from dialog.records import RecordStore
+from dialog.redact import mask
 from dialog.session import DialogSession
 from dialog.storage import StoreError
 from ivr.calls.admission import Transport
@@ -279,7 +280,8 @@ class CallSession:
         try:
             prompt = await self.deps.prompts.get(play)
         except PromptError as exc:
-            log.error("call %s: prompt %r unavailable: %s", self.call_id, play.wav or play.text, exc)
+            # A prompt text may read the caller's number back: its digits stay out of the log.
+            log.error("call %s: prompt %r unavailable: %s", self.call_id, play.wav or mask(play.text or ""), exc)
             return
         loop = asyncio.get_running_loop()
         if self._speech_end is not None:

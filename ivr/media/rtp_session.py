@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import socket
@@ -20,7 +21,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from asr_engine.audio.resample import resample_int16
-from ivr.media.codecs import CodecName, by_static_payload_type, codec
+from ivr.media.codecs import CODECS, CodecName, by_static_payload_type, codec
 from ivr.media.dtmf import DtmfPayloadError, InbandDtmfDetector, Rfc4733Receiver
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaEvent
 from ivr.media.jitterbuffer import JitterBuffer
@@ -37,6 +38,11 @@ RTP_PACKETS_OUT = Counter("voicenav_rtp_packets_sent_total", "RTP packets sent")
 DTMF_DIGITS = Counter("voicenav_dtmf_digits_total", "DTMF digits received, by source", ["source"])
 PLAYBACK_INTERRUPTIONS = Counter("voicenav_playback_interruptions_total", "Prompts cut short by stop_playback")
 EVENTS_DROPPED = Counter("voicenav_media_events_dropped_total", "Media events dropped: the consumer fell behind")
+RTP_REJECTED = Counter(
+    "voicenav_rtp_rejected_total",
+    "RTP datagrams ignored before decoding, by reason (foreign-source: not the negotiated or latched peer)",
+    ["reason"],
+)
 
 SAMPLE_RATE = 8000
 
@@ -75,7 +81,13 @@ class RtpSessionConfig(BaseModel):
     bind_host: str = Field(default="127.0.0.1", description="address RTP sockets bind to")
     port_min: int | None = Field(default=None, ge=1024, le=65534, description="lowest RTP port; none: any free port")
     port_max: int | None = Field(default=None, ge=1024, le=65535, description="highest RTP port; none: any free port")
-    symmetric_rtp: bool = Field(default=True, description="send to where the caller's RTP comes from (NAT'd gateways)")
+    # Off: media is taken only from the SDP address. On (NAT'd gateways): the first valid packet's source
+    # and SSRC are latched and sent to; the negotiated address stays trusted, nobody else is ever taken.
+    symmetric_rtp: bool = Field(
+        default=False,
+        description="latch onto the source and SSRC of the first valid RTP packet (callers behind NAT); "
+        "off: media only from the address in the SDP",
+    )
     inactivity_timeout: float | None = Field(
         default=30.0, gt=0, description="seconds without RTP before the call is hung up; none: never"
     )
@@ -217,7 +229,8 @@ class RtpSession:
         self.packetizer = RtpPacketizer(SAMPLE_RATE)
         self.packets_sent = 0
         self._remote = params.remote
-        self._latched = False
+        self._latched: tuple[tuple[str, int], int] | None = None  # (source, SSRC) under symmetric RTP
+        self.foreign_packets = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _Protocol | None = None
         self._rtcp: tuple[asyncio.DatagramTransport, _Protocol] | None = None
@@ -273,7 +286,7 @@ class RtpSession:
         """Apply a re-negotiation (re-INVITE): new remote address, codec or payload types."""
         if params.remote != self.params.remote:
             self._remote = params.remote
-            self._latched = False
+            self._latched = None
         self.params = params
         self.receiver.params = params
         self._last_rx = asyncio.get_running_loop().time()
@@ -360,15 +373,48 @@ class RtpSession:
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._hangup is not None:
             return
+        if not self._admit(data, addr):
+            self.foreign_packets += 1
+            RTP_REJECTED.labels("foreign-source").inc()
+            return
         now = asyncio.get_running_loop().time()
         events, media = self.receiver.datagram(data, now)
         if media:
             self._last_rx = now
-            if self.config.symmetric_rtp and not self._latched:
-                self._remote = (addr[0], addr[1])
-                self._latched = True
         for ev in events:
             self._emit(ev)
+
+    def _admit(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Whether a datagram comes from the caller: the SDP address, or (symmetric RTP only) the source
+        latched on the first valid packet. A stranger who sends first or mid-call is never heard."""
+        negotiated = self.params.remote
+        if negotiated is not None and _same_address(addr, negotiated):
+            if self._latched is not None:
+                self._latched, self._remote = None, negotiated  # the caller shows up where it said
+            return True
+        if not self.config.symmetric_rtp:
+            return False
+        if self._latched is not None:
+            source, ssrc = self._latched
+            return _same_address(addr, source) and (is_rtcp(data) or _rtp_ssrc(data) in (ssrc, None))
+        identity = self._latch_candidate(data)
+        if identity is None:
+            return False  # RTCP, garbage or a payload type nobody negotiated: no reason to latch
+        self._latched = ((addr[0], addr[1]), identity)
+        self._remote = (addr[0], addr[1])
+        log.info("rtp %s: latched onto %s:%s ssrc %08x", self.local_port, addr[0], addr[1], identity)
+        return True
+
+    def _latch_candidate(self, data: bytes) -> int | None:
+        """The SSRC of a valid RTP packet with a negotiated payload type, else None."""
+        if is_rtcp(data):
+            return None
+        try:
+            pkt = parse_rtp(data)
+        except RtpError:
+            return None
+        wanted = {self.params.payload_type, self.params.telephone_event_pt, *(c.payload_type for c in CODECS)}
+        return pkt.ssrc if pkt.payload_type in wanted else None
 
     def _emit(self, ev: MediaEvent) -> None:
         if self._events.qsize() >= self.config.max_queued_events:
@@ -395,6 +441,28 @@ class RtpSession:
             deadline += len(frame.pcm) / SAMPLE_RATE if frame is not None else period
             if now - deadline > 1.0:
                 deadline = now  # the loop was stalled for a long time: do not burst to catch up
+
+
+def _same_address(addr: tuple[str, int], expected: tuple[str, int]) -> bool:
+    """Same port and host; IPv4-mapped IPv6 sources (dual-stack sockets) compare as IPv4."""
+    if addr[1] != expected[1]:
+        return False
+    if addr[0] == expected[0]:
+        return True  # the common case, without parsing addresses for every packet
+    try:
+        got, want = ipaddress.ip_address(addr[0]), ipaddress.ip_address(expected[0])
+    except ValueError:
+        return addr[0] == expected[0]  # a host name in the SDP: only an exact match
+    if isinstance(got, ipaddress.IPv6Address) and got.ipv4_mapped is not None:
+        got = got.ipv4_mapped
+    if isinstance(want, ipaddress.IPv6Address) and want.ipv4_mapped is not None:
+        want = want.ipv4_mapped
+    return got == want
+
+
+def _rtp_ssrc(data: bytes) -> int | None:
+    """The SSRC field of an RTP header; None for a datagram too short to have one (counted as bad later)."""
+    return int.from_bytes(data[8:12], "big") if len(data) >= 12 else None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
