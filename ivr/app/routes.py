@@ -15,7 +15,9 @@ from asr_engine.batcher import RecognizerOverloaded
 from asr_engine.segmenter import speech_chunks
 from asr_engine.transcribe import assemble, utterances
 from dialog.records import setup_routes as setup_record_routes
+from hotwords.auth import AdminAuth
 from hotwords.schema import validate_scope
+from ivr.app.auth import HttpAuthParams, access_middleware
 from ivr.app.biasing import Biasing
 from ivr.app.hotword_admin import admin_auth, setup_hotword_admin
 from ivr.app.service import Service
@@ -99,15 +101,19 @@ async def recognize(request: web.Request) -> web.Response:
     )
 
 
-def build_app(service: Service) -> web.Application:
+def build_app(
+    service: Service, *, auth: AdminAuth | None = None, http_auth: HttpAuthParams | None = None
+) -> web.Application:
+    """`auth`: the API tokens, by default those of the token file or variable (`admin_auth`)."""
     app = web.Application(client_max_size=int(service.config.max_body_mb * 1024 * 1024))
     app[SERVICE] = service
+    auth = auth if auth is not None else admin_auth()
+    app.middlewares.append(access_middleware(auth, http_auth or HttpAuthParams()))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/recognize", recognize)
     setup_record_routes(app, service.records)
-    auth = admin_auth()
     if auth is not None:
         setup_hotword_admin(app, service.hotword_store, service.hotword_config, service.tokenizer, auth)
     setup_webrtc_routes(app, service.webrtc)
