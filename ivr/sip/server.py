@@ -11,6 +11,7 @@ from typing import Any, Literal
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field, model_validator
 
+from ivr.sip.admission import SipAdmission, SipAdmissionParams
 from ivr.sip.call import CallEnded, IncomingCall, exc_status
 from ivr.sip.dialog import Dialog, new_branch, new_tag
 from ivr.sip.message import (
@@ -34,7 +35,7 @@ from ivr.sip.transaction import (
     SipTimers,
     TransactionLayer,
 )
-from ivr.sip.transport import Peer, TcpTransport, Transport, TransportName, UdpTransport
+from ivr.sip.transport import Peer, TcpLimits, TcpTransport, Transport, TransportName, UdpTransport
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class SipConfig(BaseModel):
     # after a failed REFER: "keep" the call for the application, or release it with BYE, plain
     # ("hangup") or with a Reason header naming the failed target ("hangup-with-reason")
     transfer_fallback: Literal["keep", "hangup", "hangup-with-reason"] = "keep"
+    admission: SipAdmissionParams = SipAdmissionParams()
+    tcp: TcpLimits = TcpLimits()
 
     @model_validator(mode="after")
     def _check(self) -> SipConfig:
@@ -101,6 +104,7 @@ class SipServer:
         self.config = SipConfig(host=host, port=port, **options)
         self._on_call = on_call
         self._layer = TransactionLayer(self.config.timers)
+        self._admission = SipAdmission(self.config.admission)
         self._transports: dict[str, Transport] = {}
         self._dialogs: dict[tuple[str, str, str], IncomingCall] = {}
         self._calls: set[IncomingCall] = set()
@@ -125,8 +129,16 @@ class SipServer:
     async def _bind(self, port: int) -> None:
         # with port 0 the first transport picks the port and the others must get the same one
         for name in self.config.transports:
-            cls = UdpTransport if name == "udp" else TcpTransport
-            t: Transport = cls(self._on_message, self._on_parse_error)
+            t: Transport = (
+                UdpTransport(self._on_message, self._on_parse_error)
+                if name == "udp"
+                else TcpTransport(
+                    self._on_message,
+                    self._on_parse_error,
+                    limits=self.config.tcp,
+                    accept=self._admission.source_allowed,
+                )
+            )
             self._transports[name] = t
             _, port = await t.start(self.config.host, port)
         self.bound_port = port
@@ -160,6 +172,11 @@ class SipServer:
     @property
     def active_calls(self) -> int:
         return len(self._calls)
+
+    @property
+    def ack_timeout(self) -> float:
+        """How long an answered call waits for its ACK before it ends (admission caps RFC 3261's 64*T1)."""
+        return min(self.config.timers.timeout, self.config.admission.ack_timeout_s)
 
     @property
     def calls(self) -> list[IncomingCall]:
@@ -247,6 +264,8 @@ class SipServer:
         log.info("dropped unparseable SIP from %s:%d over %s: %s", peer.host, peer.port, peer.transport, exc.reason)
 
     def _on_message(self, msg: SipMessage, peer: Peer) -> None:
+        if not self._admission.source_allowed(peer.host):
+            return  # unanswered: no reflection towards a forged source, nothing for a scanner to learn
         try:
             if isinstance(msg, SipResponse):
                 tx = self._layer.match_response(msg)
@@ -295,6 +314,13 @@ class SipServer:
         if existing is not None:
             existing.on_retransmission()
             return
+        if req.method == "INVITE" and req.to.tag is None:
+            refusal = self._admission.refuse_invite(req, peer.host)
+            if refusal is not None:
+                # stateless: a retransmission is judged again, and a flood leaves no transactions behind
+                SIP_REJECTED_CALLS.labels(f"admission-{refusal.status}").inc()
+                self._stateless(req, peer, refusal)
+                return
         reliable = self._transports[peer.transport].reliable
         send = self.response_sender(req, peer)
         tx = self._layer.create_server(req, send, reliable)
