@@ -40,6 +40,7 @@ class HttpAuthParams(BaseModel):
         False, description="serve /metrics without a token: only where the HTTP port is reachable internally"
     )
     cors_origins: tuple[str, ...] = Field((), description="origins other sites' pages may call us from; none")
+    public_paths: tuple[str, ...] = Field((), description="more paths served without a token (routes added to the app)")
     auth_failures: BucketParams = Field(
         BucketParams(rate_per_s=10 / 60, burst=10),
         description="failed token checks a source may make (burst, then rate) before it gets 429",
@@ -50,7 +51,7 @@ class HttpAuthParams(BaseModel):
 
 
 def rule_for(path: str, params: HttpAuthParams) -> Rule:
-    if path in _PUBLIC_PATHS or path.startswith("/softphone/"):
+    if path in _PUBLIC_PATHS or path.startswith("/softphone/") or path in params.public_paths:
         return "public", "public"
     if path == "/metrics":
         return "metrics", "public" if params.metrics_public else "reader"

@@ -23,6 +23,7 @@ from ivr.app.hotword_admin import admin_auth, setup_hotword_admin
 from ivr.app.service import Service
 from ivr.app.softphone import setup_softphone_routes
 from ivr.webrtc.endpoint import setup_routes as setup_webrtc_routes
+from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,11 @@ async def recognize(request: web.Request) -> web.Response:
 
 
 def build_app(
-    service: Service, *, auth: AdminAuth | None = None, http_auth: HttpAuthParams | None = None
+    service: Service,
+    *,
+    auth: AdminAuth | None = None,
+    http_auth: HttpAuthParams | None = None,
+    offer_guard: OfferGuardParams | None = None,
 ) -> web.Application:
     """`auth`: the API tokens, by default those of the token file or variable (`admin_auth`)."""
     app = web.Application(client_max_size=int(service.config.max_body_mb * 1024 * 1024))
@@ -116,7 +121,7 @@ def build_app(
     setup_record_routes(app, service.records)
     if auth is not None:
         setup_hotword_admin(app, service.hotword_store, service.hotword_config, service.tokenizer, auth)
-    setup_webrtc_routes(app, service.webrtc)
+    setup_webrtc_routes(app, service.webrtc, guard=OfferGuard(offer_guard or OfferGuardParams()))
     setup_softphone_routes(app)
 
     async def start(app: web.Application) -> None:

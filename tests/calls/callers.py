@@ -21,6 +21,7 @@ from asr_engine.audio.g711 import ulaw_encode
 from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav
 from hotwords.auth import AdminAuth
+from ivr.app.auth import HttpAuthParams
 from ivr.app.config import ServiceConfig
 from ivr.app.routes import build_app
 from ivr.app.service import Service
@@ -149,13 +150,20 @@ def service_config(prefix: str, **overrides: Any) -> ServiceConfig:
 
 @asynccontextmanager
 async def running_service(
-    load_timeout_s: float = 180.0, extra_routes: Callable[[web.Application], None] | None = None, **overrides: Any
+    load_timeout_s: float = 180.0,
+    extra_routes: Callable[[web.Application], None] | None = None,
+    public_paths: tuple[str, ...] = (),
+    **overrides: Any,
 ) -> AsyncIterator[Running]:
     """voicenav in this process on ephemeral ports, Redis keys under a fresh prefix (deleted after);
-    `extra_routes` adds a test's own endpoints to the app."""
+    `extra_routes` adds a test's own endpoints to the app, open to all at `public_paths`."""
     prefix = f"voicenav-test:{uuid.uuid4().hex}:"
     service = Service(service_config(prefix, **overrides))
-    app = build_app(service, auth=AdminAuth({"tests": READER_TOKEN}, {"tests": ["reader"]}))
+    app = build_app(
+        service,
+        auth=AdminAuth({"tests": READER_TOKEN}, {"tests": ["reader"]}),
+        http_auth=HttpAuthParams(public_paths=public_paths),
+    )
     if extra_routes is not None:
         extra_routes(app)
     runner = web.AppRunner(app)

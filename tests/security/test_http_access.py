@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from dialog.records import CallRecord
 from hotwords.auth import AdminAuth
 from ivr.app.auth import HttpAuthParams
-from ivr.app.config import ServiceConfig
 from ivr.app.routes import build_app
 from ivr.app.service import Service
 from ivr.ratelimit import BucketParams
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 TOKENS = "ops:admin:tok-admin\nauditor:reader:tok-reader\nasr:recognize:tok-asr\n"
 GUARDED = [("GET", "/v1/calls"), ("GET", "/v1/calls/call-1"), ("POST", "/v1/recognize"), ("GET", "/metrics")]
 PUBLIC = ["/healthz", "/readyz", "/", "/softphone/softphone.js"]
@@ -28,38 +23,6 @@ PUBLIC = ["/healthz", "/readyz", "/", "/softphone/softphone.js"]
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-class Unloaded(Service):
-    """The service without its model: these tests are about who gets in, not what is recognized."""
-
-    async def load(self) -> None:
-        return None
-
-    def tokenizer(self) -> CharCodec:
-        return CharCodec()
-
-
-class CharCodec:
-    """Stands in for the model's tokenizer, which the hot-word API needs before it answers."""
-
-    def encode(self, text: str) -> list[int]:
-        return [ord(c) for c in text]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(map(chr, ids))
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[Service]:
-    prefix = f"voicenav-sec-test:{uuid.uuid4().hex}:"
-    svc = Unloaded(ServiceConfig(redis_url=REDIS_URL, redis_prefix=prefix, hotwords_prefix=f"{prefix}hotwords"))
-    yield svc
-    client = aioredis.from_url(REDIS_URL)
-    keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=500)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def client_for(service: Service, params: HttpAuthParams | None = None) -> TestClient:
