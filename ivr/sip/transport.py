@@ -181,10 +181,6 @@ class TcpTransport:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    @property
-    def accepted_connections(self) -> int:
-        return self._accepted
-
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = TcpConnection(reader, writer)
         if not self._accept_from(conn.host):
@@ -193,9 +189,8 @@ class TcpTransport:
             return
         if self._accepted >= self._limits.max_connections:
             TCP_CLOSED.labels("over-cap").inc()
-            log.warning(
-                "SIP TCP connection from %s:%d closed: %d connections open", conn.host, conn.port, self._accepted
-            )
+            # a flood would log a line per connection: the counter is what to alert on
+            log.debug("SIP TCP connection from %s:%d closed: %d connections open", conn.host, conn.port, self._accepted)
             conn.close()
             return
         self._accepted += 1
