@@ -23,6 +23,7 @@ from asr_engine.vad import VadConfig
 from dialog.config import DialogParams
 from hotwords.auth import AuthParams
 from hotwords.config import HotwordsConfig
+from ivr.app.auth import HttpAuthParams
 from ivr.calls.config import CallsParams
 from ivr.calls.prompts import PromptConfig
 from ivr.media.rtp_session import RtpSessionConfig
@@ -37,6 +38,7 @@ class HttpParams(BaseModel):
     host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0: any free port")
     max_body_mb: float = Field(16.0, gt=0, description="largest request body, e.g. audio posted to /v1/recognize")
+    access: HttpAuthParams = Field(HttpAuthParams(), description="which routes need which token role; rate limits")
 
 
 class AppConfig(BaseSettings):

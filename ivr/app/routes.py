@@ -14,12 +14,15 @@ from asr_engine.audio.wav import AudioFormatError, parse_wav
 from asr_engine.batcher import RecognizerOverloaded
 from asr_engine.transcribe import transcribe_audio_batched
 from dialog.records import setup_routes as setup_record_routes
+from hotwords.auth import AdminAuth
 from hotwords.schema import validate_scope
+from ivr.app.auth import HttpAuthParams, access_middleware
 from ivr.app.biasing import Biasing
 from ivr.app.hotword_admin import admin_auth, setup_hotword_admin
 from ivr.app.service import Service
 from ivr.app.softphone import setup_softphone_routes
 from ivr.webrtc.endpoint import setup_routes as setup_webrtc_routes
+from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +102,30 @@ async def recognize(request: web.Request) -> web.Response:
     )
 
 
-def build_app(service: Service) -> web.Application:
-    app = web.Application(client_max_size=int(service.config.http.max_body_mb * 1024 * 1024))
+def build_app(
+    service: Service,
+    *,
+    auth: AdminAuth | None = None,
+    http_auth: HttpAuthParams | None = None,
+    offer_guard: OfferGuardParams | None = None,
+) -> web.Application:
+    """The HTTP app of `service`, guarded as its config says; `auth`, `http_auth` and `offer_guard` stand
+    in for the configured tokens and settings (tests, embedding)."""
+    cfg = service.config
+    app = web.Application(client_max_size=int(cfg.http.max_body_mb * 1024 * 1024))
     app[SERVICE] = service
+    auth = auth if auth is not None else admin_auth(cfg.auth)
+    app.middlewares.append(access_middleware(auth, http_auth or cfg.http.access))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/recognize", recognize)
     setup_record_routes(app, service.records)
-    auth = admin_auth(service.config.auth)
     if auth is not None:
         setup_hotword_admin(
-            app, service.hotword_store, service.config.hotwords, service.tokenizer, auth, service.admission.retry_after
+            app, service.hotword_store, cfg.hotwords, service.tokenizer, auth, service.admission.retry_after
         )
-    setup_webrtc_routes(app, service.webrtc)
+    setup_webrtc_routes(app, service.webrtc, guard=OfferGuard(offer_guard or cfg.webrtc.offers))
     setup_softphone_routes(app)
 
     async def start(app: web.Application) -> None:

@@ -191,8 +191,8 @@ class IncomingCall:
     async def answer(self, local_ip: str, local_port: int) -> None:
         """Send 200 OK with our SDP answer (RTP at local_ip:local_port) and wait for the ACK.
         For an INVITE without SDP the 200 carries our offer and the ACK the caller's answer, which
-        sets `media`.  Raises CallEnded if the call ends first (CANCEL, BYE, no ACK within 64*T1,
-        no usable answer in the ACK)."""
+        sets `media`.  Raises CallEnded if the call ends first (CANCEL, BYE, no ACK within the
+        server's `ack_timeout`, no usable answer in the ACK)."""
         if self.state != "early":
             raise CallEnded(self.end_reason or f"cannot answer in state {self.state}")
         self._local = (local_ip, local_port)
@@ -443,13 +443,13 @@ class IncomingCall:
             self._timers.append(loop.call_later(nxt, retransmit, nxt))
 
         self._timers.append(loop.call_later(timers.t1, retransmit, timers.t1))
-        self._timers.append(loop.call_later(timers.timeout, self._ack_timeout))
+        self._timers.append(loop.call_later(self._server.ack_timeout, self._ack_timeout))
 
     def _ack_timeout(self) -> None:
         if self._pending_ack is None or self.state == "ended":
             return
         self._pending_ack = None
-        log.warning("call %s: no ACK for our 2xx within 64*T1; sending BYE", self.call_id)
+        log.warning("call %s: no ACK for our 2xx within %.1f s; sending BYE", self.call_id, self._server.ack_timeout)
         self._end("ack-timeout")
         self._server.spawn(self._send_bye(None))
 

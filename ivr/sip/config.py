@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from ivr.sip.transport import TransportName
+from ivr.sip.access import SipAccessParams
+from ivr.sip.transport import TcpLimits, TransportName
 
 
 class SipParams(BaseModel):
@@ -23,6 +24,11 @@ class SipParams(BaseModel):
         description='after a failed REFER: "keep" the call for the application, or release it with BYE, '
         'plain ("hangup") or with a Reason header naming the failed target ("hangup-with-reason")',
     )
+
+    access: SipAccessParams = Field(
+        SipAccessParams(), description="who may send SIP: source networks, INVITE rate, digest, ACK timer"
+    )
+    tcp: TcpLimits = Field(TcpLimits(), description="SIP over TCP: connection cap and timeouts")
 
     @model_validator(mode="after")
     def _check(self) -> SipParams:

@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from pydantic import Field
 
 from ivr.calls.admission import Admission, CallGate
+from ivr.sip.access import SipAccess
 from ivr.sip.call import CallEnded, IncomingCall, negotiate_body, refusal
 from ivr.sip.config import SipParams
 from ivr.sip.dialog import Dialog, new_branch, new_tag
@@ -96,6 +97,7 @@ class SipServer:
         self._on_call = on_call
         self._admission = admission or Admission(self.config.max_calls, self.config.retry_after)
         self._layer = TransactionLayer(self.config.timers)
+        self._access = SipAccess(self.config.access)
         self._transports: dict[str, Transport] = {}
         self._dialogs: dict[tuple[str, str, str], IncomingCall] = {}
         self._calls: set[IncomingCall] = set()
@@ -119,8 +121,16 @@ class SipServer:
     async def _bind(self, port: int) -> None:
         # with port 0 the first transport picks the port and the others must get the same one
         for name in self.config.transports:
-            cls = UdpTransport if name == "udp" else TcpTransport
-            t: Transport = cls(self._on_message, self._on_parse_error)
+            t: Transport = (
+                UdpTransport(self._on_message, self._on_parse_error)
+                if name == "udp"
+                else TcpTransport(
+                    self._on_message,
+                    self._on_parse_error,
+                    limits=self.config.tcp,
+                    accept=self._access.source_allowed,
+                )
+            )
             self._transports[name] = t
             _, port = await t.start(self.config.host, port)
         self.bound_port = port
@@ -154,6 +164,11 @@ class SipServer:
     @property
     def active_calls(self) -> int:
         return len(self._calls)
+
+    @property
+    def ack_timeout(self) -> float:
+        """How long an answered call waits for its ACK before it ends (admission caps RFC 3261's 64*T1)."""
+        return min(self.config.timers.timeout, self.config.access.ack_timeout_s)
 
     @property
     def calls(self) -> list[IncomingCall]:
@@ -239,6 +254,8 @@ class SipServer:
         log.info("dropped unparseable SIP from %s:%d over %s: %s", peer.host, peer.port, peer.transport, exc.reason)
 
     def _on_message(self, msg: SipMessage, peer: Peer) -> None:
+        if not self._access.source_allowed(peer.host):
+            return  # unanswered: no reflection towards a forged source, nothing for a scanner to learn
         try:
             if isinstance(msg, SipResponse):
                 tx = self._layer.match_response(msg)
@@ -287,6 +304,13 @@ class SipServer:
         if existing is not None:
             existing.on_retransmission()
             return
+        if req.method == "INVITE" and req.to.tag is None:
+            denied = self._access.refuse_invite(req, peer.host)
+            if denied is not None:
+                # stateless: a retransmission is judged again, and a flood leaves no transactions behind
+                SIP_REJECTED_CALLS.labels(f"admission-{denied.status}").inc()
+                self._stateless(req, peer, denied)
+                return
         reliable = self._transports[peer.transport].reliable
         send = self.response_sender(req, peer)
         tx = self._layer.create_server(req, send, reliable)

@@ -1,7 +1,9 @@
 """WebRTC callers: a non-trickle SDP offer/answer endpoint that turns each caller into a `WebRtcLeg`.
 
+GET  /webrtc/token                            ->  200 {"token", "expires_in_s"}  (see `offer_guard`)
 POST /webrtc/offer  {"sdp", "type": "offer"}  ->  200 {"sdp", "type": "answer", "call_id"}
-                                                   400 {"error", "detail"}  malformed JSON or SDP
+     (application/json, X-Offer-Token)            400 {"error", "detail"}  malformed JSON or SDP
+                                                   401 / 403 / 415  no valid token / origin / not JSON
                                                    503 {"error"} + Retry-After  at capacity or draining
 The answer carries all our ICE candidates (aiortc gathers before answering), so the page needs no
 trickle channel. Each accepted call runs `on_call(leg, info)` in its own task; when it returns the
@@ -34,6 +36,7 @@ from ivr.webrtc.ice import (
     validate_host_addresses,
 )
 from ivr.webrtc.leg import WebRtcLeg
+from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,9 @@ class WebRtcConfig(BaseModel):
     sample_rate: Literal[8000, 16000, 48000] = Field(default=16000, description="rate of the audio the calls get")
     connect_timeout_s: float = Field(
         default=15.0, gt=0, description='seconds from answer to connected before a call ends as "ice-failed"'
+    )
+    offers: OfferGuardParams = Field(
+        default=OfferGuardParams(), description="what an offer must carry: a fresh token, JSON, an allowed Origin"
     )
 
     @field_validator("host_addresses")
@@ -298,11 +304,16 @@ def _audio_codec(answer_sdp: str) -> str:
     raise RuntimeError("answer without an audio codec")
 
 
-def setup_routes(app: web.Application, endpoint: WebRtcEndpoint, *, path: str = "/webrtc/offer") -> None:
-    """Add the offer route, and hang up every WebRTC call when the app shuts down."""
+def setup_routes(
+    app: web.Application, endpoint: WebRtcEndpoint, *, guard: OfferGuard, path: str = "/webrtc/offer"
+) -> None:
+    """Add the offer and offer-token routes, and hang up every WebRTC call when the app shuts down."""
 
     async def offer(request: web.Request) -> web.Response:
         OFFERS.inc()
+        refused = guard.check_offer(request)
+        if refused is not None:
+            return refused
         try:
             body = OfferBody.model_validate_json(await request.read())
         except ValidationError as exc:
@@ -327,4 +338,5 @@ def setup_routes(app: web.Application, endpoint: WebRtcEndpoint, *, path: str = 
         await endpoint.close("server-shutdown")
 
     app.router.add_post(path, offer)
+    app.router.add_get(path.rsplit("/", 1)[0] + "/token", guard.token)
     app.on_shutdown.append(on_shutdown)

@@ -20,6 +20,8 @@ from asr_engine.transcribe import transcribe_audio
 from asr_engine.vad import SpeechEnd, SpeechStart
 
 RNG = np.random.default_rng(7)
+API_TOKEN = "recognize-test-token"
+API_AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def _non_speech() -> dict[str, np.ndarray]:
@@ -138,6 +140,7 @@ def test_transcribe_command_json(tmp_path, shared, model_cache):
 async def test_recognize_endpoint(model_cache, shared):
     from aiohttp.test_utils import TestClient, TestServer
 
+    from hotwords.auth import AdminAuth
     from ivr.app.config import AppConfig
     from ivr.app.routes import build_app
     from ivr.app.service import Service
@@ -148,7 +151,8 @@ async def test_recognize_endpoint(model_cache, shared):
         http={"max_body_mb": 1},
     )
     svc = Service(config)
-    async with TestClient(TestServer(build_app(svc))) as client:
+    auth = AdminAuth({"tests": API_TOKEN}, {"tests": ["recognize", "reader"]})
+    async with TestClient(TestServer(build_app(svc, auth=auth))) as client:
         await _exercise_recognize(client, svc, shared)
 
 
@@ -157,15 +161,15 @@ async def _exercise_recognize(client, svc, shared) -> None:
     await asyncio.wait_for(svc.ready.wait(), 120)
     assert (await client.get("/readyz")).status == 200
     body = (shared / "data/callers_dev/dev040.wav").read_bytes()
-    resp = await client.post("/v1/recognize", data=body)
+    resp = await client.post("/v1/recognize", data=body, headers=API_AUTH)
     assert resp.status == 200
     out = await resp.json()
     assert out["text"] and out["seconds"] > 0 and out["segments"][0]["end"] > out["segments"][0]["start"]
-    resp = await client.post("/v1/recognize", data=b"definitely not audio")
+    resp = await client.post("/v1/recognize", data=b"definitely not audio", headers=API_AUTH)
     assert resp.status == 400 and "bad audio" in (await resp.json())["error"]
-    resp = await client.post("/v1/recognize", data=wav_bytes(np.zeros(8000 * 70, np.int16), 8000))
+    resp = await client.post("/v1/recognize", data=wav_bytes(np.zeros(8000 * 70, np.int16), 8000), headers=API_AUTH)
     assert resp.status == 413
-    metrics = await (await client.get("/metrics")).text()
+    metrics = await (await client.get("/metrics", headers=API_AUTH)).text()
     assert "voicenav_asr_latency_seconds_count" in metrics and 'voicenav_http_rejected_total{reason="bad-audio"' in (
         metrics.replace('route="recognize",', "")
     )
@@ -291,6 +295,7 @@ async def test_cli_and_http_transcribe_a_recording_alike(model_cache, shared):
     """`voicenav transcribe` and POST /v1/recognize run the same steps (`asr_engine.transcribe`)."""
     from aiohttp.test_utils import TestClient, TestServer
 
+    from hotwords.auth import AdminAuth
     from ivr.app.config import AppConfig
     from ivr.app.routes import build_app
     from ivr.app.service import Service
@@ -308,9 +313,10 @@ async def test_cli_and_http_transcribe_a_recording_alike(model_cache, shared):
     svc = Service(
         AppConfig(recognizer={"engine": {"cache_dir": model_cache}}, prompts={"cache_dir": model_cache / "prompts"})
     )
-    async with TestClient(TestServer(build_app(svc))) as client:
+    auth = AdminAuth({"tests": API_TOKEN}, {"tests": ["recognize"]})
+    async with TestClient(TestServer(build_app(svc, auth=auth))) as client:
         await asyncio.wait_for(svc.ready.wait(), 120)
-        resp = await client.post("/v1/recognize", data=wav.read_bytes())
+        resp = await client.post("/v1/recognize", data=wav.read_bytes(), headers=API_AUTH)
         assert resp.status == 200
         http = await resp.json()
     assert cli["text"] and http["text"] == cli["text"]

@@ -20,8 +20,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def replicas(model_cache, monkeypatch):
-    monkeypatch.setenv("VOICENAV_AUTH__TOKEN", TOKEN)  # read by the config, as in a deployment
+async def replicas(model_cache, monkeypatch, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ops:admin,recognize:{TOKEN}\n", encoding="utf-8")
+    monkeypatch.setenv("VOICENAV_AUTH__TOKEN_FILE", str(tokens))  # read by the config, as in a deployment
     prefix = f"test:replicas:{uuid.uuid4().hex}:"
     redis_url = "redis://127.0.0.1:6379/0"
     config = AppConfig(
@@ -46,7 +48,7 @@ async def replicas(model_cache, monkeypatch):
 
 
 async def _heard(client: TestClient, wav: bytes) -> str:
-    resp = await client.post("/v1/recognize", data=wav)
+    resp = await client.post("/v1/recognize", data=wav, headers=AUTH)
     assert resp.status == 200
     return (await resp.json())["text"]
 

@@ -20,6 +20,8 @@ from aiohttp import ClientSession, ClientTimeout, web
 from asr_engine.audio.g711 import ulaw_encode
 from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav
+from hotwords.auth import AdminAuth
+from ivr.app.auth import HttpAuthParams
 from ivr.app.config import AppConfig
 from ivr.app.routes import build_app
 from ivr.app.service import Service
@@ -34,6 +36,7 @@ PEERS_PY = WORK / "venv" / "bin" / "python"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MODEL_CACHE = Path(os.environ.get("VOICENAV_TEST_CACHE", ROOT / ".cache" / "test-models"))
 PROMPT_CACHE = ROOT / ".cache" / "test-prompts"
+READER_TOKEN = uuid.uuid4().hex
 
 
 def manifest() -> dict[str, dict[str, Any]]:
@@ -92,7 +95,9 @@ class Running:
     prefix: str  # Redis keys of this server
 
     async def get(self, path: str) -> tuple[int, Any]:
-        async with ClientSession(timeout=ClientTimeout(total=10)) as s, s.get(self.http + path) as r:
+        """GET with a `reader` token (call records, metrics)."""
+        headers = {"Authorization": f"Bearer {READER_TOKEN}"}
+        async with ClientSession(timeout=ClientTimeout(total=10)) as s, s.get(self.http + path, headers=headers) as r:
             body = await r.text()
             return r.status, (json.loads(body) if r.content_type == "application/json" else body)
 
@@ -143,13 +148,18 @@ def service_config(prefix: str, **sections: dict[str, Any]) -> AppConfig:
 async def running_service(
     load_timeout_s: float = 180.0,
     extra_routes: Callable[[web.Application], None] | None = None,
+    public_paths: tuple[str, ...] = (),
     **sections: dict[str, Any],
 ) -> AsyncIterator[Running]:
     """voicenav in this process on ephemeral ports, Redis keys under a fresh prefix (deleted after);
-    `extra_routes` adds a test's own endpoints to the app."""
+    `extra_routes` adds a test's own endpoints to the app, open to all at `public_paths`."""
     prefix = f"voicenav-test:{uuid.uuid4().hex}:"
     service = Service(service_config(prefix, **sections))
-    app = build_app(service)
+    app = build_app(
+        service,
+        auth=AdminAuth({"tests": READER_TOKEN}, {"tests": ["reader"]}),
+        http_auth=HttpAuthParams(public_paths=public_paths),
+    )
     if extra_routes is not None:
         extra_routes(app)
     runner = web.AppRunner(app)

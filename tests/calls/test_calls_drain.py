@@ -148,11 +148,11 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
             assert refused.startswith("SIP/2.0 503"), refused
             assert "\r\nRetry-After: 9\r\n" in refused, refused
             offer = {"sdp": "v=0\r\n", "type": "offer"}
-            async with (
-                ClientSession(timeout=ClientTimeout(total=5)) as s,
-                s.post(f"{http}/webrtc/offer", data=json.dumps(offer)) as r,
-            ):
-                assert r.status == 503 and r.headers.get("Retry-After") == "9"
+            async with ClientSession(timeout=ClientTimeout(total=5)) as s:
+                async with s.get(f"{http}/webrtc/token") as r:
+                    token = (await r.json())["token"]
+                async with s.post(f"{http}/webrtc/offer", json=offer, headers={"X-Offer-Token": token}) as r:
+                    assert r.status == 503 and r.headers.get("Retry-After") == "9"
             rc, out = await call
             assert rc == 0, out  # the call in progress went on to its end: routed, BYE from the IVR
             assert await asyncio.wait_for(proc.wait(), 30) == 0, log_path.read_text()

@@ -128,9 +128,9 @@ def test_admin_tokens_from_file_or_token(tmp_path: Path) -> None:
     assert auth.identify("Basic s3cret-a") is None
     assert auth.identify(None) is None
     assert AdminAuth.from_params(AuthParams(token="tok")).identify("Bearer tok") == "admin"
-    with pytest.raises(ValueError, match="no admin token"):
+    with pytest.raises(ValueError, match="no API token"):
         AdminAuth.from_params(AuthParams())
-    with pytest.raises(ValueError, match="no admin token"):
+    with pytest.raises(ValueError, match="no API token"):
         AdminAuth.from_params(AuthParams(token=" "))
     with pytest.raises(ValueError, match="line 2"):
         AdminAuth.parse("a:1\na:2\n")
