@@ -62,7 +62,8 @@ class BatchingRecognizer:
         self._thread.start()
 
     async def transcribe(self, utterance: Utterance, refine: Refine | None = None) -> Transcript:
-        """The utterance's transcript; `refine` (if any) rewrites its text in the worker, after decoding."""
+        """The utterance's transcript (without its encoder output); `refine` (if any) reads it again in
+        the worker, after decoding (`Recognizer.refined`)."""
         if self._closed:
             raise RecognizerClosed("recognizer is shut down")
         # The semaphore is a thread primitive: wait for it off the event loop.
@@ -118,13 +119,24 @@ class BatchingRecognizer:
                 # Plain transcripts go out first; refining may decode again and should not hold them.
                 for j, r in sorted(done, key=lambda item: item[0].refine is not None and bool(item[1].text)):
                     if j.refine is not None and r.text:
-                        r.text = _refined(j, r)
+                        r = self._refined(j.refine, j.utterance, r)
                     ASR_LATENCY.observe(time.perf_counter() - j.submitted)
                     ASR_AUDIO_SECONDS.inc(r.audio_seconds)
-                    j.loop.call_soon_threadsafe(_settle, j.future, r, None)
+                    j.loop.call_soon_threadsafe(_settle, j.future, r.released(), None)
             finally:
                 for _ in batch:
                     self._slots.release()
+
+    def _refined(self, refine: Refine, utterance: Utterance, transcript: Transcript) -> Transcript:
+        started = time.perf_counter()
+        try:
+            return self.recognizer.refined(refine, utterance, transcript)
+        except Exception:  # the decoded transcript still stands
+            log.exception("refining a transcript failed")
+            ASR_REJECTED.labels("refine-error").inc()
+            return transcript
+        finally:
+            ASR_REFINE.observe(time.perf_counter() - started)
 
     def close(self) -> None:
         """Stop after the queued work is done."""
@@ -132,18 +144,6 @@ class BatchingRecognizer:
             self._closed = True
             self._queue.put(_STOP)
             self._thread.join(timeout=30)
-
-
-def _refined(job: _Job, transcript: Transcript) -> str:
-    started = time.perf_counter()
-    try:
-        return job.refine(job.utterance, transcript) if job.refine is not None else transcript.text
-    except Exception:  # the decoded text still stands
-        log.exception("refining a transcript failed")
-        ASR_REJECTED.labels("refine-error").inc()
-        return transcript.text
-    finally:
-        ASR_REFINE.observe(time.perf_counter() - started)
 
 
 def _settle(fut: asyncio.Future, result: Transcript | None, exc: BaseException | None) -> None:

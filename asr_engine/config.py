@@ -1,4 +1,6 @@
-"""Recognizer configuration (pydantic), shared by the CLI, the HTTP service and the benchmarks."""
+"""Recognizer configuration (pydantic), shared by the CLI, the HTTP service and the benchmarks.
+
+Nothing here reads the environment: the app's settings (`ivr.app.config`) fill these models."""
 
 from __future__ import annotations
 
@@ -31,31 +33,42 @@ def cpu_quota() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def default_cache_dir() -> Path:
+    """Where converted models (and the app's rendered prompts) go unless configured otherwise."""
+    return Path.home() / ".cache" / "voicenav"
+
+
 class EngineConfig(BaseModel):
     """How the model runs: runtime, device and resource limits."""
 
-    kind: Literal["onnx", "torchscript"] = "onnx"
-    device: Literal["cpu", "cuda"] = "cpu"
-    device_id: int = Field(0, ge=0)
+    kind: Literal["onnx", "torchscript"] = Field("onnx", description="inference runtime")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the model runs")
+    device_id: int = Field(0, ge=0, description="CUDA device index")
     gpu_mem_limit_mb: int | None = Field(None, gt=0, description="per-instance GPU memory cap")
     intra_op_threads: int | None = Field(None, ge=1, description="default: the container's CPU quota")
     int8: bool = Field(True, description="dynamic int8 weights on CPU (onnx)")
-    cache_dir: Path = Path(os.environ.get("VOICENAV_CACHE_DIR", Path.home() / ".cache" / "voicenav"))
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="where converted models are kept")
 
     def threads(self) -> int:
         return self.intra_op_threads or cpu_quota()
 
 
 class DecodeConfig(BaseModel):
-    beam_size: int = Field(1, ge=1, le=16)
+    beam_size: int = Field(1, ge=1, le=16, description="beam search width; 1: greedy")
     max_tokens_per_second: float = Field(8.0, gt=0, description="guard against runaway output")
-    min_tokens: int = Field(10, ge=1)
-    no_speech_threshold: float = Field(0.6, ge=0, le=1)
-    logprob_threshold: float = -1.0
-    compression_ratio_threshold: float = 2.4
+    min_tokens: int = Field(10, ge=1, description="token budget of even the shortest utterance")
+    no_speech_threshold: float = Field(
+        0.6, ge=0, le=1, description="no-speech probability above which a low-confidence result counts as silence"
+    )
+    logprob_threshold: float = Field(-1.0, description="average log-probability below which a result is low-confidence")
+    compression_ratio_threshold: float = Field(
+        2.4, description="gzip ratio above which a low-confidence transcript counts as a loop"
+    )
     max_repeats: int = Field(2, ge=1, description="an n-gram repeated more often than this is cut")
-    length_penalty: float | None = None
-    language: str = "en"
+    length_penalty: float | None = Field(
+        None, description="beam ranking length penalty exponent; None: divide by length"
+    )
+    language: str = Field("en", description="language token of the decode")
 
 
 class RecognizerConfig(BaseModel):
@@ -67,9 +80,9 @@ class RecognizerConfig(BaseModel):
         description="spliced: encode the utterance, reuse a cached encoding of the silence after it; "
         "full: Whisper's 30 s window; utterance: the utterance alone (fastest, loops more)",
     )
-    max_batch: int = Field(8, ge=1, le=64)
-    max_wait_ms: float = Field(10.0, ge=0, le=1000)
-    queue_size: int = Field(64, ge=1)
+    max_batch: int = Field(8, ge=1, le=64, description="utterances decoded together")
+    max_wait_ms: float = Field(10.0, ge=0, le=1000, description="how long a batch waits to fill")
+    queue_size: int = Field(64, ge=1, description="utterances in flight; more wait, then are refused as overloaded")
 
     @field_validator("model")
     @classmethod

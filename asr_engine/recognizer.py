@@ -39,32 +39,44 @@ TAIL_FRAMES = 100
 BUCKET_FRAMES = 100
 
 
+# An utterance's encoder output (cross-attention keys, values) as the decoder reads it.
+Encoding = tuple[np.ndarray, np.ndarray]
+
+
 @dataclass
 class Utterance:
     samples: np.ndarray  # float32 mono
     sample_rate: int
     bias: BiasState | None = None
     prompt: str = ""  # previous text for the decoder (hot words can go here too: see `BiasState.prompt_text`)
-    # Set by `Recognizer.recognize`: this utterance's encoder output, so that `compare` need not encode
-    # the audio again. Views into the batch's arrays: utterances are meant to be short-lived.
-    encoding: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Transcript:
     text: str
-    tokens: list[int]
-    confidence: float  # exp(mean token logprob), 0 when empty
+    tokens: list[int]  # decode to `text`
+    confidence: float  # exp(mean token logprob) of the decode, 0 when empty
     avg_logprob: float
     no_speech_prob: float
     audio_seconds: float
     decode_seconds: float = 0.0
     rejected: str | None = None  # why text was withheld: "silence", "no-speech", "repetition"
-    token_logprobs: list[float] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)  # one per token of a decode; none once rewritten
+    # The encoder output this was decoded from, so that a refine step can score or decode the audio
+    # again without encoding it; views into the batch's arrays, dropped (`released`) before keeping it.
+    encoding: Encoding | None = field(default=None, repr=False, compare=False)
+    # The decoded transcript a refine step rewrote into this one: the confidence and log-probabilities
+    # above are that decode's, kept as they were.
+    refined_from: Transcript | None = None
+
+    def released(self) -> Transcript:
+        """This transcript without its encoder output (which holds the whole batch's arrays)."""
+        return self if self.encoding is None else replace(self, encoding=None)
 
 
-# Rewrites a transcript's text after decoding (e.g. a hot-word post-pass that weighs readings on the
-# audio): called where the model runs, with the utterance, so it may score or decode it again.
+# Reads a transcript again after decoding (e.g. a hot-word post-pass that weighs readings on the
+# audio) and returns the text it should say: called where the model runs, with the utterance and its
+# transcript (encoder output included), so it may score or decode the audio again.
 Refine = Callable[[Utterance, Transcript], str]
 
 
@@ -126,7 +138,6 @@ class Recognizer:
         for i, (u, f) in enumerate(zip(utts, feats, strict=True)):
             s = f.shape[1] // 2
             k, v = cross_k[:, i, :s], cross_v[:, i, :s]
-            u.encoding = (k, v)
             reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, self._prompt(u), u.bias))
         results = self.searcher.decode(reqs, self.config.decode, self.tail)
         # A prompt can take over: Whisper then copies it or loops instead of transcribing. Such rows
@@ -137,33 +148,35 @@ class Recognizer:
             for i, r in zip(retry, self.searcher.decode(again, self.config.decode, self.tail), strict=True):
                 results[i] = r
         elapsed = time.perf_counter() - t0
-        return [self._transcript(u, r, elapsed) for u, r in zip(utts, results, strict=True)]
+        return [
+            self._transcript(u, r, elapsed, (q.cross_k, q.cross_v)) for u, r, q in zip(utts, results, reqs, strict=True)
+        ]
 
     def _prompt(self, utt: Utterance) -> list[int]:
         text = utt.prompt.strip()
         return self.tokenizer.encode(" " + text) if text else []
 
-    def redecode(self, utt: Utterance) -> Transcript:
-        """Decode `utt` again (another prompt or bias) on the encoder output `recognize` kept for it."""
-        if utt.encoding is None:
+    def redecode(self, utt: Utterance, encoding: Encoding | None) -> Transcript:
+        """Decode `utt` again (another prompt or bias) on its encoder output from an earlier decode."""
+        if encoding is None:
             return self.recognize([utt])[0]
         t0 = time.perf_counter()
-        k, v = utt.encoding
+        k, v = encoding
         req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate, self._prompt(utt), utt.bias)
         result = self.searcher.decode([req], self.config.decode, self.tail)[0]
         if req.prompt and self._degenerate(req, result):
             result = self.searcher.decode([replace(req, prompt=[])], self.config.decode, self.tail)[0]
-        return self._transcript(utt, result, time.perf_counter() - t0)
+        return self._transcript(utt, result, time.perf_counter() - t0, encoding)
 
-    def compare(self, utt: Utterance, text: str, readings: list[str]) -> list[float]:
+    def compare(self, utt: Utterance, text: str, readings: list[str], encoding: Encoding | None = None) -> list[float]:
         """How much more likely (nats; negative: less) each reading is than `text` as the transcript of
         `utt`, judged where it differs from `text` (see `Searcher.compare`), with the prompt decoding
-        used. The audio is encoded only if `recognize` has not already done it."""
-        if utt.encoding is None:
+        used. The audio is encoded only when no `encoding` (a transcript's) is given."""
+        if encoding is None:
             feats = self._features(utt)
             cross_k, cross_v = self.engine.encode(feats[None])
-            utt.encoding = (cross_k[:, 0, : feats.shape[1] // 2], cross_v[:, 0, : feats.shape[1] // 2])
-        k, v = utt.encoding
+            encoding = (cross_k[:, 0, : feats.shape[1] // 2], cross_v[:, 0, : feats.shape[1] // 2])
+        k, v = encoding
         req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate, self._prompt(utt))
         base, *others = (self.tokenizer.encode(" " + t.strip()) for t in (text, *readings))
         return self.searcher.compare(req, base, others, self.config.decode, self.tail)
@@ -175,7 +188,24 @@ class Recognizer:
         looped = repeated_tail(r.tokens, max_repeats=1, max_ngram=max(3, len(r.tokens) // 2), min_ngram=3)
         return words < MIN_WORDS_PER_SECOND * req.seconds - 1 or looped is not None
 
-    def _transcript(self, utt: Utterance, r, elapsed: float) -> Transcript:
+    def rewritten(self, transcript: Transcript, text: str) -> Transcript:
+        """`transcript` saying `text` instead (a refine step's reading): its tokens are those of `text`;
+        its confidence stays the decode's, which `refined_from` keeps."""
+        if text == transcript.text:
+            return transcript
+        return replace(
+            transcript,
+            text=text,
+            tokens=self.tokenizer.encode(" " + text) if text else [],
+            token_logprobs=[],
+            refined_from=transcript.released(),
+        )
+
+    def refined(self, refine: Refine, utt: Utterance, transcript: Transcript) -> Transcript:
+        """`transcript` as `refine` reads it; a transcript with no text is left alone."""
+        return self.rewritten(transcript, refine(utt, transcript)) if transcript.text else transcript
+
+    def _transcript(self, utt: Utterance, r, elapsed: float, encoding: Encoding) -> Transcript:
         cfg = self.config.decode
         text = self.tokenizer.decode(r.tokens).strip()
         rejected = None
@@ -198,4 +228,5 @@ class Recognizer:
             decode_seconds=elapsed,
             rejected=rejected,
             token_logprobs=r.token_logprobs,
+            encoding=encoding,
         )

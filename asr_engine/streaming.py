@@ -11,6 +11,7 @@ cuts utterances, and one call decodes the finished utterances of many streams in
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -34,23 +35,31 @@ class SegmentResult:
 
 
 class RecognitionStream:
-    """One caller's audio. Not thread-safe: feed it from one task or thread."""
+    """One caller's audio, fed from one thread and read from another.
+
+    `accept_waveform` and `input_finished` run the VAD: call them from one thread only (a call's VAD
+    work runs in the service's VAD thread). `set_context`, `take_utterances` and `in_speech` may be
+    called from another thread (the event loop): what both sides touch is behind a lock, held only
+    for the hand-over, never while the VAD runs.
+    """
 
     def __init__(self, vad: SileroVad, vad_config: VadConfig) -> None:
+        self.config = vad_config  # the defaults; a turn may set its own end silence and pause
         self._endpointer = Endpointer(vad, vad_config)
         self._resamplers: dict[int, Resampler] = {}
-        self._pending: deque[SpeechEnd] = deque()
+        self._lock = threading.Lock()
+        self._pending: deque[SpeechEnd] = deque()  # guarded by _lock
+        self._context: tuple[Biaser | None, str] = (None, "")  # guarded by _lock
         self._results: list[SegmentResult] = []
-        self.biaser: Biaser | None = None
-        self.prompt = ""
 
     def set_context(self, biaser: Biaser | None, prompt: str = "") -> None:
-        """Hot words and previous-text prompt for the utterances that end from now on."""
-        self.biaser, self.prompt = biaser, prompt
+        """Hot words and previous-text prompt for the utterances taken from now on."""
+        with self._lock:
+            self._context = (biaser, prompt)
 
     @property
     def in_speech(self) -> bool:
-        return self._endpointer.in_speech
+        return self._endpointer.in_speech  # one flag the feeding thread sets: read as it stands
 
     def set_end_silence(self, ms: int, pause_ms: int | None = None) -> None:
         """The silence that ends an utterance from now on, and the pause after which the utterance so
@@ -64,8 +73,10 @@ class RecognitionStream:
         return self._endpointer.voiced_end
 
     def utterance(self, samples: np.ndarray) -> Utterance:
-        """16 kHz audio of this stream as an utterance, with the stream's hot words and prompt."""
-        return Utterance(samples, RATE, self.biaser.start() if self.biaser else None, self.prompt)
+        """16 kHz audio of this stream as an utterance, with the hot words and prompt now set."""
+        with self._lock:
+            biaser, prompt = self._context
+        return Utterance(samples, RATE, biaser.start() if biaser else None, prompt)
 
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]:
         """Feed audio (float in [-1, 1] or int16). Returns the VAD events it caused."""
@@ -75,21 +86,25 @@ class RecognitionStream:
             if sample_rate not in self._resamplers:
                 self._resamplers[sample_rate] = Resampler(sample_rate, RATE)
             x = self._resamplers[sample_rate].process(x)
-        events = list(self._endpointer.accept(x))
-        self._pending.extend(e for e in events if isinstance(e, SpeechEnd))
-        return events
+        return self._queue(list(self._endpointer.accept(x)))
 
     def input_finished(self) -> list[VadEvent]:
-        events = list(self._endpointer.flush())
-        self._pending.extend(e for e in events if isinstance(e, SpeechEnd))
+        return self._queue(list(self._endpointer.flush()))
+
+    def _queue(self, events: list[VadEvent]) -> list[VadEvent]:
+        ends = [e for e in events if isinstance(e, SpeechEnd)]
+        if ends:
+            with self._lock:
+                self._pending.extend(ends)
         return events
 
     def take_utterances(self) -> list[tuple[SpeechEnd, Utterance]]:
-        out = []
-        while self._pending:
-            seg = self._pending.popleft()
-            out.append((seg, self.utterance(seg.samples)))
-        return out
+        """The utterances that ended since the last call, each once, with the context now set."""
+        with self._lock:
+            segments = list(self._pending)
+            self._pending.clear()
+            biaser, prompt = self._context
+        return [(seg, Utterance(seg.samples, RATE, biaser.start() if biaser else None, prompt)) for seg in segments]
 
     def add_result(self, result: SegmentResult) -> None:
         self._results.append(result)
@@ -101,7 +116,8 @@ class RecognitionStream:
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        with self._lock:
+            return bool(self._pending)
 
 
 class StreamingRecognizer:
@@ -124,7 +140,7 @@ class StreamingRecognizer:
             return
         transcripts = self.recognizer.recognize([utt for _, _, utt in work])
         for (s, seg, _), t in zip(work, transcripts, strict=True):
-            s.add_result(SegmentResult(t.text, t.tokens, seg.start, seg.end, t.confidence, seg.truncated, t))
+            s.add_result(SegmentResult(t.text, t.tokens, seg.start, seg.end, t.confidence, seg.truncated, t.released()))
 
 
 __all__ = ["RecognitionStream", "SegmentResult", "SpeechEnd", "SpeechStart", "StreamingRecognizer"]

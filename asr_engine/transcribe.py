@@ -1,11 +1,14 @@
-"""Transcribing whole recordings (the `transcribe` command and the `/v1/recognize` endpoint)."""
+"""Transcribing whole recordings: `transcribe_audio` for the `transcribe` command, and the same steps
+from an event loop through the batching recognizer (`transcribe_audio_batched`, `/v1/recognize`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
 from .audio.wav import Audio
+from .batcher import BatchingRecognizer
 from .decoding.bias import Biaser
 from .recognizer import Recognizer, Refine, Transcript, Utterance
 from .segmenter import Chunk, speech_chunks
@@ -48,13 +51,30 @@ def transcribe_audio(
     prompt: str = "",
     refine: Refine | None = None,
 ) -> RecordingResult:
-    """`refine(utterance, transcript)` may rewrite each chunk's text (e.g. a hot-word post-pass)."""
+    """Decode in this thread. `refine(utterance, transcript)` may rewrite each chunk's transcript (e.g.
+    a hot-word post-pass: `Recognizer.refined`)."""
     t0 = time.perf_counter()
     chunks = speech_chunks(audio.samples, audio.sample_rate, vad)
     utts = utterances(chunks, biaser, prompt)
-    transcripts = recognizer.recognize(utts) if chunks else []
+    transcripts = recognizer.recognize(utts) if utts else []
     if refine is not None:
-        for u, t in zip(utts, transcripts, strict=True):
-            if t.text:
-                t.text = refine(u, t)
+        transcripts = [recognizer.refined(refine, u, t) for u, t in zip(utts, transcripts, strict=True)]
     return assemble(chunks, transcripts, t0)
+
+
+async def transcribe_audio_batched(
+    batcher: BatchingRecognizer,
+    vad: SileroVad,
+    audio: Audio,
+    biaser: Biaser | None = None,
+    prompt: str = "",
+    refine: Refine | None = None,
+) -> RecordingResult:
+    """`transcribe_audio` for a caller on an event loop: the VAD runs in a thread, the chunks are decoded
+    (and refined) by `batcher`'s worker along with everyone else's utterances. Raises
+    `RecognizerOverloaded` when the batcher sheds them."""
+    t0 = time.perf_counter()
+    chunks = await asyncio.to_thread(speech_chunks, audio.samples, audio.sample_rate, vad)
+    utts = utterances(chunks, biaser, prompt)
+    transcripts = await asyncio.gather(*(batcher.transcribe(u, refine) for u in utts))
+    return assemble(chunks, list(transcripts), t0)

@@ -29,6 +29,9 @@ class VadConfig(BaseModel):
     min_silence_ms: int = Field(600, ge=64, description="silence that ends an utterance")
     speech_pad_ms: int = Field(200, ge=0, description="audio kept before and after the speech")
     max_utterance_s: float = Field(20.0, gt=1, le=30, description="longer speech is cut here")
+    early_end_ms: int | None = Field(
+        None, ge=64, le=5000, description="calls: decode a turn after this pause; end it there if the dialog acts on it"
+    )
 
 
 class SileroVad:

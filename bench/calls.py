@@ -49,9 +49,9 @@ def _machine_busy() -> tuple[float, float]:
 
 
 async def one_round(
-    n: int, ramp: float, listen: float, utterances: list[str], work: Path, **overrides: object
+    n: int, ramp: float, listen: float, utterances: list[str], work: Path, **sections: dict[str, object]
 ) -> list[str]:
-    async with running_service(max_calls=max(32, n), **overrides) as server:
+    async with running_service(calls={"max_calls": max(32, n)}, **sections) as server:
         callers = []
         for i in range(n):
             utt = utterances[i % len(utterances)]
@@ -131,10 +131,10 @@ async def main() -> None:
             for n in args.calls:
                 work = Path(tmp) / f"n{n}-l{listen:g}"
                 work.mkdir()
-                overrides: dict[str, object] = {"max_batch": args.max_batch}
+                sections: dict[str, dict[str, object]] = {"recognizer": {"max_batch": args.max_batch}}
                 if args.no_redis:
-                    overrides["redis_url"] = None
-                rows.append(await one_round(n, args.ramp, listen, utterances, work, **overrides))
+                    sections |= {"dialog": {"redis_url": None}, "hotwords": {"redis_url": None}}
+                rows.append(await one_round(n, args.ramp, listen, utterances, work, **sections))
                 print(f"round of {n} (listen {listen:g} s) done", file=sys.stderr, flush=True)
     headers = [
         "concurrent",

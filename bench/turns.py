@@ -236,8 +236,12 @@ async def main() -> None:
     utterances = sorted(k for k, v in intents.items() if v["intent"] in QUEUE_INTENTS)
     rows = []
     with tempfile.TemporaryDirectory(prefix="voicenav-turns-") as tmp:
-        overrides = {"max_batch": args.max_batch, "early_end_ms": args.early_end_ms}
-        async with running_service(max_calls=32, **overrides) as server:
+        sections = {
+            "calls": {"max_calls": 32},
+            "recognizer": {"max_batch": args.max_batch},
+            "vad": {"early_end_ms": args.early_end_ms},
+        }
+        async with running_service(**sections) as server:
             for scenario in args.scenarios:
                 work = Path(tmp) / scenario
                 work.mkdir()

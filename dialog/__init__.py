@@ -4,8 +4,9 @@ Knows nothing of SIP, RTP or speech recognition internals. A call session wires 
 
     flow = load_demo_flow()                       # or load_flow(path); dialog.flow
     policy = DialogPolicy(flow)                   # dialog.policy; pure (context, event) -> Decision
-    contexts = open_context_store(redis_url)      # dialog.context; in-process when redis_url is None
-    records = open_record_store(redis_url)        # dialog.records; setup_routes(app, records) for HTTP
+    stores = open_dialog_stores(redis_url, sealer=open_sealer(SealingParams(key_file=...)))
+    contexts, records = stores.contexts, stores.records   # dialog.durable: calls outlive Redis faults
+    # (or open_context_store(None) / open_record_store(None): in-process only); setup_routes(app, records)
     session = DialogSession(call_id, policy, contexts, records, caller=..., transport="sip")
     actions = await session.start()
     actions = await session.handle(Utterance(text, confidence, latency_ms))   # or Dtmf, NoInput, Hangup

@@ -12,6 +12,9 @@ class Play:
     text: str | None
     wav: str | None = None
     barge_in: bool = True
+    # The text reads caller data back (an account number): it is spoken from per-digit audio in memory,
+    # never rendered whole to the prompt cache on disk.
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 Updates are compare-and-set on a version field (a Lua script checks it and writes hash, turn and TTL
 in one step), so two events racing for the same call never lose an update: the loser re-reads and
-re-applies its step. Without Redis, `MemoryContextStore` keeps the same interface in process.
+re-applies its step. `put` replaces a call's whole state (how a call's own copy is written back after
+an outage, see `dialog.durable`). The context (hash field `data`) and each turn are sealed at rest
+(`dialog.sealing`); only the version is stored in the clear. Without Redis, `MemoryContextStore`
+keeps the same interface in process.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from dialog.sealing import Sealer
 from dialog.state import CallContext, Turn
 from dialog.storage import StoreError, guarded, redis_client
 
@@ -84,32 +88,58 @@ return 1
 """
 
 
+# KEYS: hash, turns. ARGV: ttl ms, number of turns, turn values..., field/value pairs...
+_PUT = """
+redis.call('DEL', KEYS[1], KEYS[2])
+local n = tonumber(ARGV[2])
+if n > 0 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 3, 2 + n)) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3 + n))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if n > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+return 1
+"""
+
+
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _encode(context: CallContext) -> list[str]:
-    flat: list[str] = []
-    for name, value in context.model_dump(mode="json").items():
-        flat += [name, json.dumps(value)]
-    return flat
-
-
-def _decode(raw: dict[Any, Any]) -> CallContext:
-    return CallContext.model_validate({_text(k): json.loads(_text(v)) for k, v in raw.items()})
 
 
 class RedisContextStore:
     """Contexts under `{prefix}call:{id}` (hash) and `{prefix}call:{id}:turns` (list)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "voicenav:dialog:", ttl_s: float = DEFAULT_TTL_S) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str = "voicenav:dialog:",
+        ttl_s: float = DEFAULT_TTL_S,
+        sealer: Sealer | None = None,
+    ) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         self._r = client
         self._prefix = prefix
         self._ttl_ms = int(ttl_s * 1000)
+        self._sealer = sealer or Sealer({})
         self._create = client.register_script(_CREATE)
         self._update = client.register_script(_UPDATE)
+        self._put = client.register_script(_PUT)
+
+    def _encode(self, context: CallContext) -> list[str]:
+        key, _ = self._keys(context.call_id)
+        return ["version", json.dumps(context.version), "data", self._sealer.seal(context.model_dump_json(), key)]
+
+    def _decode(self, call_id: str, raw: dict[Any, Any]) -> CallContext:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if "data" not in fields:
+            raise ValueError(f"call {call_id!r}: stored context has no data field")
+        key, _ = self._keys(call_id)
+        return CallContext.model_validate_json(self._sealer.open(fields["data"], key))
+
+    def _seal_turn(self, call_id: str, turn: Turn) -> str:
+        return self._sealer.seal(turn.model_dump_json(), self._keys(call_id)[1])
+
+    def _open_turn(self, call_id: str, stored: str | bytes) -> Turn:
+        return Turn.model_validate_json(self._sealer.open(_text(stored), self._keys(call_id)[1]))
 
     def _keys(self, call_id: str) -> tuple[str, str]:
         base = f"{self._prefix}call:{call_id}"
@@ -119,7 +149,7 @@ class RedisContextStore:
         stored = context.model_copy(update={"version": 1})
         key, _ = self._keys(context.call_id)
         async with guarded("context", "create"):
-            created = await self._create(keys=[key], args=[self._ttl_ms, *_encode(stored)])
+            created = await self._create(keys=[key], args=[self._ttl_ms, *self._encode(stored)])
         if not created:
             raise CallExists(f"call {context.call_id!r} already has a context")
         return stored
@@ -128,7 +158,7 @@ class RedisContextStore:
         key, _ = self._keys(call_id)
         async with guarded("context", "get"):
             raw = await self._r.hgetall(key)
-            return _decode(raw) if raw else None
+            return self._decode(call_id, raw) if raw else None
 
     async def update(self, call_id: str, step: Step) -> tuple[CallContext, Turn | None]:
         """Apply `step` atomically; it is re-run on a fresh read whenever another writer got there first."""
@@ -138,11 +168,11 @@ class RedisContextStore:
             if current is None:
                 raise UnknownCall(f"no context for call {call_id!r}")
             new, turn = _stamp(*step(current), current.version + 1)
-            turn_json = turn.model_dump_json() if turn is not None else ""
+            turn_value = self._seal_turn(call_id, turn) if turn is not None else ""
             async with guarded("context", "update"):
                 done = await self._update(
                     keys=[key, turns_key],
-                    args=[json.dumps(current.version), self._ttl_ms, turn_json, *_encode(new)],
+                    args=[json.dumps(current.version), self._ttl_ms, turn_value, *self._encode(new)],
                 )
             if done == 1:
                 return new, turn
@@ -153,10 +183,17 @@ class RedisContextStore:
             await asyncio.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
         raise StoreError(f"call {call_id!r}: update still contended after {_MAX_ATTEMPTS} attempts")
 
+    async def put(self, context: CallContext, turns: list[Turn]) -> None:
+        """Replace the call's stored context and turns with these (created if Redis lost them)."""
+        key, turns_key = self._keys(context.call_id)
+        sealed = [self._seal_turn(context.call_id, t) for t in turns]
+        async with guarded("context", "put"):
+            await self._put(keys=[key, turns_key], args=[self._ttl_ms, len(sealed), *sealed, *self._encode(context)])
+
     async def turns(self, call_id: str) -> list[Turn]:
         _, turns_key = self._keys(call_id)
         async with guarded("context", "turns"):
-            return [Turn.model_validate_json(_text(t)) for t in await self._r.lrange(turns_key, 0, -1)]
+            return [self._open_turn(call_id, t) for t in await self._r.lrange(turns_key, 0, -1)]
 
     async def ttl(self, call_id: str) -> float | None:
         """Seconds until the call's context expires; None when there is no context."""
@@ -233,11 +270,11 @@ class MemoryContextStore:
 
 
 def open_context_store(
-    redis_url: str | None, prefix: str = "voicenav:dialog:", ttl_s: float = DEFAULT_TTL_S
+    redis_url: str | None, prefix: str = "voicenav:dialog:", ttl_s: float = DEFAULT_TTL_S, sealer: Sealer | None = None
 ) -> ContextStore:
     """The Redis store for `redis_url`, or the embedded in-process store when there is none."""
     if redis_url:
-        return RedisContextStore(redis_client(redis_url), prefix=prefix, ttl_s=ttl_s)
+        return RedisContextStore(redis_client(redis_url), prefix=prefix, ttl_s=ttl_s, sealer=sealer)
     log.warning(
         "no Redis URL configured: call context is kept in this process only; "
         "it is not shared with other instances and is lost on restart"

@@ -5,7 +5,8 @@ found by walking the `yaml.compose` node tree along the pydantic error location.
 
     id: demo
     start: main_menu
-    settings: {no_input_timeout_ms: 5000, max_retries: 2, escalation: {route: agent}, repeat_key: "*"}
+    settings: {no_input_timeout_ms: 5000, max_retries: 2, escalation: {route: agent}, repeat_key: "*",
+               max_rejections: 2, max_call_rejections: 4, max_node_turns: 10, max_turns: 40}
     entities: {product: [Kestrava router, ...]}      # slot values the recognizer looks for
     nodes:
       main_menu:
@@ -22,7 +23,8 @@ found by walking the `yaml.compose` node tree along the pydantic error location.
         grammar: digits
         end_silence_ms: 1500                                        # else settings.digits_end_silence_ms
         collect: {slot: account_number, min_length: 6, max_length: 10, terminator: "#",
-                  next: {route: account}}
+                  storable: false, next: {route: account}}   # storable: raw value kept in records
+        max_rejections: 2                                           # "no" answers, then escalation
       goodbye:
         prompt: {text: "Goodbye."}
         then: {hangup: done}                                        # no input expected
@@ -102,6 +104,8 @@ class DigitCollection(_Strict):
     min_length: int = Field(default=1, ge=1, le=32)
     max_length: int = Field(ge=1, le=32)
     terminator: Literal["#"] | None = "#"
+    # False: the value is caller data (account number, PIN) and is masked in records and logs.
+    storable: bool = False
     next: Target
 
     @model_validator(mode="after")
@@ -130,6 +134,8 @@ class Node(_Strict):
     barge_in: bool | None = None
     timeout_ms: int | None = Field(default=None, ge=500, le=60_000)
     end_silence_ms: int | None = Field(default=None, ge=100, le=5000)
+    max_rejections: int | None = Field(default=None, ge=0, le=20)  # overrides settings.max_rejections
+    max_turns: int | None = Field(default=None, ge=1, le=200)  # overrides settings.max_node_turns
 
     @field_validator("dtmf", mode="before")
     @classmethod
@@ -153,6 +159,8 @@ class Node(_Strict):
             raise ValueError("a collecting node needs `grammar: digits`")
         if self.confirm is not None and self.collect is None:
             raise ValueError("`confirm` only applies to a node that collects digits")
+        if self.max_rejections is not None and self.confirm is None:
+            raise ValueError("`max_rejections` only applies to a node with `confirm`")
         if self.then is None and self.collect is None and not (self.intents or self.dtmf):
             raise ValueError("a node needs `intents`/`dtmf`, `collect` or `then`")
         return self
@@ -172,6 +180,12 @@ class Settings(_Strict):
     no_input_timeout_ms: int = Field(default=5000, ge=500, le=60_000)
     digit_timeout_ms: int = Field(default=4000, ge=500, le=60_000)
     max_retries: int = Field(default=2, ge=0, le=10)
+    # Loops a caller can keep going forever ("no" to every confirmation, "repeat" again and again) end
+    # in the escalation target: per node, per call, and on the answers the dialog gives.
+    max_rejections: int = Field(default=2, ge=0, le=20)  # "no" to a confirmation in one node
+    max_call_rejections: int = Field(default=4, ge=0, le=50)  # "no" to confirmations in the whole call
+    max_node_turns: int = Field(default=10, ge=1, le=200)  # answers given in one node
+    max_turns: int = Field(default=40, ge=1, le=500)  # answers given in the whole call
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     # Silence that ends a turn by grammar: a spoken number has pauses between groups ("555 | 0138"),
     # a yes or no is over at once.

@@ -118,6 +118,16 @@ def parse_digits(tokens: list[str]) -> DigitParse:
     return DigitParse("".join(out), used, n - used)
 
 
+def number_tokens(tokens: list[str]) -> list[bool]:
+    """Which tokens `parse_digits` would read as (part of) a number: what a record must not show."""
+    marks = []
+    for i, tok in enumerate(tokens):
+        repeater = tok in _REPEATERS and i + 1 < len(tokens) and _is_digit_token(tokens[i + 1])
+        homophone = tok in _HOMOPHONES and _next_to_digit(tokens, i)
+        marks.append(_is_digit_token(tok) or any(c.isdigit() for c in tok) or repeater or homophone)
+    return marks
+
+
 def _is_digit_token(tok: str) -> bool:
     return tok in _DIGIT_WORDS or tok.isdigit() or tok in _TEENS or tok in _TENS
 

@@ -10,6 +10,7 @@ from dialog import actions as act
 from dialog import events as ev
 from dialog.flow import Flow, Node, Prompt, Target
 from dialog.intents import IntentRecognizer
+from dialog.redact import secret_slots
 from dialog.state import HISTORY_LIMIT, CallContext, PromptRef
 
 _MAX_HOPS = 16  # `then` chains are checked acyclic at load time; this bounds a decision regardless
@@ -34,18 +35,24 @@ def _speakable(value: str) -> str:
     return " ".join(value) if value.isdigit() else value
 
 
-def render(prompt: Prompt | PromptRef, slots: Mapping[str, str], barge_in: bool) -> act.Play:
+def render(
+    prompt: Prompt | PromptRef, slots: Mapping[str, str], barge_in: bool, secret: frozenset[str] = frozenset()
+) -> act.Play:
+    """The Play for `prompt` with slot values filled in; private when it reads a `secret` slot back."""
     text = None
+    private = False
     if prompt.text is not None:
         values = _SlotValues({k: _speakable(v) for k, v in slots.items()})
         text = string.Formatter().vformat(prompt.text, (), values)
-    return act.Play(text=text, wav=prompt.wav, barge_in=barge_in)
+        private = any(name in secret for _, name, _, _ in string.Formatter().parse(prompt.text) if name)
+    return act.Play(text=text, wav=prompt.wav, barge_in=barge_in, private=private)
 
 
 class DialogPolicy:
     def __init__(self, flow: Flow, recognizer: IntentRecognizer | None = None) -> None:
         self.flow = flow
         self.recognizer = recognizer or IntentRecognizer(flow.entities)
+        self._secret = secret_slots(flow)
 
     def new_context(self, call_id: str) -> CallContext:
         return CallContext(call_id=call_id, flow_id=self.flow.id)
@@ -65,11 +72,33 @@ class DialogPolicy:
             out: list[act.Action] = []
             self._enter(ctx, self.flow.start, out, push=False)
             return Decision(ctx, out)
+        limit = self._turn_limit(ctx)
+        if limit is not None:
+            escalation: list[act.Action] = []
+            self._escalate(ctx, escalation, limit)
+            return Decision(ctx, escalation)
+        node_before = ctx.node
         if isinstance(event, ev.Utterance):
-            return self._utterance(ctx, event)
-        if isinstance(event, ev.Dtmf):
-            return self._dtmf(ctx, event.digits)
-        return self._no_input(ctx)
+            decision = self._utterance(ctx, event)
+        elif isinstance(event, ev.Dtmf):
+            decision = self._dtmf(ctx, event.digits)
+        else:
+            decision = self._no_input(ctx)
+        if decision.actions:  # a key added to the digit buffer is not an answer
+            ctx.turns += 1
+            if ctx.node == node_before:  # entering a node starts its count, as at the call's start
+                ctx.node_turns += 1
+        return decision
+
+    def _turn_limit(self, ctx: CallContext) -> str | None:
+        """Why this call may not take another turn, if it may not."""
+        s = self.flow.settings
+        if ctx.turns >= s.max_turns:
+            return "turn-limit"
+        node = self._node(ctx)
+        if ctx.node_turns >= (node.max_turns or s.max_node_turns):
+            return "node-turn-limit"
+        return None
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -167,7 +196,7 @@ class DialogPolicy:
     def _play(self, ctx: CallContext, prompts: list[Prompt | PromptRef], out: list[act.Action]) -> None:
         ctx.last_prompts = [PromptRef(text=p.text, wav=p.wav) for p in prompts]
         barge_in = self._barge_in(ctx)
-        out.extend(render(p, ctx.slots, barge_in) for p in prompts)
+        out.extend(render(p, ctx.slots, barge_in, self._secret) for p in prompts)
 
     def _listen(self, ctx: CallContext, out: list[act.Action]) -> None:
         node = self._node(ctx)
@@ -197,6 +226,8 @@ class DialogPolicy:
             ctx.history = [*ctx.history, ctx.node][-HISTORY_LIMIT:]
         ctx.node = name
         ctx.failures = 0
+        ctx.node_turns = 0
+        ctx.rejections = 0
         ctx.confirming = False
         ctx.digit_buffer = ""
         node = self.flow.nodes[name]
@@ -208,7 +239,7 @@ class DialogPolicy:
 
     def _execute(self, ctx: CallContext, target: Target, out: list[act.Action], hops: int = 0) -> None:
         if target.say is not None:
-            out.append(render(target.say, ctx.slots, self._barge_in(ctx)))
+            out.append(render(target.say, ctx.slots, self._barge_in(ctx), self._secret))
         if target.goto is not None:
             if hops >= _MAX_HOPS:
                 self._end(ctx, out, act.Hangup("flow-loop"), {"hangup": "flow-loop"})
@@ -230,13 +261,22 @@ class DialogPolicy:
     def _failed(self, ctx: CallContext, out: list[act.Action]) -> bool:
         """Count a failure; past `max_retries` hand the caller to the escalation target."""
         ctx.failures += 1
-        s = self.flow.settings
-        if ctx.failures <= s.max_retries:
+        if ctx.failures <= self.flow.settings.max_retries:
             return False
-        if s.escalation_prompt is not None:
-            out.append(render(s.escalation_prompt, ctx.slots, self._barge_in(ctx)))
-        self._execute(ctx, s.escalation, out)
+        self._escalate(ctx, out, "retry-limit")
         return True
+
+    def _escalate(self, ctx: CallContext, out: list[act.Action], reason: str) -> None:
+        """Hand the caller to the escalation target; when that is a node the caller already got stuck in
+        once, end the call instead of going round again."""
+        s = self.flow.settings
+        if ctx.escalated and s.escalation.goto is not None:
+            self._end(ctx, out, act.Hangup(reason), {"hangup": reason})
+            return
+        ctx.escalated = True
+        if s.escalation_prompt is not None:
+            out.append(render(s.escalation_prompt, ctx.slots, self._barge_in(ctx), self._secret))
+        self._execute(ctx, s.escalation, out)
 
     def _no_match(self, ctx: CallContext, out: list[act.Action]) -> None:
         ctx.no_match_count += 1
@@ -299,7 +339,14 @@ class DialogPolicy:
         if yes:
             self._execute(ctx, c.next, out)
             return
-        # A "no" is a correction, not a failure: ask for the number again.
+        # A "no" is a correction, not a failure: ask for the number again, a bounded number of times.
         ctx.slots.pop(c.slot, None)
+        ctx.rejections += 1
+        ctx.call_rejections += 1
+        s = self.flow.settings
+        node_limit = s.max_rejections if node.max_rejections is None else node.max_rejections
+        if ctx.rejections > node_limit or ctx.call_rejections > s.max_call_rejections:
+            self._escalate(ctx, out, "rejection-limit")
+            return
         self._play(ctx, [node.prompt], out)
         self._listen(ctx, out)

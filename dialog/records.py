@@ -1,8 +1,10 @@
 """Call records: who called, how, every turn and where the call ended; kept for a retention period.
 
-In Redis each record is a JSON string with a TTL, indexed by start time in a sorted set that is
-trimmed (by age and by count) on every write. `MemoryRecordStore` is the embedded equivalent. The HTTP
-view is `GET /v1/calls` (newest first) and `GET /v1/calls/{id}`.
+In Redis each record is a JSON string (sealed, see `dialog.sealing`) with a TTL, indexed by start time
+in a sorted set that is trimmed (by age and by count) on every write. `MemoryRecordStore` is the
+embedded equivalent. The HTTP view is `GET /v1/calls` (newest first) and `GET /v1/calls/{id}`; every
+read is audited (log line and counter) with the reader's identity, which an authentication middleware
+puts in `request[READER]` ("anonymous" without one).
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from typing import Literal, Protocol
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dialog.sealing import Sealer
 from dialog.state import Turn
 from dialog.storage import StoreError, guarded, redis_client
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("voicenav.audit")
+
+RECORD_READS = Counter("voicenav_call_record_reads_total", "Call record reads over HTTP, by view (one, list)", ["view"])
+# What an authentication middleware sets to who is asking (a user name, a token's subject).
+READER: web.RequestKey[str] = web.RequestKey("voicenav_reader", str)
 
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 DEFAULT_MAX_RECORDS = 100_000
@@ -102,13 +111,19 @@ class RedisRecordStore:
         prefix: str = "voicenav:dialog:",
         retention_s: float = DEFAULT_RETENTION_S,
         max_records: int = DEFAULT_MAX_RECORDS,
+        sealer: Sealer | None = None,
     ) -> None:
         _bounds(retention_s, max_records)
         self._r = client
         self._prefix = prefix
         self._retention_s = retention_s
         self._max = max_records
+        self._sealer = sealer or Sealer({})
         self._save = client.register_script(_SAVE)
+
+    def _open(self, call_id: str, stored: str | bytes) -> CallRecord:
+        text = stored.decode() if isinstance(stored, bytes) else stored
+        return CallRecord.model_validate_json(self._sealer.open(text, self._key(call_id)))
 
     def _key(self, call_id: str) -> str:
         return f"{self._prefix}record:{call_id}"
@@ -128,7 +143,7 @@ class RedisRecordStore:
             await self._save(
                 keys=[self._key(record.call_id), self._index],
                 args=[
-                    record.model_dump_json(),
+                    self._sealer.seal(record.model_dump_json(), self._key(record.call_id)),
                     remaining_ms,
                     repr(started),
                     record.call_id,
@@ -141,7 +156,7 @@ class RedisRecordStore:
     async def get(self, call_id: str) -> CallRecord | None:
         async with guarded("records", "get"):
             raw = await self._r.get(self._key(call_id))
-            return CallRecord.model_validate_json(raw) if raw is not None else None
+            return self._open(call_id, raw) if raw is not None else None
 
     async def list(self, limit: int) -> list[CallRecord]:
         """Newest first (by start time)."""
@@ -151,9 +166,10 @@ class RedisRecordStore:
             ids = await self._r.zrevrange(self._index, 0, limit - 1)
             if not ids:
                 return []
-            raws = await self._r.mget([self._key(i if isinstance(i, str) else i.decode()) for i in ids])
+            call_ids = [i if isinstance(i, str) else i.decode() for i in ids]
+            raws = await self._r.mget([self._key(i) for i in call_ids])
             # A record whose key expired before the index was next trimmed is simply gone.
-            return [CallRecord.model_validate_json(r) for r in raws if r is not None]
+            return [self._open(i, r) for i, r in zip(call_ids, raws, strict=True) if r is not None]
 
 
 class MemoryRecordStore:
@@ -202,9 +218,10 @@ def open_record_store(
     prefix: str = "voicenav:dialog:",
     retention_s: float = DEFAULT_RETENTION_S,
     max_records: int = DEFAULT_MAX_RECORDS,
+    sealer: Sealer | None = None,
 ) -> RecordStore:
     if redis_url:
-        return RedisRecordStore(redis_client(redis_url), prefix, retention_s, max_records)
+        return RedisRecordStore(redis_client(redis_url), prefix, retention_s, max_records, sealer)
     log.warning("no Redis URL configured: call records are kept in this process only and lost on restart")
     return MemoryRecordStore(retention_s, max_records)
 
@@ -235,7 +252,13 @@ async def _list_calls(request: web.Request) -> web.Response:
     except StoreError as exc:
         log.warning("listing call records failed: %s", exc)
         raise _error(web.HTTPServiceUnavailable, "call records are unavailable") from exc
+    RECORD_READS.labels("list").inc()
+    audit.info("call records listed by %s: %s", _reader(request), ",".join(c.call_id for c in calls) or "none")
     return _json(CallList(calls=calls))
+
+
+def _reader(request: web.Request) -> str:
+    return request.get(READER) or "anonymous"
 
 
 async def _get_call(request: web.Request) -> web.Response:
@@ -247,6 +270,8 @@ async def _get_call(request: web.Request) -> web.Response:
         raise _error(web.HTTPServiceUnavailable, "call records are unavailable") from exc
     if record is None:
         raise _error(web.HTTPNotFound, "unknown call")
+    RECORD_READS.labels("one").inc()
+    audit.info("call record %s read by %s", call_id, _reader(request))
     return _json(record)
 
 

@@ -13,8 +13,10 @@ from prometheus_client import Counter
 from dialog import actions as act
 from dialog import events as ev
 from dialog.context import ContextStore
+from dialog.flow import Flow
 from dialog.policy import Decision, DialogPolicy
 from dialog.records import CallRecord, RecordStore
+from dialog.redact import redact_turn
 from dialog.state import CallContext, Turn
 from dialog.storage import StoreError
 
@@ -36,9 +38,9 @@ _EVENT_NAMES = {
 }
 
 
-def _turn(before: CallContext, event: ev.Event, decision: Decision) -> Turn:
+def _turn(flow: Flow, before: CallContext, event: ev.Event, decision: Decision) -> Turn:
     prompts = [a.wav or a.text or "" for a in decision.actions if isinstance(a, act.Play)]
-    return Turn(
+    turn = Turn(
         at=time.time(),
         node=before.node,
         event=_EVENT_NAMES[type(event)],
@@ -50,6 +52,8 @@ def _turn(before: CallContext, event: ev.Event, decision: Decision) -> Turn:
         asr_confidence=event.confidence if isinstance(event, ev.Utterance) else None,
         latency_ms=event.latency_ms if isinstance(event, ev.Utterance) else None,
     )
+    # Turns are kept (context, then the call record) only with the caller's data masked.
+    return redact_turn(turn, flow, before, decision.context)
 
 
 class DialogSession:
@@ -90,7 +94,7 @@ class DialogSession:
                 return current, None
             decision = self._policy.decide(current, event)
             decisions.append(decision)
-            return decision.context, _turn(current, event, decision)
+            return decision.context, _turn(self._policy.flow, current, event, decision)
 
         context, _ = await self._contexts.update(self.call_id, step)
         if not decisions:

@@ -29,6 +29,11 @@ class CallContext(BaseModel):
     node: str | None = None
     confirming: bool = False  # waiting for yes/no on collected digits
     failures: int = 0  # no-input + no-match in the current node
+    turns: int = 0  # answers the dialog has given in this call
+    node_turns: int = 0  # ... and in the current node
+    rejections: int = 0  # "no" to a confirmation in the current node
+    call_rejections: int = 0  # ... and in the whole call
+    escalated: bool = False  # the escalation target was taken once already
     no_input_count: int = 0
     no_match_count: int = 0
     digit_buffer: str = ""

@@ -107,10 +107,12 @@ class HotwordsApi:
     def guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
             try:
-                identity = self.auth.identify(request.headers.get("Authorization"))
-                if identity is None:
+                principal = self.auth.authenticate(request.headers.get("Authorization"))
+                if principal is None:
                     raise HttpProblem(401, "missing or invalid bearer token", "unauthorized")
-                return await handler(request, identity)
+                if "admin" not in principal.roles:
+                    raise HttpProblem(403, "the token lacks the admin role", "forbidden")
+                return await handler(request, principal.identity)
             except HttpProblem as problem:
                 return _problem(request, problem)
             except NotFound as exc:

@@ -43,7 +43,7 @@ class Biasing:
         The transcript comes from a decode without the phrases as prompt: a prompt makes Whisper write
         the names, but it also rewrites ordinary sentences. So the prompt is used only where the
         transcript holds no phrase yet and has a span that sounds like one (or the decoder was unsure):
-        the utterance is decoded again with it, on the kept encoder output. Sound-alike spans of either
+        the utterance is decoded again with it, on the transcript's encoder output. Sound-alike spans of either
         transcript propose readings; the recognizer weighs each against the transcript on the audio, the
         phrases given as context, and the best replaces the transcript if it is within `margin` of it.
         """
@@ -53,15 +53,15 @@ class Biasing:
         context = replace(utterance, prompt=prompt) if prompt else utterance
         called_for = transcript.avg_logprob < self.unsure_logprob or any(r != text for r in readings)
         if prompt and called_for and not self.corrector.spelled(text):
-            again = recognizer.redecode(replace(context, bias=self.graph.start())).text
+            again = recognizer.redecode(replace(context, bias=self.graph.start()), transcript.encoding).text
             if again and again != text:
                 readings += [again, self.correct(again), *self.corrector.alternatives(again, limit=4)]
-        return self._best(recognizer, context, text, readings)
+        return self._best(recognizer, context, transcript, readings)
 
     def weigh(self, recognizer: Recognizer, utterance: Utterance, transcript: Transcript) -> str:
         """`refine` for a transcript already decoded with the phrases as prompt (a call's turn): its
         sound-alike readings are weighed on the audio, with no second decode to wait for."""
-        return self._best(recognizer, utterance, transcript.text, self._readings(transcript))
+        return self._best(recognizer, utterance, transcript, self._readings(transcript))
 
     def _readings(self, transcript: Transcript) -> list[str]:
         """The strict correction, and loose sound-alike readings where the decoder was not sure."""
@@ -70,10 +70,11 @@ class Biasing:
             readings += self.corrector.alternatives(transcript.text, limit=4)
         return readings
 
-    def _best(self, recognizer: Recognizer, context: Utterance, text: str, readings: list[str]) -> str:
+    def _best(self, recognizer: Recognizer, context: Utterance, transcript: Transcript, readings: list[str]) -> str:
+        text = transcript.text
         readings = [r for r in dict.fromkeys(readings) if r != text and self.corrector.spelled(r)]
         if not readings:
             return text
-        gains = recognizer.compare(context, text, readings)
+        gains = recognizer.compare(context, text, readings, transcript.encoding)
         best = max(range(len(readings)), key=gains.__getitem__)
         return readings[best] if gains[best] >= -self.margin else text

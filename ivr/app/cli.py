@@ -1,4 +1,4 @@
-"""The `voicenav` command: serve, transcribe, prepare."""
+"""The `voicenav` command: serve, transcribe, prepare, config. Flags come from the settings tree."""
 
 from __future__ import annotations
 
@@ -13,68 +13,52 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from ivr.app.config import AppConfig, UnknownSettings, load_config
+from ivr.app.flags import add_setting_flags, flag_values
+
 log = logging.getLogger("voicenav")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", "--model-dir", dest="model", help="tiny.en (default), base, or a model directory / OpenAI .pt file"
-    )
-    p.add_argument("--engine", choices=["onnx", "torchscript"])
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, dest="intra_op_threads", help="intra-op threads (default: CPU quota)")
-    p.add_argument("--cache-dir", type=Path, help="where converted models are kept")
-
-
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="voicenav", description="Contact-center voice navigation")
+    ap = argparse.ArgumentParser(
+        prog="voicenav",
+        description="Contact-center voice navigation. Every setting is also a VOICENAV_* environment "
+        "variable; see docs/configuration.md.",
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the service (SIP, WebRTC, HTTP API)")
-    _add_model_args(s)
-    s.add_argument("--sip-host")
-    s.add_argument("--sip-port", type=int)
-    s.add_argument("--http-host")
-    s.add_argument("--http-port", type=int)
-    s.add_argument("--redis-url", help="Redis for dialog context, call records and hot words (default: in-process)")
-    s.add_argument("--flow", type=Path, help="call flow YAML (default: the built-in demo flow)")
-    s.add_argument("--max-calls", type=int)
-    s.add_argument("--drain-timeout", type=float, dest="drain_timeout_s", help="seconds to wait for calls on SIGTERM")
+    add_setting_flags(s)
 
     t = sub.add_parser("transcribe", help="transcribe WAV files (8 kHz telephone or 16 kHz)")
-    _add_model_args(t)
-    t.add_argument("--beam-size", type=int)
+    add_setting_flags(t, ("recognizer",))
     t.add_argument("--json", action="store_true", help='one JSON line per file: {"file", "text", "seconds"}')
     t.add_argument("--hotwords", help='phrases to favour, comma-separated: "Zentrix Unlimited, NovaPay wallet"')
     t.add_argument("--hotword-file", type=Path, help="one phrase per line, optionally `phrase,boost`")
     t.add_argument("files", nargs="+")
 
     p = sub.add_parser("prepare", help="convert a model ahead of time (ONNX, int8, TorchScript)")
-    _add_model_args(p)
+    add_setting_flags(p, ("recognizer",))
+
+    c = sub.add_parser("config", help="show the settings in effect (defaults, environment, flags)")
+    add_setting_flags(c)
+    shown = c.add_mutually_exclusive_group(required=True)
+    shown.add_argument("--print", action="store_true", help="the effective settings, secrets hidden")
+    shown.add_argument("--markdown", action="store_true", help="the reference of every setting (docs/configuration.md)")
+    c.add_argument("--format", choices=["yaml", "json"], default="yaml", help="of --print")
     return ap
 
 
-def _config(args: argparse.Namespace):
-    from ivr.app.config import from_env
+def _config(args: argparse.Namespace) -> AppConfig:
+    return load_config(flag_values(args))
 
-    keys = [
-        "model",
-        "engine",
-        "device",
-        "intra_op_threads",
-        "cache_dir",
-        "sip_host",
-        "sip_port",
-        "http_host",
-        "http_port",
-        "redis_url",
-        "flow",
-        "max_calls",
-        "drain_timeout_s",
-        "beam_size",
-    ]
-    return from_env({k: getattr(args, k, None) for k in keys})
+
+def _show_config(args: argparse.Namespace) -> int:
+    from ivr.app.config_doc import effective, markdown
+
+    print(markdown() if args.markdown else effective(_config(args), args.format), end="")
+    return 0
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -84,7 +68,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     from asr_engine.vad import SileroVad
 
     cfg = _config(args)
-    recognizer = Recognizer(cfg.recognizer(), progress=lambda m: print(m, file=sys.stderr))
+    recognizer = Recognizer(cfg.recognizer, progress=lambda m: print(m, file=sys.stderr))
     recognizer.warmup()
     vad = SileroVad()
     biasing = _hotwords(args, recognizer)
@@ -128,7 +112,7 @@ def _hotwords(args: argparse.Namespace, recognizer):
 def _prepare(args: argparse.Namespace) -> int:
     from asr_engine.recognizer import engine_for
 
-    rc = _config(args).recognizer()
+    rc = _config(args).recognizer
     engine, *_ = engine_for(rc, progress=lambda m: print(m, file=sys.stderr))
     print(f"prepared {rc.model} for {engine.name} in {rc.engine.cache_dir}")
     return 0
@@ -147,7 +131,7 @@ async def _serve(args: argparse.Namespace) -> int:
     await runner.setup()  # starts loading the recognizer in the background; /readyz says when it is done
     try:
         await service.start_sip()
-        site = web.TCPSite(runner, cfg.http_host, cfg.http_port)
+        site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
         await site.start()
     except OSError as e:
         log.error("cannot listen: %s", e)
@@ -156,9 +140,9 @@ async def _serve(args: argparse.Namespace) -> int:
     assert service.sip is not None
     log.info(
         "SIP on %s:%d, HTTP on http://%s:%d",
-        cfg.sip_host,
+        cfg.sip.host,
         service.sip.bound_port,
-        cfg.http_host,
+        cfg.http.host,
         runner.addresses[0][1],
     )
     stop = asyncio.Event()
@@ -184,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             return _transcribe(args)
         if args.command == "prepare":
             return _prepare(args)
+        if args.command == "config":
+            return _show_config(args)
         return asyncio.run(_serve(args))
-    except ValidationError as e:
+    except (ValidationError, UnknownSettings) as e:
         print(f"voicenav: bad configuration:\n{e}", file=sys.stderr)
         return 2
 

@@ -1,85 +1,204 @@
-"""Service configuration: defaults, overridden by VOICENAV_* environment variables, then by flags."""
+"""The app's settings: one tree that nests each component's own model.
+
+Values come from the models' defaults, then `VOICENAV_<SECTION>__<FIELD>` environment variables
+(`__` joins the levels: `VOICENAV_SIP__PORT`, `VOICENAV_RECOGNIZER__ENGINE__DEVICE`; lists and maps
+are JSON), then command-line flags (`ivr.app.flags`). Nothing else in the project reads the
+environment for settings, and every service gets its own section of this tree.
+"""
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import os
-from pathlib import Path
-from typing import Literal
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, get_args
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from asr_engine.config import DecodeConfig, EngineConfig, RecognizerConfig
+from asr_engine.config import RecognizerConfig
+from asr_engine.vad import VadConfig
+from dialog.config import DialogParams
+from hotwords.auth import AuthParams
+from hotwords.config import HotwordsConfig
+from ivr.app.auth import HttpAuthParams
+from ivr.calls.config import CallsParams
+from ivr.calls.prompts import PromptConfig
+from ivr.media.rtp_session import RtpSessionConfig
+from ivr.sip.config import SipParams
+from ivr.webrtc.endpoint import WebRtcConfig
+
+ENV_PREFIX = "VOICENAV_"
+ENV_NESTING = "__"
 
 
-class ServiceConfig(BaseModel):
-    sip_host: str = "127.0.0.1"
-    sip_port: int = Field(5060, ge=0, le=65535)  # 0: any free port
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(8080, ge=0, le=65535)
-    public_ip: str | None = Field(None, description="address advertised in SDP and Contact; default sip_host")
-    # RTP ports per call; both None: any free port (tests, single-host setups without a firewall)
-    rtp_port_min: int | None = Field(20000, ge=1024, le=65535)
-    rtp_port_max: int | None = Field(20999, ge=1024, le=65535)
-    redis_url: str | None = None
-    model: str = "tiny.en"
-    engine: Literal["onnx", "torchscript"] = "onnx"
-    device: Literal["cpu", "cuda"] = "cpu"
-    cuda_device_id: int = Field(0, ge=0)
-    gpu_mem_limit_mb: int | None = Field(None, gt=0)
-    intra_op_threads: int | None = Field(None, ge=1)
-    max_calls: int = Field(32, ge=1)
-    max_batch: int = Field(8, ge=1, le=64)
-    beam_size: int = Field(1, ge=1, le=16)
-    admin_token: str | None = Field(None, repr=False)
-    admin_token_file: Path | None = None
-    cache_dir: Path = Path.home() / ".cache" / "voicenav"
-    drain_timeout_s: float = Field(300.0, ge=0)
-    flow: Path | None = None
-    max_body_mb: float = Field(16.0, gt=0)
-    redis_prefix: str = Field("voicenav:", min_length=1, description="dialog keys go under <prefix>dialog:")
-    hotwords_prefix: str = Field("voicenav:hotwords", min_length=1, description="the hot-word admin API's prefix")
-    sip_transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
-    retry_after_s: int = Field(30, ge=0, description="Retry-After of a 503 while draining or full")
-    queue_uris: dict[str, str] = Field(
-        default_factory=dict, description="queue -> SIP URI a routed SIP call is transferred to (REFER)"
-    )
-    apology_transfer_uri: str | None = Field(None, description="where a call goes when the service fails it")
-    webrtc_host_addresses: list[str] | None = Field(None, description="ICE host candidates; None: all")
-    prompt_cache_dir: Path | None = Field(None, description="rendered prompts; default <cache_dir>/prompts")
-    prompt_voice: str | None = None
-    end_of_speech_ms: int = Field(600, ge=64, le=5000, description="silence that ends a caller's turn")
-    early_end_ms: int | None = Field(
-        None, ge=64, le=5000, description="a turn is decoded after this pause and ends there if the dialog acts on it"
+class HttpParams(BaseModel):
+    host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0: any free port")
+    max_body_mb: float = Field(16.0, gt=0, description="largest request body, e.g. audio posted to /v1/recognize")
+    access: HttpAuthParams = Field(HttpAuthParams(), description="which routes need which token role; rate limits")
+
+
+class AppConfig(BaseSettings):
+    # An empty variable counts as unset, as a blank line in a ConfigMap or an `-e NAME=` would mean.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, env_ignore_empty=True, extra="forbid"
     )
 
-    def recognizer(self) -> RecognizerConfig:
-        return RecognizerConfig(
-            model=self.model,
-            engine=EngineConfig(
-                kind=self.engine,
-                device=self.device,
-                device_id=self.cuda_device_id,
-                gpu_mem_limit_mb=self.gpu_mem_limit_mb,
-                intra_op_threads=self.intra_op_threads,
-                cache_dir=self.cache_dir,
-            ),
-            decode=DecodeConfig(beam_size=self.beam_size),
-            max_batch=self.max_batch,
+    sip: SipParams = Field(SipParams(), description="SIP front end")
+    rtp: RtpSessionConfig = Field(
+        RtpSessionConfig(port_min=20000, port_max=20999), description="RTP media of SIP calls"
+    )
+    webrtc: WebRtcConfig = Field(WebRtcConfig(), description="WebRTC front end (the softphone page)")
+    recognizer: RecognizerConfig = Field(RecognizerConfig(), description="speech recognition")
+    vad: VadConfig = Field(VadConfig(), description="voice activity detection: when a caller's turn ends")
+    hotwords: HotwordsConfig = Field(HotwordsConfig(), description="hot-word lists and their biasing")
+    dialog: DialogParams = Field(DialogParams(), description="call flow, dialog context and call records")
+    prompts: PromptConfig = Field(PromptConfig(), description="spoken prompts (text to speech)")
+    auth: AuthParams = Field(AuthParams(), description="admin API tokens")
+    http: HttpParams = Field(HttpParams(), description="HTTP API")
+    calls: CallsParams = Field(CallsParams(), description="admission, draining and transfers of calls")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _onto_defaults(cls, data: Any) -> Any:
+        """A section given in part (one env variable, one flag) keeps the tree's defaults for the rest:
+        `VOICENAV_RTP__BIND_HOST` alone must not drop the default RTP port range."""
+        if not isinstance(data, Mapping):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            given = data.get(name)
+            default = field.get_default(call_default_factory=True)
+            if isinstance(given, Mapping) and isinstance(default, BaseModel):
+                merged[name] = _deep_merge(default.model_dump(), given)
+        return merged
+
+    @model_validator(mode="after")
+    def _media_reachable(self) -> AppConfig:
+        # RTP bound to loopback behind a SIP listener on a real address would answer calls that never
+        # hear anything; say so at start-up instead.
+        if _is_loopback(self.rtp.bind_host) and not _is_loopback(self.sip.host):
+            raise ValueError(
+                f"rtp.bind_host {self.rtp.bind_host} is a loopback address while SIP listens on {self.sip.host}"
+            )
+        return self
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One leaf of the tree, with the names it goes by outside."""
+
+    path: tuple[str, ...]
+    field: FieldInfo
+    default: Any
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.path)
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + ENV_NESTING.join(self.path).upper()
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return ("--" + "-".join(self.path).replace("_", "-"), *FLAG_ALIASES.get(self.key, ()))
+
+    @property
+    def annotation(self) -> Any:
+        return self.field.annotation
+
+    @property
+    def secret(self) -> bool:
+        return SecretStr in (self.annotation, *get_args(self.annotation))
+
+
+# Short flags for the settings used most, kept from before the flags were generated.
+FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "recognizer.model": ("--model", "--model-dir"),
+    "recognizer.engine.kind": ("--engine",),
+    "recognizer.engine.device": ("--device",),
+    "recognizer.engine.intra_op_threads": ("--threads",),
+    "recognizer.engine.cache_dir": ("--cache-dir",),
+    "recognizer.decode.beam_size": ("--beam-size",),
+    "dialog.redis_url": ("--redis-url",),
+    "dialog.flow": ("--flow",),
+    "calls.max_calls": ("--max-calls",),
+    "calls.drain_timeout_s": ("--drain-timeout",),
+}
+
+
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model a field nests, or None for a leaf (lists of models are leaves: they come as JSON)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def settings(sections: tuple[str, ...] | None = None) -> Iterator[Setting]:
+    """Every leaf setting of `AppConfig` (of the named sections only, if given), in declaration order."""
+
+    def walk(model: BaseModel, path: tuple[str, ...]) -> Iterator[Setting]:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if nested_model(field.annotation) is not None:
+                yield from walk(value, (*path, name))
+            else:
+                yield Setting((*path, name), field, value)
+
+    for name, field in AppConfig.model_fields.items():
+        if sections is None or name in sections:
+            yield from walk(field.get_default(call_default_factory=True), (name,))
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """`VOICENAV_` variables that look like settings but name none, which would otherwise be ignored:
+    a typo in a nested name, or a flat name of the kind used before the settings were nested
+    (`VOICENAV_SIP_PORT`, `VOICENAV_MAX_CALLS`). Other `VOICENAV_` variables (build arguments, test
+    switches) are not settings and pass."""
+    leaves = list(settings())
+    known = {s.env for s in leaves}
+    # A section set as a whole (JSON) is a setting too.
+    known |= {ENV_PREFIX + ENV_NESTING.join(s.path[:i]).upper() for s in leaves for i in range(1, len(s.path))}
+    flat = {ENV_PREFIX + "_".join(s.path).upper() for s in leaves} | {ENV_PREFIX + s.path[-1].upper() for s in leaves}
+    return sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known and (ENV_NESTING in n or n in flat))
+
+
+class UnknownSettings(ValueError):
+    """The environment names settings that do not exist."""
+
+
+def load_config(flags: Mapping[str, Any] | None = None) -> AppConfig:
+    """Defaults, then the environment, then `flags` (a nested mapping, as `ivr.app.flags` builds it)."""
+    unknown = unknown_env(os.environ)
+    if unknown:
+        raise UnknownSettings(
+            f"unknown settings in the environment: {', '.join(unknown)} "
+            f"(names nest with {ENV_NESTING}, e.g. VOICENAV_SIP{ENV_NESTING}PORT; see docs/configuration.md)"
         )
+    return AppConfig(**(flags or {}))
 
 
-def from_env(overrides: dict | None = None, environ: dict[str, str] | None = None) -> ServiceConfig:
-    """Build the config from VOICENAV_<FIELD> variables and explicit overrides (flags)."""
-    env = os.environ if environ is None else environ
-    values: dict = {}
-    for name in ServiceConfig.model_fields:
-        raw = env.get(f"VOICENAV_{name.upper()}")
-        if raw is not None and raw != "":
-            # Structured fields (queue_uris, lists) come as JSON in the environment.
-            values[name] = json.loads(raw) if raw[:1] in "[{" else raw
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return ServiceConfig.model_validate(values)
-
-
-__all__ = ["ServiceConfig", "ValidationError", "from_env"]
+__all__ = ["AppConfig", "HttpParams", "Setting", "UnknownSettings", "load_config", "settings"]

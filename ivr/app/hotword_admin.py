@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from hotwords.api import setup_routes
-from hotwords.auth import AdminAuth
+from hotwords.auth import AdminAuth, AuthParams
 from hotwords.config import HotwordsConfig
 from hotwords.service import HotwordService
 from hotwords.store import HotwordStore
@@ -39,9 +39,10 @@ class LoadedTokenizer:
         return self._tok().decode(ids)
 
 
-def admin_auth() -> AdminAuth | None:
+def admin_auth(params: AuthParams) -> AdminAuth | None:
+    """The admin tokens, or None (and the admin API stays off) when none are configured."""
     try:
-        return AdminAuth.from_env()
+        return AdminAuth.from_params(params)
     except ValueError as e:
         log.warning("hot-word admin API disabled: %s", e)
         return None
@@ -53,14 +54,16 @@ def setup_hotword_admin(
     config: HotwordsConfig,
     tokenizer: Callable[[], object | None],
     auth: AdminAuth,
+    retry_after: dict[str, str],
 ) -> None:
+    """`retry_after`: the service's Retry-After header for the 503 while the recognizer loads."""
     codec = LoadedTokenizer(tokenizer)
     setup_routes(app, HotwordService(store, codec, config), auth)
 
     @web.middleware
     async def loading(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         if request.path.startswith("/v1/hotwords") and tokenizer() is None:
-            return web.json_response({"error": "recognizer is loading"}, status=503, headers={"Retry-After": "5"})
+            return web.json_response({"error": "recognizer is loading"}, status=503, headers=retry_after)
         return await handler(request)
 
     app.middlewares.append(loading)

@@ -12,15 +12,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from asr_engine.audio.wav import AudioFormatError, parse_wav
 from asr_engine.batcher import RecognizerOverloaded
-from asr_engine.segmenter import speech_chunks
-from asr_engine.transcribe import assemble, utterances
+from asr_engine.transcribe import transcribe_audio_batched
 from dialog.records import setup_routes as setup_record_routes
+from hotwords.auth import AdminAuth
 from hotwords.schema import validate_scope
+from ivr.app.auth import HttpAuthParams, access_middleware
 from ivr.app.biasing import Biasing
 from ivr.app.hotword_admin import admin_auth, setup_hotword_admin
 from ivr.app.service import Service
 from ivr.app.softphone import setup_softphone_routes
 from ivr.webrtc.endpoint import setup_routes as setup_webrtc_routes
+from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,9 @@ LOADER = web.AppKey("loader", asyncio.Task)
 HTTP_REJECTED = Counter("voicenav_http_rejected_total", "HTTP requests refused", ["route", "reason"])
 
 
-def _error(status: int, reason: str, route: str, code: str) -> web.Response:
+def _error(status: int, reason: str, route: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
     HTTP_REJECTED.labels(route, code).inc()
-    return web.json_response({"error": reason}, status=status)
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -40,14 +42,24 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
-    if svc.draining:
-        return web.json_response({"status": "draining"}, status=503)
-    if not svc.ready.is_set():
-        return web.json_response({"status": "loading" if svc.load_error is None else "failed"}, status=503)
-    if svc.active_calls >= svc.config.max_calls:
-        # Full: send new callers elsewhere until a call ends.
-        return web.json_response({"status": "full", "active_calls": svc.active_calls}, status=503)
-    return web.json_response({"status": "ready", "active_calls": svc.active_calls})
+    admission = svc.admission
+    refused = admission.refusal()
+    if refused == "draining":
+        return web.json_response({"status": "draining"}, status=503, headers=admission.retry_after)
+    if refused == "loading":
+        status = "loading" if svc.load_error is None else "failed"
+        return web.json_response({"status": status}, status=503, headers=admission.retry_after)
+    body: dict[str, object] = {"status": "ready", "active_calls": admission.active()}
+    if refused == "capacity":
+        # Full is still ready: new callers get SIP 503 + Retry-After from this pod, while readiness stays
+        # up so a full pod is neither pulled from its Services nor blocks evictions and rollouts.
+        body["status"] = "full"
+    stores = svc.dialog_stores
+    if stores is not None and not await stores.probe():
+        # Calls go on with their state in memory and their writes queued for Redis: still ready, but
+        # an operator (and the dialog_store_up gauge) sees that records are not reaching Redis.
+        body["dialog_store"] = "degraded"
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -58,7 +70,7 @@ async def recognize(request: web.Request) -> web.Response:
     """POST a WAV body; answers {"text", "segments", "seconds"}."""
     svc = request.app[SERVICE]
     if not svc.ready.is_set() or svc.batcher is None or svc.vad is None:
-        return _error(503, "recognizer is not ready", "recognize", "not-ready")
+        return _error(503, "recognizer is not ready", "recognize", "not-ready", svc.admission.retry_after)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -67,8 +79,6 @@ async def recognize(request: web.Request) -> web.Response:
         audio = parse_wav(body)
     except AudioFormatError as e:
         return _error(400, f"bad audio: {e}", "recognize", "bad-audio")
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     try:
         scopes = [validate_scope(s) for s in request.query.getall("scope", [])]
     except ValueError as e:
@@ -77,40 +87,45 @@ async def recognize(request: web.Request) -> web.Response:
     composed = None
     if svc.hotwords is not None and svc.hotwords.lists:
         composed = await svc.hotwords.biaser(scopes=scopes)
-    chunks = await asyncio.to_thread(speech_chunks, audio.samples, audio.sample_rate, svc.vad)
     refine = None
     if composed is not None:
         refine = partial(Biasing(composed.graph, composed.corrector).refine, svc.recognizer)
     try:
-        utts = utterances(chunks, composed)
-        transcripts = await asyncio.gather(*(svc.batcher.transcribe(u, refine) for u in utts))
+        result = await transcribe_audio_batched(svc.batcher, svc.vad, audio, composed, refine=refine)
     except RecognizerOverloaded:
-        return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded")
+        return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded", svc.admission.retry_after)
     if composed is not None:
-        for t in transcripts:
-            composed.record_hits(composed.hits_in(t.text))
-    result = assemble(chunks, list(transcripts), 0.0)
+        for segment in result.segments:
+            composed.record_hits(composed.hits_in(segment.text))
     return web.json_response(
-        {
-            "text": result.text,
-            "segments": [s.__dict__ for s in result.segments],
-            "seconds": round(loop.time() - t0, 4),
-        }
+        {"text": result.text, "segments": [s.__dict__ for s in result.segments], "seconds": round(result.seconds, 4)}
     )
 
 
-def build_app(service: Service) -> web.Application:
-    app = web.Application(client_max_size=int(service.config.max_body_mb * 1024 * 1024))
+def build_app(
+    service: Service,
+    *,
+    auth: AdminAuth | None = None,
+    http_auth: HttpAuthParams | None = None,
+    offer_guard: OfferGuardParams | None = None,
+) -> web.Application:
+    """The HTTP app of `service`, guarded as its config says; `auth`, `http_auth` and `offer_guard` stand
+    in for the configured tokens and settings (tests, embedding)."""
+    cfg = service.config
+    app = web.Application(client_max_size=int(cfg.http.max_body_mb * 1024 * 1024))
     app[SERVICE] = service
+    auth = auth if auth is not None else admin_auth(cfg.auth)
+    app.middlewares.append(access_middleware(auth, http_auth or cfg.http.access))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/recognize", recognize)
     setup_record_routes(app, service.records)
-    auth = admin_auth()
     if auth is not None:
-        setup_hotword_admin(app, service.hotword_store, service.hotword_config, service.tokenizer, auth)
-    setup_webrtc_routes(app, service.webrtc)
+        setup_hotword_admin(
+            app, service.hotword_store, cfg.hotwords, service.tokenizer, auth, service.admission.retry_after
+        )
+    setup_webrtc_routes(app, service.webrtc, guard=OfferGuard(offer_guard or cfg.webrtc.offers))
     setup_softphone_routes(app)
 
     async def start(app: web.Application) -> None:

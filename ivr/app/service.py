@@ -1,5 +1,5 @@
 """The running service: recognizer, VAD, dialog stores, prompts, hot words, the SIP and WebRTC front
-ends, readiness, call counting and draining."""
+ends sharing one admission, readiness and draining."""
 
 from __future__ import annotations
 
@@ -10,28 +10,29 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
-from prometheus_client import Gauge
 
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.recognizer import Recognizer, Utterance
-from asr_engine.vad import RATE, SileroVad, VadConfig
+from asr_engine.streaming import RecognitionStream
+from asr_engine.vad import RATE, SileroVad
 from dialog import actions as act
 from dialog import events as ev
-from dialog.context import open_context_store
+from dialog.context import ContextStore, open_context_store
+from dialog.durable import DialogStores, open_dialog_stores
 from dialog.flow import Flow, load_demo_flow, load_flow
 from dialog.policy import DialogPolicy
-from dialog.records import open_record_store
-from hotwords.config import HotwordsConfig
+from dialog.records import RecordStore, open_record_store
+from dialog.sealing import open_sealer
 from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 from ivr.app.biasing import Biasing
-from ivr.app.config import ServiceConfig
+from ivr.app.config import AppConfig
+from ivr.calls.admission import Admission
 from ivr.calls.prompt_cache import PromptCache
-from ivr.calls.prompts import PromptConfig, PromptRenderer
-from ivr.calls.session import APOLOGY, CallDeps, HotwordContext, Transport
-from ivr.media.rtp_session import RtpSessionConfig
+from ivr.calls.prompts import PromptRenderer
+from ivr.calls.session import APOLOGY, CallDeps, HotwordContext
 from ivr.sip import SipServer
 from ivr.sip.call import IncomingCall
 from ivr.sip.handler import SipCallHandler
@@ -41,12 +42,9 @@ from ivr.webrtc.leg import WebRtcLeg
 
 log = logging.getLogger(__name__)
 
-DRAINING = Gauge("voicenav_draining", "1 while the instance drains calls before shutting down")
-ACTIVE_CALLS = Gauge("voicenav_active_calls", "Calls in progress", ["transport"])
-
 
 class Service:
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.recognizer: Recognizer | None = None
         self.batcher: BatchingRecognizer | None = None
@@ -54,32 +52,37 @@ class Service:
         self.flow: Flow | None = None
         self.deps: CallDeps | None = None
         self.hotwords: HotwordRegistry | None = None
-        self.hotword_config = HotwordsConfig(redis_url=config.redis_url, key_prefix=config.hotwords_prefix)
-        hw = self.hotword_config
+        hw = config.hotwords
         self.hotword_store: HotwordStore = open_store(hw.redis_url, hw.key_prefix, hw.audit_cap)
         self._hotword_scopes: tuple[str, ...] = ()
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
-        self.draining = False
-        self.calls_idle = asyncio.Event()
-        self.calls_idle.set()
-        self._calls = 0
-        DRAINING.set(0)
-        if not config.redis_url:
+        # closed until the model and the flow are loaded
+        self.admission = Admission(config.calls.max_calls, config.calls.retry_after_s, loading=True)
+        dialog = config.dialog
+        if not dialog.redis_url:
             log.warning("no Redis configured: dialog context and call records live in this process only")
-        dialog_prefix = f"{config.redis_prefix}dialog:"
-        self.contexts = open_context_store(config.redis_url, prefix=dialog_prefix)
-        self.records = open_record_store(config.redis_url, prefix=dialog_prefix)
+        sealer = open_sealer(dialog.sealing)
+        # With Redis, calls keep their state here and write it through; `dialog_stores.healthy` says
+        # whether Redis is taking the writes (readiness reports it as degraded, calls go on).
+        self.dialog_stores: DialogStores | None = None
+        self.contexts: ContextStore
+        self.records: RecordStore
+        if dialog.redis_url:
+            self.dialog_stores = open_dialog_stores(dialog.redis_url, prefix=dialog.key_prefix, sealer=sealer)
+            self.contexts, self.records = self.dialog_stores.contexts, self.dialog_stores.records
+        else:
+            self.contexts = open_context_store(None)
+            self.records = open_record_store(None)
         # All calls' VAD runs in this one thread: cheap per frame, but model inference all the same.
         self.vad_executor = ThreadPoolExecutor(1, thread_name_prefix="vad")
         self._sip_handler: SipCallHandler | None = None
         self._webrtc_handler: WebRtcCallHandler | None = None
         self.sip: SipServer | None = None
-        self.webrtc = WebRtcEndpoint(
+        self.webrtc = WebRtcEndpoint.from_config(
             self._on_webrtc_call,
-            max_calls=config.max_calls,
-            host_addresses=config.webrtc_host_addresses,
-            retry_after_s=config.retry_after_s,
+            config.webrtc,
+            self.admission,
         )
 
     # -- startup -----------------------------------------------------------------------------------
@@ -87,16 +90,14 @@ class Service:
         """Load (and on first use convert) the model, the flow and its prompts, off the event loop."""
         try:
             cfg = self.config
-            rc = cfg.recognizer()
+            rc = cfg.recognizer
             self.recognizer = await asyncio.to_thread(Recognizer, rc, lambda msg: log.info("%s", msg))
             await asyncio.to_thread(self.recognizer.warmup)
             self.vad = await asyncio.to_thread(SileroVad)
             self.batcher = BatchingRecognizer(self.recognizer, rc.max_batch, rc.max_wait_ms, rc.queue_size)
-            flow_path = cfg.flow
+            flow_path = cfg.dialog.flow
             self.flow = await asyncio.to_thread(load_flow, flow_path) if flow_path else load_demo_flow()
-            renderer = PromptRenderer(
-                PromptConfig(cache_dir=cfg.prompt_cache_dir or cfg.cache_dir / "prompts", voice=cfg.prompt_voice)
-            )
+            renderer = PromptRenderer(cfg.prompts)
             prompts = PromptCache(renderer, flow_path.parent if flow_path else None)
             ready = await prompts.warm(self.flow, (APOLOGY,))
             log.info("flow %s: %d prompts ready", self.flow.id, ready)
@@ -106,21 +107,18 @@ class Service:
                 contexts=self.contexts,
                 records=self.records,
                 prompts=prompts,
-                batcher=self.batcher,
-                vad=self.vad,
+                recognizer=self.batcher,
+                speech_stream=partial(RecognitionStream, self.vad, cfg.vad),
                 vad_executor=self.vad_executor,
-                vad_config=VadConfig(min_silence_ms=cfg.end_of_speech_ms),
                 hotwords_for=self._hotwords_for,
-                apology_transfer=cfg.apology_transfer_uri,
-                early_end_ms=cfg.early_end_ms,
+                apology_transfer=cfg.calls.apology_transfer_uri,
             )
-            counting = {"started": self.call_started, "ended": self.call_ended}
-            rtp = RtpSessionConfig(bind_host=cfg.sip_host, port_min=cfg.rtp_port_min, port_max=cfg.rtp_port_max)
-            local_ip = cfg.public_ip or cfg.sip_host
-            self._sip_handler = SipCallHandler(self.deps, rtp, local_ip, queue_uris=cfg.queue_uris, **counting)
-            self._webrtc_handler = WebRtcCallHandler(self.deps, **counting)
+            local_ip = cfg.sip.public_host or cfg.sip.host
+            self._sip_handler = SipCallHandler(self.deps, cfg.rtp, local_ip, queue_uris=cfg.calls.queue_uris)
+            self._webrtc_handler = WebRtcCallHandler(self.deps)
             await self._warm_turns(prompts)
             self.ready.set()
+            self.admission.open()
             log.info("ready for calls: model %s on %s", rc.model, self.recognizer.engine.name)
         except Exception as exc:
             self.load_error = exc
@@ -150,7 +148,7 @@ class Service:
 
     async def _start_hotwords(self) -> None:
         assert self.recognizer is not None
-        self.hotwords = HotwordRegistry(self.hotword_store, self.recognizer.tokenizer, self.hotword_config)
+        self.hotwords = HotwordRegistry(self.hotword_store, self.recognizer.tokenizer, self.config.hotwords)
         await self.hotwords.start()
         assert self.flow is not None
         try:
@@ -185,66 +183,44 @@ class Service:
         )
 
     async def start_sip(self) -> None:
-        cfg = self.config
+        sip = self.config.sip
         self.sip = SipServer(
-            cfg.sip_host,
-            cfg.sip_port,
+            sip.host,
+            sip.port,
             on_call=self._on_sip_call,
-            max_calls=cfg.max_calls,
-            transports=cfg.sip_transports,
-            public_host=cfg.public_ip,
-            retry_after=cfg.retry_after_s,
+            admission=self.admission,
+            **sip.model_dump(exclude={"host", "port"}),
         )
         await self.sip.start()
 
     # -- calls -------------------------------------------------------------------------------------
+    # The admission lets calls in only once loaded, when both handlers exist.
     async def _on_sip_call(self, call: IncomingCall) -> None:
-        if self._sip_handler is None or not self.accepting():
-            call.reject(503, "Service Unavailable")
-            return
+        assert self._sip_handler is not None
         await self._sip_handler(call)
 
     async def _on_webrtc_call(self, leg: WebRtcLeg, info: CallInfo) -> None:
-        if self._webrtc_handler is None or not self.accepting():
-            await leg.close("service-unavailable")
-            return
+        assert self._webrtc_handler is not None
         await self._webrtc_handler(leg, info)
-
-    def call_started(self, transport: Transport) -> None:
-        self._calls += 1
-        self.calls_idle.clear()
-        ACTIVE_CALLS.labels(transport).inc()
-
-    def call_ended(self, transport: Transport) -> None:
-        self._calls -= 1
-        ACTIVE_CALLS.labels(transport).dec()
-        if self._calls == 0:
-            self.calls_idle.set()
 
     @property
     def active_calls(self) -> int:
-        return self._calls
-
-    def accepting(self) -> bool:
-        return self.ready.is_set() and not self.draining and self._calls < self.config.max_calls
+        return self.admission.active()
 
     # -- shutdown ----------------------------------------------------------------------------------
     def start_draining(self) -> None:
         """Refuse new calls from now on: /readyz 503, SIP 503 + Retry-After, WebRTC offers 503."""
-        self.draining = True
-        DRAINING.set(1)
-        if self.sip is not None:
-            self.sip.draining = True
-        self.webrtc.start_draining()
+        self.admission.start_draining()
 
     async def drain(self) -> None:
         """Refuse new calls and wait for the active ones, up to the drain timeout."""
         self.start_draining()
-        log.info("draining: %d active calls, waiting up to %.0f s", self._calls, self.config.drain_timeout_s)
+        timeout = self.config.calls.drain_timeout_s
+        log.info("draining: %d active calls, waiting up to %.0f s", self.active_calls, timeout)
         try:
-            await asyncio.wait_for(self.calls_idle.wait(), self.config.drain_timeout_s)
+            await asyncio.wait_for(self.admission.wait_idle(), timeout)
         except TimeoutError:
-            log.warning("drain timeout with %d calls still active", self._calls)
+            log.warning("drain timeout with %d calls still active", self.active_calls)
 
     async def stop(self) -> None:
         """Hang up what is left and release everything."""
@@ -258,3 +234,7 @@ class Service:
         if self.batcher is not None:
             await asyncio.to_thread(self.batcher.close)
         self.vad_executor.shutdown(wait=False, cancel_futures=True)
+        if self.dialog_stores is not None:
+            if not await self.dialog_stores.queue.flush(5.0):
+                log.error("dialog store: %d writes not in Redis at shutdown", self.dialog_stores.queue.pending())
+            await self.dialog_stores.queue.aclose()

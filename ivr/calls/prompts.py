@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from asr_engine.audio.resample import resample_int16
+from asr_engine.config import default_cache_dir
 
 PROMPT_CACHE = Counter("voicenav_prompt_cache_total", "Text prompt lookups, by result", ["result"])  # hit, render
 PROMPT_ERRORS = Counter("voicenav_prompt_errors_total", "Prompts that failed to render or load", ["kind"])
@@ -34,12 +35,16 @@ class PromptError(RuntimeError):
 class PromptConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    cache_dir: Path
-    engine: Engine | None = None  # None: espeak-ng if installed, else flite
-    voice: str | None = None  # espeak-ng voice ("en-us") or flite -voice name ("slt"); None: that default
-    speed_wpm: int = Field(default=160, ge=80, le=400)
-    render_timeout: float = Field(default=30.0, gt=0)
-    max_text_chars: int = Field(default=2000, ge=1)
+    cache_dir: Path = Field(
+        default_factory=lambda: default_cache_dir() / "prompts", description="where rendered prompts are kept"
+    )
+    engine: Engine | None = Field(default=None, description="TTS program; none: espeak-ng if installed, else flite")
+    voice: str | None = Field(
+        default=None, description='espeak-ng voice ("en-us") or flite -voice name ("slt"); none: that default'
+    )
+    speed_wpm: int = Field(default=160, ge=80, le=400, description="speaking rate, words per minute")
+    render_timeout: float = Field(default=30.0, gt=0, description="seconds one prompt may take to render")
+    max_text_chars: int = Field(default=2000, ge=1, description="longest prompt text")
 
 
 @dataclass(frozen=True, slots=True)

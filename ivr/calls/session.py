@@ -14,32 +14,31 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from asr_engine.batcher import BatchingRecognizer, RecognizerClosed, RecognizerOverloaded
+from asr_engine.batcher import RecognizerClosed, RecognizerOverloaded
 from asr_engine.decoding.bias import Biaser
 from asr_engine.recognizer import Refine, Transcript, Utterance
-from asr_engine.streaming import RecognitionStream
-from asr_engine.vad import SileroVad, SpeechEnd, SpeechPause, SpeechStart, VadConfig, VadEvent
+from asr_engine.vad import SpeechEnd, SpeechPause, SpeechStart, VadConfig, VadEvent
 from dialog import actions as act
 from dialog import events as ev
 from dialog.context import ContextStore
 from dialog.grammars import normalize, parse_digits
 from dialog.policy import DialogPolicy
 from dialog.records import RecordStore
+from dialog.redact import mask
 from dialog.session import DialogSession
 from dialog.storage import StoreError
+from ivr.calls.admission import Transport
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptError
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaLeg
 
 log = logging.getLogger(__name__)
-
-Transport = Literal["sip", "webrtc"]
 
 CALLS = Counter("voicenav_calls_total", "Calls that ended, by outcome", ["outcome"])
 TURN_LATENCY = Histogram(
@@ -91,6 +90,39 @@ class CallControl(Protocol):
         ...
 
 
+class Transcriber(Protocol):
+    """Turns a caller's utterance into text (the service's `BatchingRecognizer`)."""
+
+    async def transcribe(self, utterance: Utterance, refine: Refine | None = None) -> Transcript: ...
+
+
+class SpeechStream(Protocol):
+    """One caller's audio cut into utterances by a VAD (`asr_engine.streaming.RecognitionStream`):
+    fed in the VAD thread, read on the event loop."""
+
+    @property
+    def in_speech(self) -> bool: ...
+
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]: ...
+
+    def set_context(self, biaser: Biaser | None, prompt: str = "") -> None: ...
+
+    def take_utterances(self) -> list[tuple[SpeechEnd, Utterance]]: ...
+
+    # Turn timing: each listen's end of speech, a pause's audio decoded early, a key's end.
+    @property
+    def config(self) -> VadConfig: ...
+
+    @property
+    def voiced_end(self) -> float: ...
+
+    def set_end_silence(self, ms: int, pause_ms: int | None = None) -> None: ...
+
+    def utterance(self, samples: np.ndarray) -> Utterance: ...
+
+    def input_finished(self) -> list[VadEvent]: ...
+
+
 @dataclass
 class CallDeps:
     """What every call of the service shares."""
@@ -99,14 +131,12 @@ class CallDeps:
     contexts: ContextStore
     records: RecordStore
     prompts: PromptCache
-    batcher: BatchingRecognizer
-    vad: SileroVad
+    recognizer: Transcriber
+    speech_stream: Callable[[], SpeechStream]  # a new stream for each call
     vad_executor: Executor  # one thread for all calls' VAD work
-    vad_config: VadConfig = field(default_factory=VadConfig)
     hotwords_for: HotwordsFor | None = None
     apology: str = APOLOGY
     apology_transfer: str | None = None  # where a call goes when the dialog can no longer serve it
-    early_end_ms: int | None = None  # decode a turn at this pause; end it there if the dialog can act on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +174,7 @@ class CallSession:
         self.leg = leg
         self.control = control
         self.deps = deps
-        self.stream = RecognitionStream(deps.vad, deps.vad_config)
+        self.stream = deps.speech_stream()
         self.dialog = DialogSession(call_id, deps.policy, deps.contexts, deps.records, caller, control.transport)
         self._inbox: asyncio.Queue[_Heard | _Key | _Gone] = asyncio.Queue()
         self._audio: list[tuple[int, np.ndarray, float]] = []  # rate, samples, loop time of arrival
@@ -160,7 +190,7 @@ class CallSession:
         self._transcribed = 0.0
         self._hotwords: HotwordContext | None = None
         self._utterance_latency: list[float | None] = []  # per utterance turn, in order
-        self._end_silence_ms = deps.vad_config.min_silence_ms  # of the turn being listened for
+        self._end_silence_ms: int | None = None  # of the turn being listened for; None: the stream's own
         self._end_key: str | None = None  # a key that ends the spoken turn at once
         self._end_now = False  # the end key came while the caller spoke: close the utterance
         self._expect_digits: int | None = None  # a spoken number this long is complete
@@ -268,7 +298,7 @@ class CallSession:
         listen = next((a for a in actions if isinstance(a, act.Listen)), None)
         if listen is None:
             return
-        self._end_silence_ms = listen.end_silence_ms or self.deps.vad_config.min_silence_ms
+        self._end_silence_ms = listen.end_silence_ms
         self._end_key = listen.end_key
         self._expect_digits = listen.expect_digits
 
@@ -292,7 +322,8 @@ class CallSession:
         try:
             prompt = await self.deps.prompts.get(play)
         except PromptError as exc:
-            log.error("call %s: prompt %r unavailable: %s", self.call_id, play.wav or play.text, exc)
+            # A prompt text may read the caller's number back: its digits stay out of the log.
+            log.error("call %s: prompt %r unavailable: %s", self.call_id, play.wav or mask(play.text or ""), exc)
             return
         loop = asyncio.get_running_loop()
         if self._speech_end is not None:
@@ -357,7 +388,8 @@ class CallSession:
 
     def _accept(self, chunks: list[tuple[int, np.ndarray]]) -> list[VadEvent]:
         """Runs in the VAD thread: consecutive frames of one rate go to the stream in one piece."""
-        self.stream.set_end_silence(self._end_silence_ms, self._pause_ms())
+        end_ms = self._end_silence_ms or self.stream.config.min_silence_ms
+        self.stream.set_end_silence(end_ms, self._pause_ms(end_ms))
         events: list[VadEvent] = []
         i = 0
         while i < len(chunks):
@@ -404,19 +436,19 @@ class CallSession:
         task.add_done_callback(self._asr.discard)
         return task
 
-    def _pause_ms(self) -> int | None:
+    def _pause_ms(self, end_ms: int) -> int | None:
         """The pause at which the turn is decoded before its silence has run out: the service's
         early end, and at a digits node also the usual end of speech (a number may be complete)."""
-        shortest = [ms for ms in (self.deps.early_end_ms,) if ms is not None]
+        shortest = [ms for ms in (self.stream.config.early_end_ms,) if ms is not None]
         if self._expect_digits:
-            shortest.append(self.deps.vad_config.min_silence_ms)
+            shortest.append(self.stream.config.min_silence_ms)
         pause = min(shortest, default=None)
-        return pause if pause is not None and pause < self._end_silence_ms else None
+        return pause if pause is not None and pause < end_ms else None
 
     def _decode_at_pause(self, pause: SpeechPause) -> None:
         hot = self._hotwords
         utterance = self.stream.utterance(pause.samples)
-        decoding = self._track(self.deps.batcher.transcribe(utterance, hot.refine if hot else None))
+        decoding = self._track(self.deps.recognizer.transcribe(utterance, hot.refine if hot else None))
         self._at_pause = (pause.voiced_end, decoding)
         self._track(self._end_if_complete(pause, decoding))
 
@@ -476,7 +508,7 @@ class CallSession:
         try:
             hot = self._hotwords
             refine = hot.refine if hot is not None else None
-            transcript = await (decoding or self.deps.batcher.transcribe(utterance, refine))
+            transcript = await (decoding or self.deps.recognizer.transcribe(utterance, refine))
         except RecognizerOverloaded:
             UTTERANCES_DROPPED.labels("overloaded").inc()
             log.warning("call %s: recognizer overloaded, utterance dropped", self.call_id)

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from asr_engine.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from asr_engine.audio.resample import resample_int16
+from ivr.media.codecs import CODECS, CodecName, by_static_payload_type, codec
 from ivr.media.dtmf import DtmfPayloadError, InbandDtmfDetector, Rfc4733Receiver
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaEvent
 from ivr.media.jitterbuffer import JitterBuffer
@@ -38,12 +38,13 @@ RTP_PACKETS_OUT = Counter("voicenav_rtp_packets_sent_total", "RTP packets sent")
 DTMF_DIGITS = Counter("voicenav_dtmf_digits_total", "DTMF digits received, by source", ["source"])
 PLAYBACK_INTERRUPTIONS = Counter("voicenav_playback_interruptions_total", "Prompts cut short by stop_playback")
 EVENTS_DROPPED = Counter("voicenav_media_events_dropped_total", "Media events dropped: the consumer fell behind")
+RTP_REJECTED = Counter(
+    "voicenav_rtp_rejected_total",
+    "RTP datagrams ignored before decoding, by reason (foreign-source: not the negotiated or latched peer)",
+    ["reason"],
+)
 
 SAMPLE_RATE = 8000
-Codec = Literal["PCMU", "PCMA"]
-_DECODERS: dict[str, Callable[[bytes], np.ndarray]] = {"PCMU": ulaw_decode, "PCMA": alaw_decode}
-_ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
-_STATIC_PT: dict[int, str] = {0: "PCMU", 8: "PCMA"}  # RFC 3551: usable without an SDP mapping
 
 
 class RtpParameters(BaseModel):
@@ -54,7 +55,7 @@ class RtpParameters(BaseModel):
     remote_host: str | None = None
     remote_port: int | None = Field(default=None, ge=1, le=65535)
     payload_type: int = Field(default=0, ge=0, le=127)
-    codec: Codec = "PCMU"
+    codec: CodecName = "PCMU"
     telephone_event_pt: int | None = Field(default=101, ge=96, le=127)
     ptime_ms: int = Field(default=20, ge=10, le=60)
 
@@ -77,15 +78,27 @@ class RtpSessionConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    bind_host: str = "127.0.0.1"
-    port_min: int | None = Field(default=None, ge=1024, le=65534)
-    port_max: int | None = Field(default=None, ge=1024, le=65535)
-    symmetric_rtp: bool = True  # send to where the caller's RTP comes from (NAT'd gateways)
-    inactivity_timeout: float | None = Field(default=30.0, gt=0)  # None: never hang up on silence
-    inband_dtmf: bool = True  # detect tones in the audio while no RFC 4733 event has been seen
-    jitter_min_delay: float = Field(default=0.06, gt=0, le=1.0)
-    jitter_max_delay: float = Field(default=0.2, gt=0, le=2.0)
-    max_queued_events: int = Field(default=1000, ge=10)  # 20 s of audio frames
+    bind_host: str = Field(default="127.0.0.1", description="address RTP sockets bind to")
+    port_min: int | None = Field(default=None, ge=1024, le=65534, description="lowest RTP port; none: any free port")
+    port_max: int | None = Field(default=None, ge=1024, le=65535, description="highest RTP port; none: any free port")
+    # Off: media is taken only from the SDP address. On (NAT'd gateways): the first valid packet's source
+    # and SSRC are latched and sent to; the negotiated address stays trusted, nobody else is ever taken.
+    symmetric_rtp: bool = Field(
+        default=False,
+        description="latch onto the source and SSRC of the first valid RTP packet (callers behind NAT); "
+        "off: media only from the address in the SDP",
+    )
+    inactivity_timeout: float | None = Field(
+        default=30.0, gt=0, description="seconds without RTP before the call is hung up; none: never"
+    )
+    inband_dtmf: bool = Field(
+        default=True, description="detect DTMF tones in the audio while no RFC 4733 event has been seen"
+    )
+    jitter_min_delay: float = Field(default=0.06, gt=0, le=1.0, description="jitter buffer's smallest delay (s)")
+    jitter_max_delay: float = Field(default=0.2, gt=0, le=2.0, description="jitter buffer's largest delay (s)")
+    max_queued_events: int = Field(
+        default=1000, ge=10, description="media events queued per call (1000: 20 s of audio frames)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RtpSessionConfig:
@@ -152,15 +165,15 @@ class RtpReceiver:
             self.stats.digits += 1
             DTMF_DIGITS.labels("rfc4733").inc()
             return [DtmfDigit(event.digit, "rfc4733")], True
-        codec = self.params.codec if pkt.payload_type == self.params.payload_type else None
-        codec = codec or _STATIC_PT.get(pkt.payload_type)
-        if codec is None:
+        negotiated = codec(self.params.codec) if pkt.payload_type == self.params.payload_type else None
+        audio = negotiated or by_static_payload_type(pkt.payload_type)
+        if audio is None:
             # Comfort noise, sipp's PT 97 "noop" packets, anything not negotiated: not audio.
             self._count("unknown_pt")
             self.jitter.push_placeholder(pkt.sequence, pkt.timestamp, pkt.ssrc, now)
             return [], False
         self._count("audio")
-        self.jitter.push(pkt.sequence, pkt.timestamp, pkt.ssrc, _DECODERS[codec](pkt.payload), now)
+        self.jitter.push(pkt.sequence, pkt.timestamp, pkt.ssrc, audio.decode(pkt.payload), now)
         return [], True
 
     def rtcp_datagram(self, data: bytes) -> None:
@@ -216,7 +229,8 @@ class RtpSession:
         self.packetizer = RtpPacketizer(SAMPLE_RATE)
         self.packets_sent = 0
         self._remote = params.remote
-        self._latched = False
+        self._latched: tuple[tuple[str, int], int] | None = None  # (source, SSRC) under symmetric RTP
+        self.foreign_packets = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._protocol: _Protocol | None = None
         self._rtcp: tuple[asyncio.DatagramTransport, _Protocol] | None = None
@@ -272,7 +286,7 @@ class RtpSession:
         """Apply a re-negotiation (re-INVITE): new remote address, codec or payload types."""
         if params.remote != self.params.remote:
             self._remote = params.remote
-            self._latched = False
+            self._latched = None
         self.params = params
         self.receiver.params = params
         self._last_rx = asyncio.get_running_loop().time()
@@ -350,7 +364,7 @@ class RtpSession:
     def _send_frame(self, frame: np.ndarray, now: float) -> None:
         if self._transport is None or self._remote is None or self._transport.is_closing():
             return
-        payload = _ENCODERS[self.params.codec](frame)
+        payload = codec(self.params.codec).encode(frame)
         pkt = self.packetizer.packet(self.params.payload_type, payload, len(frame), now)
         self._transport.sendto(pkt.build(), self._remote)
         self.packets_sent += 1
@@ -359,15 +373,48 @@ class RtpSession:
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._hangup is not None:
             return
+        if not self._admit(data, addr):
+            self.foreign_packets += 1
+            RTP_REJECTED.labels("foreign-source").inc()
+            return
         now = asyncio.get_running_loop().time()
         events, media = self.receiver.datagram(data, now)
         if media:
             self._last_rx = now
-            if self.config.symmetric_rtp and not self._latched:
-                self._remote = (addr[0], addr[1])
-                self._latched = True
         for ev in events:
             self._emit(ev)
+
+    def _admit(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Whether a datagram comes from the caller: the SDP address, or (symmetric RTP only) the source
+        latched on the first valid packet. A stranger who sends first or mid-call is never heard."""
+        negotiated = self.params.remote
+        if negotiated is not None and _same_address(addr, negotiated):
+            if self._latched is not None:
+                self._latched, self._remote = None, negotiated  # the caller shows up where it said
+            return True
+        if not self.config.symmetric_rtp:
+            return False
+        if self._latched is not None:
+            source, ssrc = self._latched
+            return _same_address(addr, source) and (is_rtcp(data) or _rtp_ssrc(data) in (ssrc, None))
+        identity = self._latch_candidate(data)
+        if identity is None:
+            return False  # RTCP, garbage or a payload type nobody negotiated: no reason to latch
+        self._latched = ((addr[0], addr[1]), identity)
+        self._remote = (addr[0], addr[1])
+        log.info("rtp %s: latched onto %s:%s ssrc %08x", self.local_port, addr[0], addr[1], identity)
+        return True
+
+    def _latch_candidate(self, data: bytes) -> int | None:
+        """The SSRC of a valid RTP packet with a negotiated payload type, else None."""
+        if is_rtcp(data):
+            return None
+        try:
+            pkt = parse_rtp(data)
+        except RtpError:
+            return None
+        wanted = {self.params.payload_type, self.params.telephone_event_pt, *(c.payload_type for c in CODECS)}
+        return pkt.ssrc if pkt.payload_type in wanted else None
 
     def _emit(self, ev: MediaEvent) -> None:
         if self._events.qsize() >= self.config.max_queued_events:
@@ -394,6 +441,28 @@ class RtpSession:
             deadline += len(frame.pcm) / SAMPLE_RATE if frame is not None else period
             if now - deadline > 1.0:
                 deadline = now  # the loop was stalled for a long time: do not burst to catch up
+
+
+def _same_address(addr: tuple[str, int], expected: tuple[str, int]) -> bool:
+    """Same port and host; IPv4-mapped IPv6 sources (dual-stack sockets) compare as IPv4."""
+    if addr[1] != expected[1]:
+        return False
+    if addr[0] == expected[0]:
+        return True  # the common case, without parsing addresses for every packet
+    try:
+        got, want = ipaddress.ip_address(addr[0]), ipaddress.ip_address(expected[0])
+    except ValueError:
+        return addr[0] == expected[0]  # a host name in the SDP: only an exact match
+    if isinstance(got, ipaddress.IPv6Address) and got.ipv4_mapped is not None:
+        got = got.ipv4_mapped
+    if isinstance(want, ipaddress.IPv6Address) and want.ipv4_mapped is not None:
+        want = want.ipv4_mapped
+    return got == want
+
+
+def _rtp_ssrc(data: bytes) -> int | None:
+    """The SSRC field of an RTP header; None for a datagram too short to have one (counted as bad later)."""
+    return int.from_bytes(data[8:12], "big") if len(data) >= 12 else None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -1,8 +1,8 @@
 """One inbound call as the application sees it: ring, answer, hang up, transfer, follow media changes.
 
-The UAS core (`ivr.sip.server`) feeds the call the requests of its dialog; everything that decides
-what happens to the call from the SIP side (2xx retransmission until ACK, re-INVITE answers,
-REFER progress) lives here.
+The UAS core feeds the call the requests of its dialog; everything that decides what happens to the
+call from the SIP side (2xx retransmission until ACK, re-INVITE answers, REFER progress) and the
+dialog's state live here. What the call needs from the core in return is `CallHost`.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, Protocol
 
 from ivr.media.events import DtmfDigit
 from ivr.sip.dialog import Dialog
-from ivr.sip.message import NameAddr, SipParseError, SipRequest, SipResponse, make_response
+from ivr.sip.message import NameAddr, SipParseError, SipRequest, SipResponse, SipUri, Via, make_response
 from ivr.sip.sdp import (
     MediaOffer,
     Negotiation,
     SdpError,
     SdpNotAcceptable,
+    UnsupportedBody,
     build_answer,
     build_offer,
     negotiate,
@@ -31,12 +32,12 @@ from ivr.sip.sdp import (
 from ivr.sip.transaction import (
     ClientTransactionTimeout,
     InviteServerTransaction,
+    NonInviteClientTransaction,
     NonInviteServerTransaction,
+    ServerTransaction,
+    SipTimers,
 )
 from ivr.sip.transport import Peer
-
-if TYPE_CHECKING:
-    from ivr.sip.server import SipServer
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,72 @@ class CallEnded(Exception):
         self.reason = reason
 
 
+class CallHostConfig(Protocol):
+    """The settings of the UAS core a call follows."""
+
+    @property
+    def user_agent(self) -> str: ...
+
+    @property
+    def timers(self) -> SipTimers: ...
+
+    @property
+    def transfer_timeout(self) -> float: ...
+
+    @property
+    def transfer_fallback(self) -> Literal["keep", "hangup", "hangup-with-reason"]: ...
+
+
+class CallHost(Protocol):
+    """What a call needs from the UAS core that feeds it its requests."""
+
+    @property
+    def config(self) -> CallHostConfig: ...
+
+    @property
+    def advertised_host(self) -> str: ...
+
+    @property
+    def allow(self) -> str: ...
+
+    def contact(self, transport: str) -> str: ...
+
+    def via(self, transport: str) -> Via:
+        """A top Via, with a new branch, for a request we send over `transport`."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    def respond(self, tx: ServerTransaction, response: SipResponse) -> None: ...
+
+    def send_request(self, peer: Peer, request: SipRequest, next_hop: SipUri) -> NonInviteClientTransaction:
+        """Send an in-dialog request towards `next_hop` (over `peer`'s connection where it still holds)."""
+        ...
+
+    def count_rejected(self, reason: str) -> None: ...
+
+    def call_ended(self, call: IncomingCall) -> None: ...
+
+
 def _warning(code: int, host: str, text: str) -> tuple[str, str]:
     return "Warning", f'{code} {host} "{text}"'
+
+
+def negotiate_body(request: SipRequest) -> Negotiation:
+    """The negotiated media for the SDP offer (or answer) in `request`; raises an `SdpError`."""
+    if request.content_type != "application/sdp":
+        raise UnsupportedBody(f"unsupported content type {request.content_type!r}")
+    return negotiate(parse_sdp(request.body))
+
+
+def refusal(request: SipRequest, exc: SdpError, to_tag: str, host: str) -> SipResponse:
+    """The response refusing `request` for its body: the error's status, with the header it calls for."""
+    extra: list[tuple[str, str]] = []
+    if isinstance(exc, SdpNotAcceptable):
+        extra.append(_warning(exc.warning_code, host, exc.reason))
+    elif isinstance(exc, UnsupportedBody):
+        extra.append(("Accept", "application/sdp"))
+    return make_response(request, exc.status, to_tag=to_tag, extra=extra)
 
 
 class IncomingCall:
@@ -67,7 +132,7 @@ class IncomingCall:
 
     def __init__(
         self,
-        server: SipServer,
+        server: CallHost,
         invite: SipRequest,
         tx: InviteServerTransaction,
         peer: Peer,
@@ -126,8 +191,8 @@ class IncomingCall:
     async def answer(self, local_ip: str, local_port: int) -> None:
         """Send 200 OK with our SDP answer (RTP at local_ip:local_port) and wait for the ACK.
         For an INVITE without SDP the 200 carries our offer and the ACK the caller's answer, which
-        sets `media`.  Raises CallEnded if the call ends first (CANCEL, BYE, no ACK within 64*T1,
-        no usable answer in the ACK)."""
+        sets `media`.  Raises CallEnded if the call ends first (CANCEL, BYE, no ACK within the
+        server's `ack_timeout`, no usable answer in the ACK)."""
         if self.state != "early":
             raise CallEnded(self.end_reason or f"cannot answer in state {self.state}")
         self._local = (local_ip, local_port)
@@ -189,9 +254,7 @@ class IncomingCall:
         loop = asyncio.get_running_loop()
         self._refer_result = loop.create_future()
         local_uri = self.dialog.local.uri
-        tx = self._server.send_in_dialog(
-            self, "REFER", [("Refer-To", f"<{target_uri}>"), ("Referred-By", f"<{local_uri}>")]
-        )
+        tx = self._send_request("REFER", [("Refer-To", f"<{target_uri}>"), ("Referred-By", f"<{local_uri}>")])
         ok, cause = False, "timeout"
         try:
             async with asyncio.timeout(self._server.config.transfer_timeout):
@@ -221,6 +284,14 @@ class IncomingCall:
 
     # -- called by the UAS core --------------------------------------------------------------------
 
+    def take_cseq(self, cseq: int) -> bool:
+        """§12.2.2: a request of the caller with a CSeq below the last one is out of order (False);
+        otherwise its CSeq becomes the last one."""
+        if cseq < self.dialog.remote_cseq:
+            return False
+        self.dialog.remote_cseq = cseq
+        return True
+
     def on_ack(self, ack: SipRequest) -> None:
         if self._pending_ack is None or ack.cseq[0] != self._pending_ack:
             return
@@ -231,7 +302,7 @@ class IncomingCall:
         if self._offer_in_2xx:
             self._offer_in_2xx = False
             try:
-                self._set_media(self._negotiate_body(ack))
+                self._set_media(negotiate_body(ack))
             except SdpError as exc:
                 log.warning("call %s: no usable SDP answer in the ACK (%s)", self.call_id, exc.reason)
                 self._end("bad-sdp")
@@ -278,25 +349,9 @@ class IncomingCall:
             self._send_2xx(tx, self._dialog_response(request, 200, body=body))
             return
         try:
-            neg = self._negotiate_body(request)
-        except SdpNotAcceptable as exc:
-            self._server.respond(
-                tx,
-                make_response(
-                    request,
-                    488,
-                    to_tag=self.dialog.local_tag,
-                    extra=[_warning(exc.warning_code, self._server.advertised_host, exc.reason)],
-                ),
-            )
-            return
+            neg = negotiate_body(request)
         except SdpError as exc:
-            self._server.respond(
-                tx,
-                make_response(
-                    request, exc_status(exc), to_tag=self.dialog.local_tag, extra=[("Accept", "application/sdp")]
-                ),
-            )
+            self._server.respond(tx, refusal(request, exc, self.dialog.local_tag, self._server.advertised_host))
             return
         self._session_version += 1
         body = build_answer(
@@ -348,11 +403,6 @@ class IncomingCall:
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _negotiate_body(self, request: SipRequest) -> Negotiation:
-        if request.content_type != "application/sdp":
-            raise SdpError("unsupported content type")
-        return negotiate(parse_sdp(request.body))
-
     def _set_media(self, neg: Negotiation) -> None:
         self._neg = neg
         changed = neg.media != self.media
@@ -393,23 +443,31 @@ class IncomingCall:
             self._timers.append(loop.call_later(nxt, retransmit, nxt))
 
         self._timers.append(loop.call_later(timers.t1, retransmit, timers.t1))
-        self._timers.append(loop.call_later(timers.timeout, self._ack_timeout))
+        self._timers.append(loop.call_later(self._server.ack_timeout, self._ack_timeout))
 
     def _ack_timeout(self) -> None:
         if self._pending_ack is None or self.state == "ended":
             return
         self._pending_ack = None
-        log.warning("call %s: no ACK for our 2xx within 64*T1; sending BYE", self.call_id)
+        log.warning("call %s: no ACK for our 2xx within %.1f s; sending BYE", self.call_id, self._server.ack_timeout)
         self._end("ack-timeout")
         self._server.spawn(self._send_bye(None))
 
     async def _send_bye(self, cause: str | None) -> None:
         headers = [("Reason", cause)] if cause else []
-        tx = self._server.send_in_dialog(self, "BYE", headers)
+        tx = self._send_request("BYE", headers)
         try:
             await tx.response
         except ClientTransactionTimeout:
             log.info("call %s: BYE got no response", self.call_id)
+
+    def _send_request(self, method: str, headers: list[tuple[str, str]]) -> NonInviteClientTransaction:
+        transport = self.peer.transport
+        request, next_hop = self.dialog.request(
+            method, via=self._server.via(transport), contact=self._server.contact(transport), headers=headers
+        )
+        request.headers.add("User-Agent", self._server.config.user_agent)
+        return self._server.send_request(self.peer, request, next_hop)
 
     def _cancel_timers(self) -> None:
         for h in self._timers:
@@ -428,13 +486,6 @@ class IncomingCall:
         if self._refer_result is not None and not self._refer_result.done():
             self._refer_result.set_result((False, f"call ended: {reason}"))
         self._server.call_ended(self)
-
-
-def exc_status(exc: SdpError) -> int:
-    """SIP status for a body we cannot use: 488 for unusable SDP, 415 for a wrong type, else 400."""
-    if isinstance(exc, SdpNotAcceptable):
-        return 488
-    return 415 if exc.reason == "unsupported content type" else 400
 
 
 def _contact_uri(value: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ivr.calls.session import CallDeps, CallSession, Transport
@@ -21,7 +21,7 @@ def rtp_parameters(media: MediaOffer) -> RtpParameters:
         remote_host=media.remote_ip,
         remote_port=media.remote_port,
         payload_type=media.payload_type,
-        codec=media.codec,  # type: ignore[arg-type]  # negotiate() only accepts PCMU/PCMA
+        codec=media.codec,
         telephone_event_pt=media.telephone_event_pt,
         ptime_ms=media.ptime,
     )
@@ -59,9 +59,7 @@ class SipControl:
 
 
 class SipCallHandler:
-    """`SipServer(on_call=handler)`: one RTP session and one call session per admitted INVITE.
-
-    `started`/`ended` count the call (the service decides beforehand whether to take it)."""
+    """`SipServer(on_call=handler)`: one RTP session and one call session per admitted INVITE."""
 
     def __init__(
         self,
@@ -69,25 +67,14 @@ class SipCallHandler:
         rtp_config: RtpSessionConfig,
         local_ip: str,
         *,
-        started: Callable[[Transport], None],
-        ended: Callable[[Transport], None],
         queue_uris: Mapping[str, str] | None = None,
     ) -> None:
         self.deps = deps
         self.rtp_config = rtp_config
         self.local_ip = local_ip
-        self.started = started
-        self.ended = ended
         self.queue_uris = dict(queue_uris or {})
 
     async def __call__(self, call: IncomingCall) -> None:
-        self.started("sip")
-        try:
-            await self._serve(call)
-        finally:
-            self.ended("sip")
-
-    async def _serve(self, call: IncomingCall) -> None:
         params = rtp_parameters(call.media) if call.media is not None else None
         rtp = await RtpSession.open(params, self.rtp_config)
         caller = call.caller_user or call.from_uri

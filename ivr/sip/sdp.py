@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
+
+from ivr.media.codecs import CODECS, CodecName, by_name, by_static_payload_type, codec
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -19,20 +21,29 @@ _ANSWER_DIRECTION: dict[str, Direction] = {
     "recvonly": "sendonly",
     "inactive": "inactive",
 }
-_STATIC_PT = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
-SUPPORTED_CODECS = ("PCMU", "PCMA")
 
 
 class SdpError(ValueError):
-    """The body is not valid SDP (-> 400)."""
+    """A session body we cannot use; `status` is the SIP status that refuses it. This class: the body
+    is not valid SDP (400)."""
+
+    status: ClassVar[int] = 400
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
+class UnsupportedBody(SdpError):
+    """The body is not SDP at all (415, with Accept)."""
+
+    status: ClassVar[int] = 415
+
+
 class SdpNotAcceptable(SdpError):
-    """Valid SDP with nothing we can use (-> 488 with a Warning)."""
+    """Valid SDP with nothing we can use (488, with a Warning)."""
+
+    status: ClassVar[int] = 488
 
     def __init__(self, reason: str, warning_code: int = 305) -> None:
         super().__init__(reason)
@@ -67,7 +78,7 @@ class MediaOffer:
 
     remote_ip: str
     remote_port: int
-    codec: str  # "PCMU" or "PCMA"
+    codec: CodecName
     payload_type: int
     telephone_event_pt: int | None
     ptime: int
@@ -184,21 +195,22 @@ def negotiate(offer: SessionDescription) -> Negotiation:
         saw_audio = True
         if m.proto.upper() != "RTP/AVP":
             continue
-        codec: tuple[str, int] | None = None
+        chosen: tuple[CodecName, int] | None = None
         te_pt: int | None = None
         for fmt in m.formats:
             if not fmt.isdigit() or int(fmt) > 127:
                 continue
             pt = int(fmt)
-            name, rate = m.rtpmap.get(pt) or _STATIC_PT.get(pt, ("", 0))
-            name = name.upper()
-            if rate != 8000:
-                continue
-            if codec is None and name in SUPPORTED_CODECS:
-                codec = (name, pt)
-            elif te_pt is None and name == "TELEPHONE-EVENT":
+            if pt in m.rtpmap:
+                name, rate = m.rtpmap[pt]
+                found = by_name(name, rate)
+            else:
+                name, rate, found = "", 0, by_static_payload_type(pt)
+            if chosen is None and found is not None:
+                chosen = (found.name, pt)
+            elif te_pt is None and name.upper() == "TELEPHONE-EVENT" and rate == 8000:
                 te_pt = pt
-        if codec is None:
+        if chosen is None:
             continue
         conn = m.connection or offer.connection
         if conn is None:
@@ -206,8 +218,8 @@ def negotiate(offer: SessionDescription) -> Negotiation:
         media = MediaOffer(
             remote_ip=conn,
             remote_port=m.port,
-            codec=codec[0],
-            payload_type=codec[1],
+            codec=chosen[0],
+            payload_type=chosen[1],
             telephone_event_pt=te_pt,
             ptime=m.ptime or offer.ptime or 20,
             direction=m.direction or offer.direction or "sendrecv",
@@ -215,7 +227,8 @@ def negotiate(offer: SessionDescription) -> Negotiation:
         return Negotiation(offer=offer, media=media, index=index)
     if not saw_audio:
         raise SdpNotAcceptable("no audio stream offered", warning_code=304)
-    raise SdpNotAcceptable("no common codec: PCMU or PCMA over RTP/AVP required", warning_code=305)
+    names = " or ".join(c.name for c in CODECS)
+    raise SdpNotAcceptable(f"no common codec: {names} over RTP/AVP required", warning_code=305)
 
 
 def build_offer(
@@ -227,8 +240,8 @@ def build_offer(
     telephone_event_pt: int = 101,
     username: str = "voicenav",
 ) -> bytes:
-    """Our offer, for INVITEs that came without one (the caller answers in its ACK): PCMU, PCMA and
-    telephone-event, 20 ms packets."""
+    """Our offer, for INVITEs that came without one (the caller answers in its ACK): our codecs on
+    their static payload types and telephone-event, 20 ms packets."""
     ip_ver = "IP6" if ":" in local_ip else "IP4"
     te = telephone_event_pt
     out = [
@@ -237,9 +250,8 @@ def build_offer(
         "s=voicenav",
         f"c=IN {ip_ver} {local_ip}",
         "t=0 0",
-        f"m=audio {local_port} RTP/AVP 0 8 {te}",
-        "a=rtpmap:0 PCMU/8000",
-        "a=rtpmap:8 PCMA/8000",
+        f"m=audio {local_port} RTP/AVP {' '.join(str(c.payload_type) for c in CODECS)} {te}",
+        *(f"a=rtpmap:{c.payload_type} {c.name}/{c.clock_rate}" for c in CODECS),
         f"a=rtpmap:{te} telephone-event/8000",
         f"a=fmtp:{te} 0-15",
         "a=ptime:20",
@@ -275,7 +287,7 @@ def build_answer(
         if mo.telephone_event_pt is not None:
             fmts.append(str(mo.telephone_event_pt))
         out.append(f"m=audio {local_port} RTP/AVP {' '.join(fmts)}")
-        out.append(f"a=rtpmap:{mo.payload_type} {mo.codec}/8000")
+        out.append(f"a=rtpmap:{mo.payload_type} {mo.codec}/{codec(mo.codec).clock_rate}")
         if mo.telephone_event_pt is not None:
             out.append(f"a=rtpmap:{mo.telephone_event_pt} telephone-event/8000")
             out.append(f"a=fmtp:{mo.telephone_event_pt} 0-15")

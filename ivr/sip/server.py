@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from typing import Any
 
-from prometheus_client import Counter, Gauge
-from pydantic import BaseModel, Field, model_validator
+from prometheus_client import Counter
+from pydantic import Field
 
-from ivr.sip.call import CallEnded, IncomingCall, exc_status
+from ivr.calls.admission import Admission, CallGate
+from ivr.sip.access import SipAccess
+from ivr.sip.call import CallEnded, IncomingCall, negotiate_body, refusal
+from ivr.sip.config import SipParams
 from ivr.sip.dialog import Dialog, new_branch, new_tag
 from ivr.sip.message import (
     NameAddr,
@@ -24,7 +27,7 @@ from ivr.sip.message import (
     format_hostport,
     make_response,
 )
-from ivr.sip.sdp import SdpError, SdpNotAcceptable, negotiate, parse_sdp
+from ivr.sip.sdp import SdpError
 from ivr.sip.transaction import (
     InviteServerTransaction,
     NonInviteClientTransaction,
@@ -34,7 +37,7 @@ from ivr.sip.transaction import (
     SipTimers,
     TransactionLayer,
 )
-from ivr.sip.transport import Peer, TcpTransport, Transport, TransportName, UdpTransport
+from ivr.sip.transport import Peer, TcpTransport, Transport, UdpTransport
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,6 @@ SIP_RESPONSES = Counter("voicenav_sip_responses_total", "SIP responses sent (fir
 SIP_PARSE_ERRORS = Counter(
     "voicenav_sip_parse_errors_total", "Unparseable SIP messages dropped or answered with 400", ["transport"]
 )
-SIP_ACTIVE_CALLS = Gauge("voicenav_sip_active_calls", "SIP calls in progress (early or confirmed)")
 SIP_REJECTED_CALLS = Counter("voicenav_sip_rejected_calls_total", "INVITEs refused", ["reason"])
 
 _KNOWN_METHODS = frozenset(
@@ -64,30 +66,18 @@ _KNOWN_METHODS = frozenset(
         "PRACK",
     }
 )
+# rejected-call reasons by the status refusing the INVITE's body
+_BODY_REFUSALS = {400: "bad-sdp", 415: "unsupported-body", 488: "no-common-codec"}
 _ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
 
 
-class SipConfig(BaseModel):
-    host: str
-    port: int = Field(ge=0, le=65535)
-    max_calls: int = Field(100, ge=0)
-    transports: tuple[TransportName, ...] = ("udp", "tcp")
-    timers: SipTimers = SipTimers()
-    public_host: str | None = None  # address for Via/Contact when bound to a wildcard address
-    retry_after: int = Field(30, ge=0)  # seconds, in 503s at capacity or while draining
-    user_agent: str = "voicenav"
-    transfer_timeout: float = Field(32.0, gt=0)
-    # after a failed REFER: "keep" the call for the application, or release it with BYE, plain
-    # ("hangup") or with a Reason header naming the failed target ("hangup-with-reason")
-    transfer_fallback: Literal["keep", "hangup", "hangup-with-reason"] = "keep"
+class SipConfig(SipParams):
+    """The settings plus what a server on its own decides (capacity, Retry-After, timers); a server given
+    an admission uses that one's capacity and Retry-After."""
 
-    @model_validator(mode="after")
-    def _check(self) -> SipConfig:
-        if not self.transports:
-            raise ValueError("at least one transport")
-        if self.host in ("0.0.0.0", "::", "") and not self.public_host:
-            raise ValueError("public_host is required when binding a wildcard address")
-        return self
+    max_calls: int = Field(100, ge=1)
+    timers: SipTimers = SipTimers()
+    retry_after: int = Field(30, ge=0)  # seconds, in 503s at capacity or while draining
 
 
 OnCall = Callable[[IncomingCall], Awaitable[None]]
@@ -95,19 +85,25 @@ OnCall = Callable[[IncomingCall], Awaitable[None]]
 
 class SipServer:
     """Inbound-call SIP server.  `on_call(call)` runs once per admitted INVITE and owns the call for its
-    whole life: when it returns (or raises), a call still in progress is released."""
+    whole life: when it returns (or raises), a call still in progress is released.
 
-    def __init__(self, host: str, port: int, *, on_call: OnCall, **options: Any) -> None:
+    `admission` decides which INVITEs become calls and counts them; without one the server admits
+    against its own `max_calls` and `retry_after`."""
+
+    def __init__(
+        self, host: str, port: int, *, on_call: OnCall, admission: CallGate | None = None, **options: Any
+    ) -> None:
         self.config = SipConfig(host=host, port=port, **options)
         self._on_call = on_call
+        self._admission = admission or Admission(self.config.max_calls, self.config.retry_after)
         self._layer = TransactionLayer(self.config.timers)
+        self._access = SipAccess(self.config.access)
         self._transports: dict[str, Transport] = {}
         self._dialogs: dict[tuple[str, str, str], IncomingCall] = {}
         self._calls: set[IncomingCall] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.draining = False
         self.bound_port = port
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -125,8 +121,16 @@ class SipServer:
     async def _bind(self, port: int) -> None:
         # with port 0 the first transport picks the port and the others must get the same one
         for name in self.config.transports:
-            cls = UdpTransport if name == "udp" else TcpTransport
-            t: Transport = cls(self._on_message, self._on_parse_error)
+            t: Transport = (
+                UdpTransport(self._on_message, self._on_parse_error)
+                if name == "udp"
+                else TcpTransport(
+                    self._on_message,
+                    self._on_parse_error,
+                    limits=self.config.tcp,
+                    accept=self._access.source_allowed,
+                )
+            )
             self._transports[name] = t
             _, port = await t.start(self.config.host, port)
         self.bound_port = port
@@ -134,7 +138,7 @@ class SipServer:
 
     async def stop(self) -> None:
         """Release every call (BYE, or 480 if unanswered), then close the transports."""
-        self.draining = True
+        self._admission.start_draining()
         hangups = [self.spawn(c.hangup("server-shutdown")) for c in list(self._calls)]
         if hangups:
             # a BYE response normally takes a round trip; don't wait for 64*T1 on dead peers
@@ -154,12 +158,17 @@ class SipServer:
     async def drain(self) -> None:
         """Refuse new calls (503 + Retry-After) and return once the current ones have finished
         (bound it with asyncio.timeout; the server keeps draining either way)."""
-        self.draining = True
+        self._admission.start_draining()
         await self._idle.wait()
 
     @property
     def active_calls(self) -> int:
         return len(self._calls)
+
+    @property
+    def ack_timeout(self) -> float:
+        """How long an answered call waits for its ACK before it ends (admission caps RFC 3261's 64*T1)."""
+        return min(self.config.timers.timeout, self.config.access.ack_timeout_s)
 
     @property
     def calls(self) -> list[IncomingCall]:
@@ -211,17 +220,15 @@ class SipServer:
 
         return send
 
-    def send_in_dialog(
-        self, call: IncomingCall, method: str, headers: list[tuple[str, str]]
-    ) -> NonInviteClientTransaction:
-        name = call.peer.transport
+    def via(self, transport: str) -> Via:
+        return Via(transport.upper(), self.advertised_host, self.bound_port, {"branch": new_branch(), "rport": None})
+
+    def send_request(self, peer: Peer, request: SipRequest, next_hop: SipUri) -> NonInviteClientTransaction:
+        name = peer.transport
         transport = self._transports[name]
-        via = Via(name.upper(), self.advertised_host, self.bound_port, {"branch": new_branch(), "rport": None})
-        request, next_hop = call.dialog.request(method, via=via, contact=self.contact(name), headers=headers)
-        request.headers.add("User-Agent", self.config.user_agent)
         host, port = next_hop.params.get("maddr") or next_hop.host, next_hop.default_port
-        if name == "tcp" and call.peer.connection is not None and call.peer.connection.open:
-            conn = call.peer.connection
+        if name == "tcp" and peer.connection is not None and peer.connection.open:
+            conn = peer.connection
 
             def send(data: bytes) -> None:
                 transport.send(data, host, port, conn)
@@ -235,7 +242,7 @@ class SipServer:
     def call_ended(self, call: IncomingCall) -> None:
         if call in self._calls:
             self._calls.discard(call)
-            SIP_ACTIVE_CALLS.dec()
+            self._admission.release("sip")
         self._dialogs.pop(call.dialog.key, None)
         if not self._calls:
             self._idle.set()
@@ -247,6 +254,8 @@ class SipServer:
         log.info("dropped unparseable SIP from %s:%d over %s: %s", peer.host, peer.port, peer.transport, exc.reason)
 
     def _on_message(self, msg: SipMessage, peer: Peer) -> None:
+        if not self._access.source_allowed(peer.host):
+            return  # unanswered: no reflection towards a forged source, nothing for a scanner to learn
         try:
             if isinstance(msg, SipResponse):
                 tx = self._layer.match_response(msg)
@@ -295,6 +304,13 @@ class SipServer:
         if existing is not None:
             existing.on_retransmission()
             return
+        if req.method == "INVITE" and req.to.tag is None:
+            denied = self._access.refuse_invite(req, peer.host)
+            if denied is not None:
+                # stateless: a retransmission is judged again, and a flood leaves no transactions behind
+                SIP_REJECTED_CALLS.labels(f"admission-{denied.status}").inc()
+                self._stateless(req, peer, denied)
+                return
         reliable = self._transports[peer.transport].reliable
         send = self.response_sender(req, peer)
         tx = self._layer.create_server(req, send, reliable)
@@ -355,11 +371,9 @@ class SipServer:
         if call is None:
             self.respond(tx, make_response(req, 481))
             return
-        cseq = req.cseq[0]
-        if cseq < call.dialog.remote_cseq:
+        if not call.take_cseq(req.cseq[0]):
             self.respond(tx, make_response(req, 500, "Out of Order CSeq"))
             return
-        call.dialog.remote_cseq = cseq
         if m == "INVITE":
             assert isinstance(tx, InviteServerTransaction)
             call.on_reinvite(req, tx)
@@ -422,13 +436,6 @@ class SipServer:
             # same request reached us again along another path (§8.2.2.2 merged request)
             self._reject_invite(req, tx, 482, "loop")
             return
-        retry = [("Retry-After", str(self.config.retry_after))]
-        if self.draining:
-            self._reject_invite(req, tx, 503, "draining", retry)
-            return
-        if len(self._calls) >= self.config.max_calls:
-            self._reject_invite(req, tx, 503, "capacity", retry)
-            return
         if req.headers.get("Content-Encoding"):
             self._reject_invite(req, tx, 415, "unsupported-body", [("Accept-Encoding", "identity")])
             return
@@ -439,23 +446,17 @@ class SipServer:
             self._reject_invite(req, tx, 400, "bad-request")
             return
         try:
-            if req.body and req.content_type != "application/sdp":
-                raise SdpError("unsupported content type")
             # no body: delayed offer, ours goes in the 2xx and the caller answers in the ACK
-            neg = negotiate(parse_sdp(req.body)) if req.body else None
-        except SdpNotAcceptable as exc:
-            self._reject_invite(
-                req,
-                tx,
-                488,
-                "no-common-codec",
-                [("Warning", f'{exc.warning_code} {self.advertised_host} "{exc.reason}"')],
-            )
-            return
+            neg = negotiate_body(req) if req.body else None
         except SdpError as exc:
-            status = exc_status(exc)
-            extra = [("Accept", "application/sdp")] if status == 415 else []
-            self._reject_invite(req, tx, status, "bad-sdp" if status == 400 else "unsupported-body", extra)
+            SIP_REJECTED_CALLS.labels(_BODY_REFUSALS[exc.status]).inc()
+            self.respond(tx, refusal(req, exc, new_tag(), self.advertised_host))
+            return
+        # admitted last, so that an INVITE refused for what it says never takes a call's place
+        refused = self._admission.admit("sip")
+        if refused is not None:
+            retry = [("Retry-After", str(self._admission.retry_after_s))]
+            self._reject_invite(req, tx, 503, refused, retry)
             return
         local = req.to
         local.params["tag"] = new_tag()
@@ -471,7 +472,6 @@ class SipServer:
         self._dialogs[dialog.key] = call
         self._calls.add(call)
         self._idle.clear()
-        SIP_ACTIVE_CALLS.inc()
         self.spawn(self._run_call(call))
 
     async def _run_call(self, call: IncomingCall) -> None:

@@ -1,7 +1,9 @@
 """SIP over UDP and TCP (RFC 3261 §18): receive and frame messages, send bytes to an address.
 
 Each TCP connection has its own framer task: a stream that breaks framing is closed alone and
-never disturbs other connections.  Parse failures are reported to `on_error` for counting.
+never disturbs other connections.  Parse failures are reported to `on_error` for counting.  TCP
+connections are capped in number, and closed when silent for `idle_timeout_s` or when a message
+takes longer than `message_timeout_s` to arrive in full (a peer trickling bytes to hold a slot).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.sip.message import (
     MAX_HEAD_BYTES,
@@ -26,6 +31,18 @@ from ivr.sip.message import (
 log = logging.getLogger(__name__)
 
 TransportName = Literal["udp", "tcp"]
+
+TCP_CLOSED = Counter(
+    "voicenav_sip_tcp_closed_total", "SIP TCP connections we closed: refused, over the cap, idle, slow", ["reason"]
+)
+
+
+class TcpLimits(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_connections: int = Field(256, ge=1, description="accepted connections at once; more are closed at once")
+    # SBCs keep a connection they use alive with CRLF keep-alives (RFC 5626 §3.5.1), which count as traffic
+    idle_timeout_s: float = Field(60.0, gt=0, description="a connection with no bytes this long is closed")
+    message_timeout_s: float = Field(5.0, gt=0, description="the most a message may take from first to last byte")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -137,11 +154,21 @@ class TcpTransport:
     name: TransportName = "tcp"
     reliable = True
 
-    def __init__(self, on_message: OnMessage, on_error: OnError) -> None:
+    def __init__(
+        self,
+        on_message: OnMessage,
+        on_error: OnError,
+        *,
+        limits: TcpLimits | None = None,
+        accept: Callable[[str], bool] = lambda host: True,
+    ) -> None:
         self._on_message = on_message
         self._on_error = on_error
+        self._limits = limits or TcpLimits()
+        self._accept_from = accept
         self._server: asyncio.Server | None = None
         self._connections: dict[tuple[str, int], TcpConnection] = {}
+        self._accepted = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -155,21 +182,50 @@ class TcpTransport:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._serve(TcpConnection(reader, writer))
+        conn = TcpConnection(reader, writer)
+        if not self._accept_from(conn.host):
+            TCP_CLOSED.labels("refused").inc()
+            conn.close()
+            return
+        if self._accepted >= self._limits.max_connections:
+            TCP_CLOSED.labels("over-cap").inc()
+            # a flood would log a line per connection: the counter is what to alert on
+            log.debug("SIP TCP connection from %s:%d closed: %d connections open", conn.host, conn.port, self._accepted)
+            conn.close()
+            return
+        self._accepted += 1
+        try:
+            await self._serve(conn)
+        finally:
+            self._accepted -= 1
 
     async def _serve(self, conn: TcpConnection) -> None:
         key = (conn.host, conn.port)
         self._connections[key] = conn
         peer = Peer("tcp", conn.host, conn.port, conn)
         buf = bytearray()
+        loop = asyncio.get_running_loop()
+        message_deadline = 0.0  # when the message begun in `buf` must be complete
         try:
             while True:
-                chunk = await conn.reader.read(65536)
+                if buf:
+                    wait, reason = message_deadline - loop.time(), "slow"
+                else:
+                    wait, reason = self._limits.idle_timeout_s, "idle"
+                try:
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        chunk = await conn.reader.read(65536)
+                except TimeoutError:
+                    TCP_CLOSED.labels(reason).inc()
+                    log.info("SIP TCP connection from %s:%d closed: %s", conn.host, conn.port, reason)
+                    return
                 if not chunk:
                     return
+                if not buf:
+                    message_deadline = loop.time() + self._limits.message_timeout_s
                 buf += chunk
                 while self._frame(buf, peer):
-                    pass
+                    message_deadline = loop.time() + self._limits.message_timeout_s
         except SipParseError as exc:
             # framing is lost: nothing after this point can be delimited, so drop the connection
             self._on_error(exc, peer)

@@ -1,7 +1,9 @@
 """WebRTC callers: a non-trickle SDP offer/answer endpoint that turns each caller into a `WebRtcLeg`.
 
+GET  /webrtc/token                            ->  200 {"token", "expires_in_s"}  (see `offer_guard`)
 POST /webrtc/offer  {"sdp", "type": "offer"}  ->  200 {"sdp", "type": "answer", "call_id"}
-                                                   400 {"error", "detail"}  malformed JSON or SDP
+     (application/json, X-Offer-Token)            400 {"error", "detail"}  malformed JSON or SDP
+                                                   401 / 403 / 415  no valid token / origin / not JSON
                                                    503 {"error"} + Retry-After  at capacity or draining
 The answer carries all our ICE candidates (aiortc gathers before answering), so the page needs no
 trickle channel. Each accepted call runs `on_call(leg, info)` in its own task; when it returns the
@@ -22,9 +24,10 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import OperationError
-from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from ivr.calls.admission import Admission, CallGate
 from ivr.webrtc.ice import (
     count_candidates,
     is_loopback_only,
@@ -33,13 +36,13 @@ from ivr.webrtc.ice import (
     validate_host_addresses,
 )
 from ivr.webrtc.leg import WebRtcLeg
+from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
 
 log = logging.getLogger(__name__)
 
 OFFERS = Counter("voicenav_webrtc_offers_total", "SDP offers received")
 ANSWERS = Counter("voicenav_webrtc_answers_total", "SDP answers sent, by negotiated audio codec", ["codec"])
 FAILURES = Counter("voicenav_webrtc_offer_failures_total", "SDP offers refused, by reason", ["reason"])
-ACTIVE_CALLS = Gauge("voicenav_webrtc_active_calls", "WebRTC calls in progress (including being answered)")
 ANSWER_SECONDS = Histogram(
     "voicenav_webrtc_answer_seconds",
     "Time from offer to answer (includes ICE gathering)",
@@ -68,19 +71,28 @@ class IceServer(BaseModel):
     model_config = ConfigDict(frozen=True)
     urls: list[str] = Field(min_length=1)
     username: str | None = None
-    credential: str | None = None
+    credential: SecretStr | None = None
 
 
 class WebRtcConfig(BaseModel):
-    """The endpoint's settings as they appear in the service configuration."""
+    """The endpoint's settings as they appear in the service configuration; how many calls it takes
+    and the Retry-After of its 503s are the service's admission settings."""
 
     model_config = ConfigDict(extra="forbid")
-    max_calls: int = Field(default=50, ge=1)
-    host_addresses: list[str] | None = None
-    ice_servers: list[IceServer] = Field(default_factory=list)
-    sample_rate: Literal[8000, 16000, 48000] = 16000
-    connect_timeout_s: float = Field(default=15.0, gt=0)
-    retry_after_s: int = Field(default=5, ge=0)
+    host_addresses: list[str] | None = Field(
+        default=None, description="local IPs to gather ICE host candidates on; none: every interface"
+    )
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description='STUN/TURN servers, [{"urls": [...], "username": ..., "credential": ...}]; none by default',
+    )
+    sample_rate: Literal[8000, 16000, 48000] = Field(default=16000, description="rate of the audio the calls get")
+    connect_timeout_s: float = Field(
+        default=15.0, gt=0, description='seconds from answer to connected before a call ends as "ice-failed"'
+    )
+    offers: OfferGuardParams = Field(
+        default=OfferGuardParams(), description="what an offer must carry: a fresh token, JSON, an allowed Origin"
+    )
 
     @field_validator("host_addresses")
     @classmethod
@@ -113,7 +125,8 @@ OnCall = Callable[[WebRtcLeg, CallInfo], Awaitable[None]]
 
 
 class WebRtcEndpoint:
-    """Answers offers, owns the resulting calls, enforces `max_calls`.
+    """Answers offers and owns the resulting calls; `admission` decides which offers become calls
+    (without one the endpoint admits against its own `max_calls` and `retry_after_s`).
 
     host_addresses: local IPs to gather ICE host candidates on (None: every interface, aioice's
         default). If all are loopback, non-loopback candidates are also stripped from offers.
@@ -126,60 +139,62 @@ class WebRtcEndpoint:
         self,
         on_call: OnCall,
         *,
-        max_calls: int,
+        admission: CallGate | None = None,
+        max_calls: int = 50,
         host_addresses: Sequence[str] | None = None,
         ice_servers: Sequence[IceServer] = (),
         sample_rate: int = 16000,
         connect_timeout_s: float = 15.0,
         retry_after_s: int = 5,
     ) -> None:
-        if max_calls < 1:
-            raise ValueError("max_calls must be >= 1")
         self._on_call = on_call
-        self._max_calls = max_calls
+        self._admission = admission or Admission(max_calls, retry_after_s)
         self._hosts = validate_host_addresses(host_addresses) if host_addresses is not None else None
         self._loopback_only = is_loopback_only(self._hosts)
         self._ice_servers = [
-            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in ice_servers
+            RTCIceServer(
+                urls=s.urls,
+                username=s.username,
+                credential=s.credential.get_secret_value() if s.credential is not None else None,
+            )
+            for s in ice_servers
         ]
         self._sample_rate = sample_rate
         self._connect_timeout_s = connect_timeout_s
-        self._retry_after_s = retry_after_s
-        self._slots = 0  # calls in progress plus offers being answered
-        self._draining = False
+        self._answering = 0
         self._legs: dict[str, WebRtcLeg] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_config(cls, on_call: OnCall, config: WebRtcConfig) -> WebRtcEndpoint:
+    def from_config(cls, on_call: OnCall, config: WebRtcConfig, admission: CallGate) -> WebRtcEndpoint:
         return cls(
             on_call,
-            max_calls=config.max_calls,
+            admission=admission,
             host_addresses=config.host_addresses,
             ice_servers=config.ice_servers,
             sample_rate=config.sample_rate,
             connect_timeout_s=config.connect_timeout_s,
-            retry_after_s=config.retry_after_s,
         )
 
     @property
     def active_calls(self) -> int:
-        return self._slots
+        """Calls in progress plus offers being answered."""
+        return len(self._legs) + self._answering
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self._admission.draining
 
     def legs(self) -> list[WebRtcLeg]:
         return list(self._legs.values())
 
     def start_draining(self) -> None:
         """Refuse new offers (503) and let current calls finish."""
-        self._draining = True
+        self._admission.start_draining()
 
     async def close(self, reason: str = "server-shutdown", *, grace_s: float = 5.0) -> None:
         """Refuse new offers, hang up every call with `reason`, and wait for the call handlers."""
-        self._draining = True
+        self._admission.start_draining()
         await asyncio.gather(*(leg.close(reason) for leg in list(self._legs.values())), return_exceptions=True)
         tasks = list(self._tasks)
         if tasks:
@@ -192,13 +207,11 @@ class WebRtcEndpoint:
         self, offer: OfferBody, *, remote_address: str | None = None, user_agent: str | None = None
     ) -> AnswerBody:
         """Accept `offer` and start the call, or raise `OfferRejected`."""
-        if self._draining:
-            raise self._reject("draining", 503, retry_after_s=self._retry_after_s)
-        if self._slots >= self._max_calls:
-            raise self._reject("capacity", 503, retry_after_s=self._retry_after_s)
-        self._slots += 1
-        ACTIVE_CALLS.inc()
+        refused = self._admission.admit("webrtc")
+        if refused is not None:
+            raise self._reject(refused, 503, retry_after_s=self._admission.retry_after_s)
         started = False
+        self._answering += 1
         try:
             t0 = time.monotonic()
             result = await self._negotiate(offer.sdp, remote_address, user_agent)
@@ -206,8 +219,9 @@ class WebRtcEndpoint:
             ANSWER_SECONDS.observe(time.monotonic() - t0)
             return result
         finally:
+            self._answering -= 1
             if not started:
-                self._release()
+                self._admission.release("webrtc")
 
     async def _negotiate(self, sdp: str, remote_address: str | None, user_agent: str | None) -> AnswerBody:
         sdp = self._checked_offer_sdp(sdp)
@@ -273,11 +287,7 @@ class WebRtcEndpoint:
         finally:
             await leg.close(reason)
             self._legs.pop(info.call_id, None)
-            self._release()
-
-    def _release(self) -> None:
-        self._slots -= 1
-        ACTIVE_CALLS.dec()
+            self._admission.release("webrtc")
 
     @staticmethod
     def _reject(reason: str, status: int, detail: str = "", retry_after_s: int | None = None) -> OfferRejected:
@@ -294,11 +304,16 @@ def _audio_codec(answer_sdp: str) -> str:
     raise RuntimeError("answer without an audio codec")
 
 
-def setup_routes(app: web.Application, endpoint: WebRtcEndpoint, *, path: str = "/webrtc/offer") -> None:
-    """Add the offer route, and hang up every WebRTC call when the app shuts down."""
+def setup_routes(
+    app: web.Application, endpoint: WebRtcEndpoint, *, guard: OfferGuard, path: str = "/webrtc/offer"
+) -> None:
+    """Add the offer and offer-token routes, and hang up every WebRTC call when the app shuts down."""
 
     async def offer(request: web.Request) -> web.Response:
         OFFERS.inc()
+        refused = guard.check_offer(request)
+        if refused is not None:
+            return refused
         try:
             body = OfferBody.model_validate_json(await request.read())
         except ValidationError as exc:
@@ -323,4 +338,5 @@ def setup_routes(app: web.Application, endpoint: WebRtcEndpoint, *, path: str = 
         await endpoint.close("server-shutdown")
 
     app.router.add_post(path, offer)
+    app.router.add_get(path.rsplit("/", 1)[0] + "/token", guard.token)
     app.on_shutdown.append(on_shutdown)

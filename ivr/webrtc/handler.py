@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from ivr.calls.session import CallDeps, CallSession, Transport
@@ -40,23 +39,13 @@ class WebRtcControl:
 class WebRtcCallHandler:
     """`WebRtcEndpoint(on_call=handler)`: one call session per connected page."""
 
-    def __init__(
-        self,
-        deps: CallDeps,
-        *,
-        started: Callable[[Transport], None],
-        ended: Callable[[Transport], None],
-    ) -> None:
+    def __init__(self, deps: CallDeps) -> None:
         self.deps = deps
-        self.started = started
-        self.ended = ended
 
     async def __call__(self, leg: WebRtcLeg, info: CallInfo) -> None:
-        self.started("webrtc")
         try:
             session = CallSession(info.call_id, info.remote_address or "webrtc", leg, WebRtcControl(leg), self.deps)
             outcome = await session.run()
             log.info("WebRTC call %s (%s) ended: %s", info.call_id, info.codec, outcome)
         finally:
             await leg.close("hangup")
-            self.ended("webrtc")

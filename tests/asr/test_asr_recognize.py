@@ -20,6 +20,8 @@ from asr_engine.transcribe import transcribe_audio
 from asr_engine.vad import SpeechEnd, SpeechStart
 
 RNG = np.random.default_rng(7)
+API_TOKEN = "recognize-test-token"
+API_AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def _non_speech() -> dict[str, np.ndarray]:
@@ -138,12 +140,19 @@ def test_transcribe_command_json(tmp_path, shared, model_cache):
 async def test_recognize_endpoint(model_cache, shared):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ivr.app.config import ServiceConfig
+    from hotwords.auth import AdminAuth
+    from ivr.app.config import AppConfig
     from ivr.app.routes import build_app
     from ivr.app.service import Service
 
-    svc = Service(ServiceConfig(cache_dir=model_cache, max_body_mb=1))
-    async with TestClient(TestServer(build_app(svc))) as client:
+    config = AppConfig(
+        recognizer={"engine": {"cache_dir": model_cache}},
+        prompts={"cache_dir": model_cache / "prompts"},
+        http={"max_body_mb": 1},
+    )
+    svc = Service(config)
+    auth = AdminAuth({"tests": API_TOKEN}, {"tests": ["recognize", "reader"]})
+    async with TestClient(TestServer(build_app(svc, auth=auth))) as client:
         await _exercise_recognize(client, svc, shared)
 
 
@@ -152,15 +161,15 @@ async def _exercise_recognize(client, svc, shared) -> None:
     await asyncio.wait_for(svc.ready.wait(), 120)
     assert (await client.get("/readyz")).status == 200
     body = (shared / "data/callers_dev/dev040.wav").read_bytes()
-    resp = await client.post("/v1/recognize", data=body)
+    resp = await client.post("/v1/recognize", data=body, headers=API_AUTH)
     assert resp.status == 200
     out = await resp.json()
     assert out["text"] and out["seconds"] > 0 and out["segments"][0]["end"] > out["segments"][0]["start"]
-    resp = await client.post("/v1/recognize", data=b"definitely not audio")
+    resp = await client.post("/v1/recognize", data=b"definitely not audio", headers=API_AUTH)
     assert resp.status == 400 and "bad audio" in (await resp.json())["error"]
-    resp = await client.post("/v1/recognize", data=wav_bytes(np.zeros(8000 * 70, np.int16), 8000))
+    resp = await client.post("/v1/recognize", data=wav_bytes(np.zeros(8000 * 70, np.int16), 8000), headers=API_AUTH)
     assert resp.status == 413
-    metrics = await (await client.get("/metrics")).text()
+    metrics = await (await client.get("/metrics", headers=API_AUTH)).text()
     assert "voicenav_asr_latency_seconds_count" in metrics and 'voicenav_http_rejected_total{reason="bad-audio"' in (
         metrics.replace('route="recognize",', "")
     )
@@ -186,13 +195,13 @@ def test_compare_reuses_the_decode_and_branches_off_the_shared_beginning(recogni
     clip = read_wav(str(shared / "data/callers_dev/dev033.wav"))
     utt = Utterance(clip.samples, clip.sample_rate)
     t = recognizer.recognize([utt])[0]
-    assert utt.encoding is not None
+    assert t.encoding is not None
     encode, calls = recognizer.engine.encode, []
     recognizer.engine.encode = lambda mel: calls.append(mel) or encode(mel)
     try:
-        assert recognizer.compare(utt, t.text, [t.text]) == [0.0]
-        hold, thanks = recognizer.compare(utt, t.text, ["Please hold.", "Thank you for calling."])
-        (between,) = recognizer.compare(utt, "Please hold.", ["Thank you for calling."])
+        assert recognizer.compare(utt, t.text, [t.text], t.encoding) == [0.0]
+        hold, thanks = recognizer.compare(utt, t.text, ["Please hold.", "Thank you for calling."], t.encoding)
+        (between,) = recognizer.compare(utt, "Please hold.", ["Thank you for calling."], t.encoding)
     finally:
         recognizer.engine.encode = encode
     assert calls == []
@@ -200,7 +209,7 @@ def test_compare_reuses_the_decode_and_branches_off_the_shared_beginning(recogni
     # Texts that differ from their first token on are weighed whole: the comparisons chain.
     assert between == pytest.approx(thanks - hold, abs=1.0)
 
-    k, v = utt.encoding
+    k, v = t.encoding
     req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate)
     base, branch, apart = (
         recognizer.tokenizer.encode(" " + text)
@@ -216,8 +225,9 @@ def test_compare_reuses_the_decode_and_branches_off_the_shared_beginning(recogni
 
 
 async def test_batcher_refines_in_its_worker_and_survives_a_failing_refine(recognizer, shared):
-    """A refine step runs on the recognizer's thread (it may decode again), rewrites only its own
-    utterance, and one that fails leaves the decoded text in place."""
+    """A refine step runs on the recognizer's thread (it may decode again) with the decode's encoder
+    output, rewrites only its own utterance into a new transcript whose tokens say its text, and one
+    that fails leaves the decoded transcript in place."""
     import threading
 
     from prometheus_client import REGISTRY
@@ -227,7 +237,7 @@ async def test_batcher_refines_in_its_worker_and_survives_a_failing_refine(recog
 
     def shout(utt, transcript):
         threads.append(threading.current_thread().name)
-        assert utt.encoding is not None  # the decode's encoder output is there to score against
+        assert transcript.encoding is not None  # the decode's encoder output is there to score against
         return transcript.text.upper()
 
     def broken(_utt, _transcript):
@@ -254,7 +264,60 @@ async def test_batcher_refines_in_its_worker_and_survives_a_failing_refine(recog
         batcher.close()
     assert threads == ["recognizer"]
     assert shouted.text == plain.text.upper() != plain.text
-    assert survived.text == plain.text
+    assert recognizer.tokenizer.decode(shouted.tokens).strip() == shouted.text
+    assert shouted.refined_from is not None and shouted.refined_from.text == plain.text
+    assert shouted.confidence == shouted.refined_from.confidence == plain.confidence  # the decode's
+    assert shouted.token_logprobs == [] and plain.token_logprobs
+    assert survived.text == plain.text and survived.refined_from is None
+    assert all(t.encoding is None for t in (shouted, plain, survived, shouted.refined_from))
     assert failures() == before + 1
     # Both refine steps are timed, the failed one too; the decode of the unbiased batch is timed.
     assert refines() == refined + 2 and batches() > decoded
+
+
+def test_a_rewritten_transcript_says_its_text_and_keeps_its_decode(recognizer, shared):
+    import dataclasses
+
+    clip = read_wav(str(shared / "data/callers_dev/dev033.wav"))
+    decoded = recognizer.recognize([Utterance(clip.samples, clip.sample_rate)])[0]
+    assert recognizer.rewritten(decoded, decoded.text) is decoded  # nothing to rewrite
+    for text in ("My Zentrix Unlimited keeps dropping.", "MY INTERNET IS NOT WORKING!", "Ünïcode, 42 % off"):
+        rewritten = recognizer.rewritten(decoded, text)
+        assert rewritten.text == text and recognizer.tokenizer.decode(rewritten.tokens).strip() == text
+        assert rewritten.refined_from == decoded and rewritten.refined_from.encoding is None
+        assert (rewritten.confidence, rewritten.avg_logprob) == (decoded.confidence, decoded.avg_logprob)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rewritten.text = "changed in place"  # type: ignore[misc]
+    assert decoded.text != text  # the decoded transcript is as it was
+
+
+async def test_cli_and_http_transcribe_a_recording_alike(model_cache, shared):
+    """`voicenav transcribe` and POST /v1/recognize run the same steps (`asr_engine.transcribe`)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hotwords.auth import AdminAuth
+    from ivr.app.config import AppConfig
+    from ivr.app.routes import build_app
+    from ivr.app.service import Service
+
+    wav = shared / "data/callers_dev/dev036.wav"
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "ivr.app.cli", "transcribe", "--json", "--cache-dir", str(model_cache), str(wav)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode == 0, err.decode()
+    (cli,) = [json.loads(line) for line in out.decode().splitlines()]
+
+    svc = Service(
+        AppConfig(recognizer={"engine": {"cache_dir": model_cache}}, prompts={"cache_dir": model_cache / "prompts"})
+    )
+    auth = AdminAuth({"tests": API_TOKEN}, {"tests": ["recognize"]})
+    async with TestClient(TestServer(build_app(svc, auth=auth))) as client:
+        await asyncio.wait_for(svc.ready.wait(), 120)
+        resp = await client.post("/v1/recognize", data=wav.read_bytes(), headers=API_AUTH)
+        assert resp.status == 200
+        http = await resp.json()
+    assert cli["text"] and http["text"] == cli["text"]
+    assert " ".join(s["text"] for s in http["segments"]) == cli["text"]

@@ -54,7 +54,7 @@ def test_lists_leave_ordinary_requests_alone(recognizer, vad, shared, biasing, k
 def test_confident_plain_transcripts_are_not_decoded_again(recognizer, vad, shared, biasing):
     """The prompted second decode is for transcripts that call for it, not a tax on every utterance."""
     original, again = recognizer.redecode, []
-    recognizer.redecode = lambda utt: again.append(utt) or original(utt)
+    recognizer.redecode = lambda utt, encoding: again.append(utt) or original(utt, encoding)
     try:
         for key in ("dev031", "dev038", "dev040", "dev046"):  # billing, agent, cancel, back: no names
             _run(recognizer, vad, shared, key, biasing)
@@ -80,7 +80,7 @@ def test_call_turns_weigh_readings_without_decoding_again(recognizer, vad, share
     strict = _call_turn(recognizer, vad, shared, key, biasing, lambda _utt, t: biasing.correct(t.text))
     assert phrase.lower() not in strict.lower()
     original, again = recognizer.redecode, []
-    recognizer.redecode = lambda utt: again.append(utt) or original(utt)
+    recognizer.redecode = lambda utt, encoding: again.append(utt) or original(utt, encoding)
     try:
         weighed = _call_turn(recognizer, vad, shared, key, biasing, partial(biasing.weigh, recognizer))
     finally:

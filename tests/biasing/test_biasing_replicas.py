@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from ivr.app.config import ServiceConfig
+from ivr.app.config import AppConfig
 from ivr.app.routes import build_app
 from ivr.app.service import Service
 
@@ -20,15 +20,17 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def replicas(model_cache, monkeypatch):
-    monkeypatch.setenv("VOICENAV_ADMIN_TOKEN", TOKEN)
+async def replicas(model_cache, monkeypatch, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ops:admin,recognize:{TOKEN}\n", encoding="utf-8")
+    monkeypatch.setenv("VOICENAV_AUTH__TOKEN_FILE", str(tokens))  # read by the config, as in a deployment
     prefix = f"test:replicas:{uuid.uuid4().hex}:"
-    config = ServiceConfig(
-        redis_url="redis://127.0.0.1:6379/0",
-        redis_prefix=prefix,
-        hotwords_prefix=f"{prefix}hotwords",
-        cache_dir=model_cache,
-        max_batch=4,
+    redis_url = "redis://127.0.0.1:6379/0"
+    config = AppConfig(
+        dialog={"redis_url": redis_url, "key_prefix": f"{prefix}dialog:"},
+        hotwords={"redis_url": redis_url, "key_prefix": f"{prefix}hotwords"},
+        recognizer={"engine": {"cache_dir": model_cache}, "max_batch": 4},
+        prompts={"cache_dir": model_cache / "prompts"},
     )
     services = [Service(config), Service(config)]
     clients = [TestClient(TestServer(build_app(s))) for s in services]
@@ -46,7 +48,7 @@ async def replicas(model_cache, monkeypatch):
 
 
 async def _heard(client: TestClient, wav: bytes) -> str:
-    resp = await client.post("/v1/recognize", data=wav)
+    resp = await client.post("/v1/recognize", data=wav, headers=AUTH)
     assert resp.status == 200
     return (await resp.json())["text"]
 

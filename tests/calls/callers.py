@@ -20,7 +20,9 @@ from aiohttp import ClientSession, ClientTimeout, web
 from asr_engine.audio.g711 import ulaw_encode
 from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav
-from ivr.app.config import ServiceConfig
+from hotwords.auth import AdminAuth
+from ivr.app.auth import HttpAuthParams
+from ivr.app.config import AppConfig
 from ivr.app.routes import build_app
 from ivr.app.service import Service
 from tests.ports import free_ports
@@ -34,6 +36,7 @@ PEERS_PY = WORK / "venv" / "bin" / "python"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MODEL_CACHE = Path(os.environ.get("VOICENAV_TEST_CACHE", ROOT / ".cache" / "test-models"))
 PROMPT_CACHE = ROOT / ".cache" / "test-prompts"
+READER_TOKEN = uuid.uuid4().hex
 
 
 def manifest() -> dict[str, dict[str, Any]]:
@@ -92,7 +95,9 @@ class Running:
     prefix: str  # Redis keys of this server
 
     async def get(self, path: str) -> tuple[int, Any]:
-        async with ClientSession(timeout=ClientTimeout(total=10)) as s, s.get(self.http + path) as r:
+        """GET with a `reader` token (call records, metrics)."""
+        headers = {"Authorization": f"Bearer {READER_TOKEN}"}
+        async with ClientSession(timeout=ClientTimeout(total=10)) as s, s.get(self.http + path, headers=headers) as r:
             body = await r.text()
             return r.status, (json.loads(body) if r.content_type == "application/json" else body)
 
@@ -121,37 +126,40 @@ class Running:
         return total
 
 
-def service_config(prefix: str, **overrides: Any) -> ServiceConfig:
-    values: dict[str, Any] = {
-        "sip_host": "127.0.0.1",
-        "sip_port": 0,
-        "http_host": "127.0.0.1",
-        "http_port": 0,
-        "sip_transports": ("udp",),
-        "rtp_port_min": None,
-        "rtp_port_max": None,
-        "redis_url": REDIS_URL,
-        "redis_prefix": prefix,
-        "hotwords_prefix": f"{prefix}hotwords",
-        "cache_dir": MODEL_CACHE,
-        "prompt_cache_dir": PROMPT_CACHE,
-        "webrtc_host_addresses": ["127.0.0.1"],
-        "drain_timeout_s": 30.0,
-        "retry_after_s": 7,
+def service_config(prefix: str, **sections: dict[str, Any]) -> AppConfig:
+    """The test service's settings; `sections` replace single settings: `calls={"max_calls": 2}`."""
+    values: dict[str, dict[str, Any]] = {
+        "sip": {"host": "127.0.0.1", "port": 0, "transports": ("udp",)},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "rtp": {"port_min": None, "port_max": None},
+        "dialog": {"redis_url": REDIS_URL, "key_prefix": f"{prefix}dialog:"},
+        "hotwords": {"redis_url": REDIS_URL, "key_prefix": f"{prefix}hotwords"},
+        "recognizer": {"engine": {"cache_dir": MODEL_CACHE}},
+        "prompts": {"cache_dir": PROMPT_CACHE},
+        "webrtc": {"host_addresses": ["127.0.0.1"]},
+        "calls": {"drain_timeout_s": 30.0, "retry_after_s": 7},
     }
-    values.update(overrides)
-    return ServiceConfig.model_validate(values)
+    for name, settings in sections.items():
+        values[name] = {**values.get(name, {}), **settings}
+    return AppConfig.model_validate(values)
 
 
 @asynccontextmanager
 async def running_service(
-    load_timeout_s: float = 180.0, extra_routes: Callable[[web.Application], None] | None = None, **overrides: Any
+    load_timeout_s: float = 180.0,
+    extra_routes: Callable[[web.Application], None] | None = None,
+    public_paths: tuple[str, ...] = (),
+    **sections: dict[str, Any],
 ) -> AsyncIterator[Running]:
     """voicenav in this process on ephemeral ports, Redis keys under a fresh prefix (deleted after);
-    `extra_routes` adds a test's own endpoints to the app."""
+    `extra_routes` adds a test's own endpoints to the app, open to all at `public_paths`."""
     prefix = f"voicenav-test:{uuid.uuid4().hex}:"
-    service = Service(service_config(prefix, **overrides))
-    app = build_app(service)
+    service = Service(service_config(prefix, **sections))
+    app = build_app(
+        service,
+        auth=AdminAuth({"tests": READER_TOKEN}, {"tests": ["reader"]}),
+        http_auth=HttpAuthParams(public_paths=public_paths),
+    )
     if extra_routes is not None:
         extra_routes(app)
     runner = web.AppRunner(app)

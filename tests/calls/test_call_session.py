@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,8 @@ from callers import MODEL_CACHE, PROMPT_CACHE
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.config import EngineConfig, RecognizerConfig
 from asr_engine.recognizer import Recognizer
-from asr_engine.vad import SileroVad
+from asr_engine.streaming import RecognitionStream
+from asr_engine.vad import SileroVad, SpeechEnd, VadConfig, VadEvent
 from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
 from dialog.policy import DialogPolicy
@@ -117,8 +119,8 @@ async def deps() -> AsyncIterator[CallDeps]:
         contexts=MemoryContextStore(),
         records=MemoryRecordStore(),
         prompts=prompts,
-        batcher=batcher,
-        vad=await asyncio.to_thread(SileroVad),
+        recognizer=batcher,
+        speech_stream=partial(RecognitionStream, await asyncio.to_thread(SileroVad), VadConfig()),
         vad_executor=executor,
     )
     await asyncio.to_thread(batcher.close)
@@ -166,3 +168,67 @@ async def test_hangup_during_a_prompt_ends_the_call(deps: CallDeps) -> None:
     assert leg.played == [False] and control.done == []
     record = await deps.records.get("gone")
     assert record is not None and record.outcome == {"hangup": "bye"}
+
+
+class _Unheard:
+    """A caller who only presses keys: no utterance is ever cut, so nothing may reach a recognizer."""
+
+    in_speech = False
+
+    def __init__(self) -> None:
+        self.contexts: list[tuple[object, str]] = []
+
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]:
+        raise AssertionError("a DTMF-only call carries no audio")
+
+    def set_context(self, biaser: object, prompt: str = "") -> None:
+        self.contexts.append((biaser, prompt))
+
+    def take_utterances(self) -> list[tuple[SpeechEnd, object]]:
+        return []
+
+
+class _NoRecognizer:
+    async def transcribe(self, utterance: object, refine: object = None) -> object:
+        raise AssertionError("a DTMF-only call has nothing to transcribe")
+
+
+async def test_a_dtmf_only_call_routes_with_no_model_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    from asr_engine import recognizer as recognizer_module
+
+    created: list[str] = []
+    for cls in (onnxruntime.InferenceSession, recognizer_module.Recognizer):
+        init = cls.__init__
+
+        def counting(self: Any, *args: Any, _init: Any = init, _name: str = cls.__name__, **kw: Any) -> None:
+            created.append(_name)
+            _init(self, *args, **kw)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+
+    flow = parse_flow(FLOW)
+    prompts = PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE)))
+    stream = _Unheard()
+    executor = ThreadPoolExecutor(1)
+    deps = CallDeps(
+        policy=DialogPolicy(flow),
+        contexts=MemoryContextStore(),
+        records=MemoryRecordStore(),
+        prompts=prompts,
+        recognizer=_NoRecognizer(),
+        speech_stream=lambda: stream,
+        vad_executor=executor,
+    )
+    leg, control = ScriptedLeg(), Control()
+    run = asyncio.create_task(CallSession("keys", "+15550004", leg, control, deps).run())
+    await asyncio.wait_for(leg.playing.wait(), 10)
+    leg.feed(DtmfDigit("2", "rfc4733"))
+    assert await asyncio.wait_for(run, 10) == "route"
+    executor.shutdown()
+    assert control.done == [("route", "tech_support")]
+    assert stream.contexts == [(None, "")]  # it listened (free grammar), with no hot words
+    record = await deps.records.get("keys")
+    assert record is not None and record.outcome == {"route": "tech_support"}
+    assert created == []  # no recognizer, no ONNX Runtime session (the VAD's included)

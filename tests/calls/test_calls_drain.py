@@ -81,14 +81,15 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
     sip_port, http_port, rtp = free_ports(), free_ports(kinds=(TCP,)), free_ports(8)
     http = f"http://127.0.0.1:{http_port}"
     env = {
-        "VOICENAV_CACHE_DIR": str(MODEL_CACHE),
-        "VOICENAV_PROMPT_CACHE_DIR": str(PROMPT_CACHE),
-        "VOICENAV_REDIS_PREFIX": prefix,
-        "VOICENAV_HOTWORDS_PREFIX": f"{prefix}hotwords",
-        "VOICENAV_RTP_PORT_MIN": str(rtp),
-        "VOICENAV_RTP_PORT_MAX": str(rtp + 7),
-        "VOICENAV_SIP_TRANSPORTS": '["udp"]',
-        "VOICENAV_RETRY_AFTER_S": "9",
+        "VOICENAV_RECOGNIZER__ENGINE__CACHE_DIR": str(MODEL_CACHE),
+        "VOICENAV_PROMPTS__CACHE_DIR": str(PROMPT_CACHE),
+        "VOICENAV_DIALOG__KEY_PREFIX": f"{prefix}dialog:",
+        "VOICENAV_HOTWORDS__REDIS_URL": REDIS_URL,
+        "VOICENAV_HOTWORDS__KEY_PREFIX": f"{prefix}hotwords",
+        "VOICENAV_RTP__PORT_MIN": str(rtp),
+        "VOICENAV_RTP__PORT_MAX": str(rtp + 7),
+        "VOICENAV_SIP__TRANSPORTS": '["udp"]',
+        "VOICENAV_CALLS__RETRY_AFTER_S": "9",
     }
     log_path = tmp_path / "serve.log"
     client = aioredis.from_url(REDIS_URL)
@@ -132,7 +133,8 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
             call = asyncio.create_task(sipp_call(scenario, sip_port, tmp_path, limit_s=40))
 
             async def full() -> bool:
-                return await _get(f"{http}/readyz") == (503, {"status": "full", "active_calls": 1})
+                # Full is still ready (Kubernetes keeps routing; SIP answers 503 + Retry-After).
+                return await _get(f"{http}/readyz") == (200, {"status": "full", "active_calls": 1})
 
             async def draining() -> bool:
                 return (await _get(f"{http}/readyz"))[1]["status"] == "draining"
@@ -146,11 +148,11 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
             assert refused.startswith("SIP/2.0 503"), refused
             assert "\r\nRetry-After: 9\r\n" in refused, refused
             offer = {"sdp": "v=0\r\n", "type": "offer"}
-            async with (
-                ClientSession(timeout=ClientTimeout(total=5)) as s,
-                s.post(f"{http}/webrtc/offer", data=json.dumps(offer)) as r,
-            ):
-                assert r.status == 503 and r.headers.get("Retry-After") == "9"
+            async with ClientSession(timeout=ClientTimeout(total=5)) as s:
+                async with s.get(f"{http}/webrtc/token") as r:
+                    token = (await r.json())["token"]
+                async with s.post(f"{http}/webrtc/offer", json=offer, headers={"X-Offer-Token": token}) as r:
+                    assert r.status == 503 and r.headers.get("Retry-After") == "9"
             rc, out = await call
             assert rc == 0, out  # the call in progress went on to its end: routed, BYE from the IVR
             assert await asyncio.wait_for(proc.wait(), 30) == 0, log_path.read_text()

@@ -26,7 +26,7 @@ TECH_SUPPORT_URI = "sip:tech_support@127.0.0.1"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server() -> AsyncIterator[Running]:
-    async with running_service(queue_uris={"tech_support": TECH_SUPPORT_URI}) as running:
+    async with running_service(calls={"queue_uris": {"tech_support": TECH_SUPPORT_URI}}) as running:
         yield running
 
 

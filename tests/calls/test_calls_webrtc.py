@@ -14,6 +14,8 @@ import pytest_asyncio
 from aiohttp import web
 from callers import PEERS, PEERS_PY, WORK, Running, manifest, run_bounded, running_service, wav_8k, wav_48k
 
+from tests.webrtc.webrtc_testkit import token_for_tokenless_peers
+
 pytestmark = [
     pytest.mark.peers,
     pytest.mark.redis,
@@ -46,8 +48,9 @@ async def _upload(request: web.Request) -> web.Response:
 async def server() -> AsyncIterator[Running]:
     def test_routes(app: web.Application) -> None:
         app.router.add_post("/test/upload", _upload)
+        app.middlewares.append(token_for_tokenless_peers)
 
-    async with running_service(extra_routes=test_routes) as running:
+    async with running_service(extra_routes=test_routes, public_paths=("/test/upload",)) as running:
         yield running
 
 

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from asr_engine.audio.wav import read_wav
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.config import EngineConfig, RecognizerConfig
 from asr_engine.recognizer import Recognizer, Refine, Transcript, Utterance
+from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import Endpointer, SileroVad, SpeechEnd, VadConfig
 from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
@@ -38,6 +40,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 RATE = 8000
 FRAME = 160  # 20 ms, as RTP carries it
 ALLISON_DIGITS = Path("/usr/share/asterisk/sounds/en_US_f_Allison/digits")
+DEFAULT_END_MS = VadConfig().min_silence_ms  # the service's end of speech: 600 ms
 
 MENU_FLOW = """
 id: menu
@@ -140,7 +143,12 @@ async def prompts_played(leg: ScriptedLeg, prompts: int) -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def deps() -> AsyncIterator[CallDeps]:
+async def vad() -> SileroVad:
+    return await asyncio.to_thread(SileroVad)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def deps(vad: SileroVad) -> AsyncIterator[CallDeps]:
     recognizer = await asyncio.to_thread(Recognizer, RecognizerConfig(engine=EngineConfig(cache_dir=MODEL_CACHE)))
     batcher = BatchingRecognizer(recognizer)
     executor = ThreadPoolExecutor(1)
@@ -152,8 +160,8 @@ async def deps() -> AsyncIterator[CallDeps]:
         contexts=MemoryContextStore(),
         records=MemoryRecordStore(),
         prompts=prompts,
-        batcher=batcher,
-        vad=await asyncio.to_thread(SileroVad),
+        recognizer=batcher,
+        speech_stream=partial(RecognitionStream, vad, VadConfig()),
         vad_executor=executor,
     )
     await asyncio.to_thread(batcher.close)
@@ -165,13 +173,13 @@ def decodes(deps: CallDeps, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Loop times at which the session handed an utterance to the recognizer, i.e. when the turn's
     end of speech was decided (the recognizer itself still runs; its time depends on the machine)."""
     times: list[float] = []
-    transcribe = deps.batcher.transcribe
+    transcribe = deps.recognizer.transcribe
 
     async def timed(utterance: Utterance, refine: Refine | None = None) -> Transcript:
         times.append(asyncio.get_running_loop().time())
         return await transcribe(utterance, refine)
 
-    monkeypatch.setattr(deps.batcher, "transcribe", timed)
+    monkeypatch.setattr(deps.recognizer, "transcribe", timed)
     return times
 
 
@@ -183,10 +191,10 @@ async def utterance_latencies(deps: CallDeps, call_id: str) -> tuple[CallRecord,
     return record, [ms for ms in measured if ms is not None]
 
 
-async def test_recorded_latency_includes_the_silence_wait(deps: CallDeps) -> None:
+async def test_recorded_latency_includes_the_silence_wait(deps: CallDeps, vad: SileroVad) -> None:
     # A long end-of-speech silence: measured from the VAD's decision the latency would be the decode
     # time alone, well under it.
-    slow = dataclasses.replace(deps, vad_config=VadConfig(min_silence_ms=1500))
+    slow = dataclasses.replace(deps, speech_stream=partial(RecognitionStream, vad, VadConfig(min_silence_ms=1500)))
     leg, control = ScriptedLeg(), Control()
     session = CallSession("silence-wait", "+15550101", leg, control, slow)
     run = asyncio.create_task(session.run())
@@ -202,20 +210,20 @@ async def test_recorded_latency_includes_the_silence_wait(deps: CallDeps) -> Non
     assert len(latencies) == 1 and 1500 <= latencies[0] < 1500 + 2500, latencies
 
 
-async def test_a_breath_between_digit_groups_ends_the_turn_only_at_the_default_pause(deps: CallDeps) -> None:
+async def test_a_breath_between_digit_groups_ends_the_turn_only_at_the_default_pause(vad: SileroVad) -> None:
     number = spoken_number(["305", "0138"])
-    assert len(speech_ends(deps.vad, number, deps.vad_config.min_silence_ms)) == 2  # cut after "305"
-    (whole,) = speech_ends(deps.vad, number, 1200)
+    assert len(speech_ends(vad, number, DEFAULT_END_MS)) == 2  # cut after "305"
+    (whole,) = speech_ends(vad, number, 1200)
     assert whole.end - whole.start > len(number) / RATE - 0.2
 
 
-async def test_yes_ends_sooner_at_the_yes_no_pause(deps: CallDeps) -> None:
+async def test_yes_ends_sooner_at_the_yes_no_pause(vad: SileroVad) -> None:
     yes = speech("dev041")  # "yes that's right"
-    (default,) = speech_ends(deps.vad, yes, deps.vad_config.min_silence_ms)
-    (short,) = speech_ends(deps.vad, yes, 300)
+    (default,) = speech_ends(vad, yes, DEFAULT_END_MS)
+    (short,) = speech_ends(vad, yes, 300)
     assert short.voiced_end == default.voiced_end
     assert default.decided_at - short.decided_at >= 0.25
-    assert short.decided_at - short.voiced_end < deps.vad_config.min_silence_ms / 1000
+    assert short.decided_at - short.voiced_end < DEFAULT_END_MS / 1000
 
 
 async def test_digits_node_keeps_the_number_whole_and_yes_is_answered_sooner(
@@ -245,7 +253,7 @@ async def test_digits_node_keeps_the_number_whole_and_yes_is_answered_sooner(
     # not complete, so the turn waited for its 1.2 s; that second decode was the turn's.
     assert len(decodes) == 3, decodes
     # The yes was decided after its own 300 ms pause, sooner than the usual 600 ms.
-    assert decodes[2] - yes_said < deps.vad_config.min_silence_ms / 1000, decodes[2] - yes_said
+    assert decodes[2] - yes_said < DEFAULT_END_MS / 1000, decodes[2] - yes_said
 
 
 async def test_terminator_key_ends_a_spoken_number_at_once(deps: CallDeps, decodes: list[float]) -> None:
@@ -318,11 +326,12 @@ nodes:
     [("dev003", {"route": "billing"}, True), ("dev041", {"route": "agent"}, False)],
 )
 async def test_a_turn_the_dialog_acts_on_ends_at_the_early_pause(
-    deps: CallDeps, decodes: list[float], utterance: str, outcome: dict[str, str], early: bool
+    deps: CallDeps, vad: SileroVad, decodes: list[float], utterance: str, outcome: dict[str, str], early: bool
 ) -> None:
     # A 3 s end silence so that an early end cannot be mistaken for the silence running out.
     flow = parse_flow(EARLY_FLOW)
-    early_deps = dataclasses.replace(deps, policy=DialogPolicy(flow), early_end_ms=400)
+    stream = partial(RecognitionStream, vad, VadConfig(early_end_ms=400))
+    early_deps = dataclasses.replace(deps, policy=DialogPolicy(flow), speech_stream=stream)
     await deps.prompts.warm(flow)
     leg, control = ScriptedLeg(), Control()
     call_id = f"early-{utterance}"

@@ -9,6 +9,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tests.private_redis import PrivateRedis
+
 
 @pytest.fixture
 async def redis_client() -> AsyncIterator[aioredis.Redis]:
@@ -40,3 +42,12 @@ async def dead_redis() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def private_redis(tmp_path) -> AsyncIterator[PrivateRedis]:
+    """A Redis of this test's own that it may stop and restart."""
+    server = PrivateRedis(tmp_path)
+    await server.start()
+    yield server
+    await server.stop()

@@ -55,7 +55,7 @@ async def test_account_call_end_to_end(stores, policy: DialogPolicy) -> None:
     assert spoken.latency_ms == 280.0 and spoken.asr_confidence == 0.91
     assert spoken.confidence is not None and spoken.confidence >= 0.5
     assert spoken.node == "main_menu" and any("account number" in p for p in spoken.prompts)
-    assert record.turns[2].dtmf == "471922#" and record.turns[2].node == "account_number"
+    assert record.turns[2].dtmf == "******#" and record.turns[2].node == "account_number"  # masked
     assert [r.call_id for r in await records.list(5)] == ["call-42"]
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hotwords.auth import AdminAuth
+from hotwords.auth import AdminAuth, AuthParams
 from hotwords.parsing import ParseError, parse_csv, parse_hotword_arg, parse_hotword_file, parse_text
 from hotwords.schema import MAX_PHRASES, Entry, HotwordListIn, normalize_phrase, validate_scope
 
@@ -118,17 +118,19 @@ def test_hotword_file_and_cli_argument(tmp_path: Path) -> None:
     ]
 
 
-def test_admin_tokens_from_file_and_env(tmp_path: Path) -> None:
+def test_admin_tokens_from_file_or_token(tmp_path: Path) -> None:
     secret = tmp_path / "tokens"
     secret.write_text("# admins\nalice:s3cret-a\nbob: s3cret-b\n", encoding="utf-8")
-    auth = AdminAuth.from_env({"VOICENAV_ADMIN_TOKEN_FILE": str(secret), "VOICENAV_ADMIN_TOKEN": "ignored"})
+    auth = AdminAuth.from_params(AuthParams(token_file=secret, token="ignored"))
     assert auth.identify("Bearer s3cret-a") == "alice"
     assert auth.identify("bearer s3cret-b") == "bob"
     assert auth.identify("Bearer ignored") is None
     assert auth.identify("Basic s3cret-a") is None
     assert auth.identify(None) is None
-    assert AdminAuth.from_env({"VOICENAV_ADMIN_TOKEN": "tok"}).identify("Bearer tok") == "admin"
-    with pytest.raises(ValueError, match="VOICENAV_ADMIN_TOKEN"):
-        AdminAuth.from_env({})
+    assert AdminAuth.from_params(AuthParams(token="tok")).identify("Bearer tok") == "admin"
+    with pytest.raises(ValueError, match="no API token"):
+        AdminAuth.from_params(AuthParams())
+    with pytest.raises(ValueError, match="no API token"):
+        AdminAuth.from_params(AuthParams(token=" "))
     with pytest.raises(ValueError, match="line 2"):
         AdminAuth.parse("a:1\na:2\n")

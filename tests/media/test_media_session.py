@@ -189,7 +189,9 @@ async def test_play_resamples_and_follows_a_reinvite_to_pcma() -> None:
 async def test_symmetric_rtp_latches_onto_the_real_source() -> None:
     advertised = await peer()  # what the SDP said (a NAT'd gateway's private address, say)
     actual = await peer()
-    session = await RtpSession.open(RtpParameters(remote_host="127.0.0.1", remote_port=advertised.port))
+    session = await RtpSession.open(
+        RtpParameters(remote_host="127.0.0.1", remote_port=advertised.port), RtpSessionConfig(symmetric_rtp=True)
+    )
     for i in range(3):
         actual.send(RtpPacket(0, i, i * 160, 5, b"\xff" * 160).build(), session.local_port)
     await asyncio.sleep(0.05)

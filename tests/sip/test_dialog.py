@@ -7,11 +7,12 @@ import random
 
 import pytest
 
+from ivr.calls.admission import ACTIVE_CALLS
 from ivr.media.events import DtmfDigit
 from ivr.sip import CallEnded, IncomingCall, SipTimers
 from ivr.sip.message import SipResponse, parse_message
 from ivr.sip.sdp import MediaOffer
-from ivr.sip.server import SIP_ACTIVE_CALLS, SIP_PARSE_ERRORS, SIP_REQUESTS, SIP_RESPONSES
+from ivr.sip.server import SIP_PARSE_ERRORS, SIP_REQUESTS, SIP_RESPONSES
 from tests.sip.helpers import SDP, Dialer, UdpClient, answer_and_wait, respond, running_server
 
 
@@ -351,16 +352,16 @@ async def test_merged_invite_gets_482_and_metrics(udp_client: UdpClient, rtp_por
 
     async with running_server(on_call) as server:
         sent_482 = SIP_RESPONSES.labels("482")._value.get()
-        active = SIP_ACTIVE_CALLS._value.get()
+        active = ACTIVE_CALLS.labels("sip")._value.get()
         d = Dialer(udp_client, server.bound_port)
         d.invite()
         await udp_client.response(180)
-        assert SIP_ACTIVE_CALLS._value.get() == active + 1
+        assert ACTIVE_CALLS.labels("sip")._value.get() == active + 1
         d.invite()  # same Call-ID, From tag and CSeq, new branch: arrived along a second path
         assert (await udp_client.response()).status == 482
         assert SIP_RESPONSES.labels("482")._value.get() == sent_482 + 1
         assert server.active_calls == 1
-    assert SIP_ACTIVE_CALLS._value.get() == active  # stop() released the ringing call
+    assert ACTIVE_CALLS.labels("sip")._value.get() == active  # stop() released the ringing call
 
 
 async def test_stop_hangs_up_active_calls(udp_client: UdpClient, rtp_port: int) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.sip.sdp import SdpError, SdpNotAcceptable, build_answer, negotiate, parse_sdp
+from ivr.sip.call import negotiate_body, refusal
+from ivr.sip.message import Headers, SipRequest
+from ivr.sip.sdp import SdpError, SdpNotAcceptable, UnsupportedBody, build_answer, negotiate, parse_sdp
 
 
 def offer(m_lines: str, session: str = "c=IN IP4 192.0.2.10\r\n") -> bytes:
@@ -149,3 +151,44 @@ def test_ipv6_answer() -> None:
 def test_malformed_sdp(bad: bytes) -> None:
     with pytest.raises(SdpError):
         negotiate(parse_sdp(bad))
+
+
+def _invite(body: bytes, content_type: str = "application/sdp") -> SipRequest:
+    headers = Headers()
+    for name, value in (
+        ("Via", "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-1"),
+        ("From", "<sip:caller@192.0.2.10>;tag=a"),
+        ("To", "<sip:ivr@192.0.2.1>"),
+        ("Call-ID", "c1@192.0.2.10"),
+        ("CSeq", "1 INVITE"),
+        ("Content-Type", content_type),
+    ):
+        headers.add(name, value)
+    return SipRequest(method="INVITE", uri="sip:ivr@192.0.2.1", headers=headers, body=body)
+
+
+@pytest.mark.parametrize(
+    "body, content_type, error, status, header",
+    [
+        (b"not sdp at all", "application/sdp", SdpError, 400, None),
+        (offer("m=audio 4000 RTP/AVP 0\r\n", session=""), "application/sdp", SdpError, 400, None),  # no c=
+        (b"hello", "text/plain", UnsupportedBody, 415, ("Accept", "application/sdp")),
+        (offer("m=audio 4000 RTP/AVP 18\r\n"), "application/sdp", SdpNotAcceptable, 488, "Warning"),
+        (offer("m=video 4000 RTP/AVP 96\r\n"), "application/sdp", SdpNotAcceptable, 488, "Warning"),
+    ],
+)
+def test_each_body_error_carries_its_status(
+    body: bytes, content_type: str, error: type[SdpError], status: int, header: tuple[str, str] | str | None
+) -> None:
+    request = _invite(body, content_type)
+    with pytest.raises(error) as info:
+        negotiate_body(request)
+    assert type(info.value) is error and info.value.status == status
+    response = refusal(request, info.value, "tag1", "192.0.2.1")
+    assert response.status == status and response.to.tag == "tag1"
+    if isinstance(header, tuple):
+        assert response.headers.get(header[0]) == header[1]
+    elif header == "Warning":
+        assert response.headers.get("Warning", "").startswith(f"{info.value.warning_code} 192.0.2.1 ")
+    else:
+        assert response.headers.get("Accept") is None and response.headers.get("Warning") is None

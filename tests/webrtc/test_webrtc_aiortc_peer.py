@@ -18,10 +18,12 @@ from webrtc_testkit import (
     peers_common,
     run_bounded,
     serve,
+    token_for_tokenless_peers,
     wait_until,
 )
 
 from ivr.webrtc.endpoint import WebRtcEndpoint, setup_routes
+from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
 
@@ -39,9 +41,9 @@ async def test_aiortc_caller_speech_in_prompt_out(codec: str, min_rx: float, min
     prompt, prompt_rate = common.read_wav(str(AUDIO / "prompt8k.wav"))
     harness = CallHarness(prompt, prompt_rate, record_s=7.4)
     endpoint = WebRtcEndpoint(harness, max_calls=2, host_addresses=LOOPBACK)
-    app = web.Application()
+    app = web.Application(middlewares=[token_for_tokenless_peers])
     # The kit's client posts to <url>/offer: give it /webrtc as the base URL.
-    setup_routes(app, endpoint)
+    setup_routes(app, endpoint, guard=OfferGuard(OfferGuardParams()))
     baseline = asyncio.all_tasks()
     t0 = time.monotonic()
     async with serve(app) as url:

@@ -28,6 +28,7 @@ from webrtc_testkit import (
 
 from ivr.app.softphone import setup_softphone_routes
 from ivr.webrtc.endpoint import WebRtcEndpoint, setup_routes
+from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 
@@ -72,7 +73,7 @@ async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_ha
         return web.json_response({"ok": True})
 
     app = web.Application(client_max_size=8 * 1024 * 1024)
-    setup_routes(app, endpoint)
+    setup_routes(app, endpoint, guard=OfferGuard(OfferGuardParams()))
     setup_softphone_routes(app)
     app.router.add_post("/test/upload", upload)  # the test's sink for what the page heard and showed
     t0 = time.monotonic()

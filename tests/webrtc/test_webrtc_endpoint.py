@@ -13,13 +13,16 @@ from aiohttp import ClientSession, web
 from aiortc import RTCSessionDescription
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
-from webrtc_testkit import LOOPBACK, InProcessCaller, post_json, serve, wait_until
+from webrtc_testkit import LOOPBACK, InProcessCaller, post_offer, serve, wait_until
 
 from ivr.app.softphone import STATIC_DIR, setup_softphone_routes
+from ivr.calls.admission import Admission
+from ivr.calls.ratelimit import BucketParams
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaEvent
 from ivr.webrtc.endpoint import CallInfo, WebRtcConfig, WebRtcEndpoint, setup_routes
 from ivr.webrtc.ice import pinned_host_addresses
 from ivr.webrtc.leg import WebRtcLeg
+from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
 from ivr.webrtc.tracks import FRAME_SAMPLES, OUT_RATE, PlayoutTrack
 
 pytestmark = pytest.mark.timeout(60)
@@ -72,11 +75,13 @@ class Collector:
         return [e for e in self.events if isinstance(e, kind)]
 
 
-async def _app(on_call, **kw) -> tuple[web.Application, WebRtcEndpoint]:
-    config = WebRtcConfig.model_validate({"max_calls": 4, "host_addresses": list(LOOPBACK), **kw})
-    endpoint = WebRtcEndpoint.from_config(on_call, config)
+async def _app(on_call, max_calls: int = 4, retry_after_s: int = 5, **kw) -> tuple[web.Application, WebRtcEndpoint]:
+    config = WebRtcConfig.model_validate({"host_addresses": list(LOOPBACK), **kw})
+    endpoint = WebRtcEndpoint.from_config(on_call, config, Admission(max_calls, retry_after_s))
     app = web.Application()
-    setup_routes(app, endpoint)
+    # these tests place many calls from one address in a short time: no limit on offer tokens here
+    guard = OfferGuard(OfferGuardParams(token_rate=BucketParams(rate_per_s=1000, burst=1000)))
+    setup_routes(app, endpoint, guard=guard)
     setup_softphone_routes(app)
     return app, endpoint
 
@@ -115,7 +120,7 @@ async def test_malformed_offers_are_400_and_counted() -> None:
         for raw, reason, *sdp in cases:
             before = _metric("voicenav_webrtc_offer_failures_total", reason=reason)
             body = {"sdp": sdp[0], "type": "offer"} if sdp else None
-            status, resp = await post_json(url + "/webrtc/offer", body, raw=raw)
+            status, resp = await post_offer(url, body, raw=raw)
             assert (status, resp.get("error")) == (400, reason), (reason, resp)
             assert _metric("voicenav_webrtc_offer_failures_total", reason=reason) == before + 1
     assert endpoint.active_calls == 0
@@ -192,7 +197,7 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     assert {m: _metric(m) - v for m, v in counts.items()} == dict.fromkeys(counts, 1.0)
     assert _metric("voicenav_webrtc_hangups_total", reason="bye") == byes + 1
     assert _metric("voicenav_webrtc_answers_total", codec="opus") == answers + 1
-    assert _metric("voicenav_webrtc_active_calls") == 0
+    assert _metric("voicenav_active_calls", transport="webrtc") == 0
     frames = collector.of(AudioFrame)
     assert len(frames) > 25  # > 0.5 s of 20 ms frames
     assert all(f.sample_rate == 16000 and f.pcm.dtype == np.int16 and f.pcm.ndim == 1 for f in frames)
@@ -250,7 +255,7 @@ async def test_no_connection_within_timeout_is_ice_failed() -> None:
     caller = InProcessCaller()
     async with serve(app) as url:
         sdp = await caller.offer_sdp()
-        status, _ = await post_json(url + "/webrtc/offer", {"sdp": sdp, "type": "offer"})
+        status, _ = await post_offer(url, {"sdp": sdp, "type": "offer"})
         assert status == 200  # ... but the caller never applies the answer
         await asyncio.wait_for(collector.ended.wait(), 5)
         await caller.close()
@@ -266,7 +271,7 @@ async def test_failed_connection_is_ice_failed() -> None:
         sdp = await caller.offer_sdp()
         # A fingerprint that does not match the caller's certificate: DTLS fails once ICE connects.
         forged = re.sub(r"a=fingerprint:sha-256 \S+", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32), sdp)
-        status, body = await post_json(url + "/webrtc/offer", {"sdp": forged, "type": "offer"})
+        status, body = await post_offer(url, {"sdp": forged, "type": "offer"})
         assert status == 200
         await caller.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
         await asyncio.wait_for(collector.ended.wait(), 10)
@@ -305,7 +310,7 @@ async def test_app_shutdown_hangs_up_calls() -> None:
 
 def test_config_is_checked() -> None:
     with pytest.raises(ValidationError):
-        WebRtcConfig.model_validate({"max_calls": 0})
+        WebRtcConfig.model_validate({"connect_timeout_s": 0})
     with pytest.raises(ValidationError):
         WebRtcConfig.model_validate({"stun": "stun.example.org"})  # unknown keys are typos
     with pytest.raises(ValidationError):

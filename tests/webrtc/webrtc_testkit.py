@@ -18,6 +18,7 @@ import numpy as np
 from aiohttp import ClientSession, ClientTimeout, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from multidict import CIMultiDict
 
 from asr_engine.audio.resample import resample_int16
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup
@@ -163,7 +164,7 @@ class InProcessCaller:
 
     async def call(self, base_url: str, *, path: str = "/webrtc/offer") -> tuple[int, dict[str, Any]]:
         sdp = await self.offer_sdp()
-        status, body = await post_json(base_url + path, {"sdp": sdp, "type": "offer"})
+        status, body = await post_offer(base_url, {"sdp": sdp, "type": "offer"}, path=path)
         if status == 200:
             answer = keep_loopback_candidates(body["sdp"])[0]
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
@@ -191,13 +192,43 @@ class InProcessCaller:
         await self.pc.close()
 
 
-async def post_json(url: str, body: Any, *, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+async def post_json(
+    url: str, body: Any, *, raw: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST `body` as JSON (or `raw` bytes, still labelled application/json)."""
     async with ClientSession(timeout=ClientTimeout(total=10)) as s:
         kwargs: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
-        async with s.post(url, **kwargs) as r:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        async with s.post(url, headers=headers, **kwargs) as r:
             data = await r.json(content_type=None)
             data["_retry_after"] = r.headers.get("Retry-After")
             return r.status, data
+
+
+async def offer_token(base_url: str) -> str:
+    """A single-use offer token, as the softphone page gets one before each call."""
+    async with ClientSession(timeout=ClientTimeout(total=10)) as s, s.get(base_url + "/webrtc/token") as r:
+        assert r.status == 200, await r.text()
+        return (await r.json())["token"]
+
+
+@web.middleware
+async def token_for_tokenless_peers(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Fetches an offer token for a peer that posts offers without one (the peers kit's aiortc
+    client knows nothing of tokens), as the softphone page does before each call."""
+    if request.path == "/webrtc/offer" and "X-Offer-Token" not in request.headers:
+        headers = CIMultiDict(request.headers)
+        headers["X-Offer-Token"] = await offer_token(f"{request.scheme}://{request.host}")
+        request = request.clone(headers=headers)
+    return await handler(request)
+
+
+async def post_offer(
+    base_url: str, body: Any, *, raw: bytes | None = None, path: str = "/webrtc/offer"
+) -> tuple[int, dict[str, Any]]:
+    """POST an offer the way the softphone page does: with a fresh token."""
+    token = await offer_token(base_url)
+    return await post_json(base_url + path, body, raw=raw, headers={"X-Offer-Token": token})
 
 
 async def wait_until(predicate: Any, within_s: float, what: str) -> None:

@@ -1,5 +1,6 @@
-// voicenav softphone: microphone -> RTCPeerConnection -> POST /webrtc/offer (non-trickle), the IVR's
-// audio in <audio>, keypad digits and hang-up over a data channel, live transcript from its events.
+// voicenav softphone: microphone -> RTCPeerConnection -> POST /webrtc/offer (non-trickle, with a
+// single-use token from GET /webrtc/token in X-Offer-Token), the IVR's audio in <audio>, keypad
+// digits and hang-up over a data channel, live transcript from its events.
 //
 // Automated runs: ?autotest=1 starts the call on load and records what it hears (MediaRecorder).
 //   hangup_after_ms=N  hang up after N ms of call (default 30000), unless the IVR hangs up first
@@ -11,6 +12,7 @@
 
 (() => {
   const OFFER_URL = '/webrtc/offer';
+  const TOKEN_URL = '/webrtc/token';
   const GATHER_TIMEOUT_MS = 3000;
   const params = new URLSearchParams(location.search);
   const autotest = params.get('autotest') === '1';
@@ -71,6 +73,17 @@
     ]);
   }
 
+  // Every offer spends a fresh single-use token from the server (its proof that this page asked).
+  async function offerToken() {
+    const resp = await fetch(TOKEN_URL, {cache: 'no-store'});
+    if (!resp.ok) {
+      const retry = resp.headers.get('Retry-After');
+      throw new Error(resp.status === 429 ? `Too many calls, try again in ${retry || 'a few'} s`
+        : `Call refused (token ${resp.status})`);
+    }
+    return (await resp.json()).token;
+  }
+
   async function startCall() {
     if (call && !call.ended) return;
     transcriptEl.replaceChildren();
@@ -118,7 +131,8 @@
     setStatus('Calling…', 'connecting');
     await pc.setLocalDescription(await pc.createOffer());
     await waitForGathering(pc);  // non-trickle: the offer carries every candidate
-    const resp = await fetch(OFFER_URL, {method: 'POST', headers: {'Content-Type': 'application/json'},
+    const resp = await fetch(OFFER_URL, {method: 'POST',
+      headers: {'Content-Type': 'application/json', 'X-Offer-Token': await offerToken()},
       body: JSON.stringify({sdp: pc.localDescription.sdp, type: 'offer'})});
     if (!resp.ok) {
       const retry = resp.headers.get('Retry-After');

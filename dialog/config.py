@@ -1,0 +1,18 @@
+"""Where the dialog keeps call state and records, and which call flow it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from dialog.sealing import SealingParams
+
+
+class DialogParams(BaseModel):
+    redis_url: str | None = Field(
+        None, description="Redis for dialog context and call records; none: they live in this process only"
+    )
+    key_prefix: str = Field("voicenav:dialog:", min_length=1, description="Redis key prefix of contexts and records")
+    flow: Path | None = Field(None, description="call flow YAML; none: the built-in demo flow")
+    sealing: SealingParams = Field(SealingParams(), description="encryption at rest of what the dialog keeps in Redis")

@@ -1,0 +1,62 @@
+"""A redis-server of a test's own, on a free port in a temp dir, that the test may stop and restart
+(the shared server on 6379 is never touched). No persistence: a restart comes back empty, like a
+Redis that lost its data."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tests.ports import TCP, free_ports
+
+
+class PrivateRedis:
+    def __init__(self, workdir: Path) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed")
+        self.workdir = workdir
+        self.port = free_ports(1, (TCP,))
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        assert self._proc is None, "already running"
+        self._proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+            "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        client = aioredis.Redis(host="127.0.0.1", port=self.port)
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        await client.ping()
+                        return
+                    except (OSError, RedisConnectionError):
+                        await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            await asyncio.wait_for(self._proc.wait(), 10)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+        self._proc = None
+
+    async def restart(self, down_s: float = 0.0) -> None:
+        await self.stop()
+        await asyncio.sleep(down_s)
+        await self.start()
