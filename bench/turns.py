@@ -240,6 +240,8 @@ async def main() -> None:
             "calls": {"max_calls": 32},
             "recognizer": {"max_batch": args.max_batch},
             "vad": {"early_end_ms": args.early_end_ms},
+            # Every caller comes from the relay's one address: a burst of 20 INVITEs is the test.
+            "sip": {"access": {"invite_rate": {"rate_per_s": 50.0, "burst": 50}}},
         }
         async with running_service(**sections) as server:
             for scenario in args.scenarios:
