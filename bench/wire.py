@@ -7,8 +7,9 @@ not shift the clock readings).
 Callers (sipp) send SIP to --listen. Requests go on to the server with the relay's Via on top; the
 server's responses come back through it (the Via) and go to the caller without it. The SDP of the
 INVITE and of its answer are rewritten so that both sides send RTP to one relay socket per call, which
-forwards each packet to the other side. The server's own requests (BYE) reach the caller directly
-or through the relay, whichever way the server sends them; they carry no media.
+forwards each packet to the other side. The server's own requests (BYE) go to the caller's Contact,
+past the relay (they carry no media); the caller's answers to them come to the relay and go on to the
+server.
 
 On SIGTERM or SIGINT it writes one line per RTP packet to --out: monotonic time (s), caller (the From
 user), direction (c2s or s2c), payload type, RMS of the G.711 μ-law payload (0 for other types).
@@ -89,12 +90,10 @@ class Tap:
         head, sep, body = data.partition(b"\r\n\r\n")
         text = head.decode("utf-8", "replace")
         call_id = _header(text, "Call-ID", "i")
-        if not text.startswith("SIP/2.0") and addr == self.server:
-            # The server's own request (BYE) sent back the way the call came: on to the caller, whose
-            # answer goes to the server's Via directly.
-            caller = self.callers.get(call_id)
-            if caller is not None:
-                self.sip.sendto(data, caller)
+        if text.startswith("SIP/2.0") and addr != self.server:
+            # The caller's answer to the server's own request (BYE): sipp sends everything to the
+            # address it dials, whatever the Via says.
+            self.sip.sendto(data, self.server)
             return
         if not text.startswith("SIP/2.0"):  # a caller's request: on to the server
             self.callers[call_id] = addr
