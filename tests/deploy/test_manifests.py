@@ -255,8 +255,8 @@ def test_every_flow_route_has_a_queue_uri(rendered: dict, overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rendered_env_is_a_valid_config(rendered: dict, overlay: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the pod gets loads as the service's settings, the JSON values parsed as the server does
-    (values from the cluster filled in). The names set ahead of the server are left out: a server
-    that does not read them refuses them, as docs/operations.md tells operators."""
+    (values from the cluster filled in). Names set ahead of the server, if any, are left out: a server
+    that does not read a variable refuses to start with it."""
     from_cluster = {"fieldRef": "10.1.2.3", "resourceFieldRef": "2", "secretKeyRef": "rediss://redis.internal:6380/0"}
     env = _effective_env(rendered[overlay])
     for name in list(os.environ):
