@@ -132,18 +132,19 @@ async def _serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     service = Service(cfg)
     auth = admin_auth(cfg.auth)
-    runner = web.AppRunner(build_app(service, auth=auth), handle_signals=False)
-    # The internal runner goes first at clean-up: the public one's clean-up stops the service.
-    runners = [runner]
+    public = web.AppRunner(build_app(service, auth=auth), handle_signals=False)
+    sites = [(public, cfg.http.port)]
     if cfg.http.internal_port is not None:
-        runners.insert(0, web.AppRunner(build_internal_app(service, auth=auth), handle_signals=False))
-    for r in runners:
-        await r.setup()  # the public one starts loading the recognizer; /readyz says when it is done
+        internal = web.AppRunner(build_internal_app(service, auth=auth), handle_signals=False)
+        sites.append((internal, cfg.http.internal_port))
+    # Cleaned up in reverse: the internal app first, as the public one's clean-up stops the service.
+    runners = [runner for runner, _ in reversed(sites)]
+    for runner, _ in sites:
+        await runner.setup()  # the public one starts loading the recognizer; /readyz says when it is done
     try:
         await service.start_sip()
-        await web.TCPSite(runner, cfg.http.host, cfg.http.port).start()
-        if len(runners) == 2:
-            await web.TCPSite(runners[0], cfg.http.host, cfg.http.internal_port).start()
+        for runner, port in sites:
+            await web.TCPSite(runner, cfg.http.host, port).start()
     except OSError as e:
         log.error("cannot listen: %s", e)
         await _cleanup(runners)
@@ -153,7 +154,7 @@ async def _serve(args: argparse.Namespace) -> int:
         "SIP on %s:%d, HTTP on %s",
         cfg.sip.host,
         service.sip.bound_port,
-        ", ".join(f"http://{cfg.http.host}:{r.addresses[0][1]}" for r in reversed(runners)),
+        ", ".join(f"http://{cfg.http.host}:{runner.addresses[0][1]}" for runner, _ in sites),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
