@@ -133,7 +133,7 @@ async def main() -> None:
                 work.mkdir()
                 sections: dict[str, dict[str, object]] = {"recognizer": {"max_batch": args.max_batch}}
                 if args.no_redis:
-                    sections |= {"dialog": {"redis_url": None}, "hotwords": {"redis_url": None}}
+                    sections |= {"redis": {"url": None}}
                 rows.append(await one_round(n, args.ramp, listen, utterances, work, **sections))
                 print(f"round of {n} (listen {listen:g} s) done", file=sys.stderr, flush=True)
     headers = [

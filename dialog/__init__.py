@@ -4,7 +4,7 @@ Knows nothing of SIP, RTP or speech recognition internals. A call session wires 
 
     flow = load_demo_flow()                       # or load_flow(path); dialog.flow
     policy = DialogPolicy(flow)                   # dialog.policy; pure (context, event) -> Decision
-    stores = open_dialog_stores(redis_url, sealer=open_sealer(SealingParams(key_file=...)))
+    stores = open_dialog_stores(redis, sealer=open_sealer(SealingParams(key_file=...)))  # URL or connect(**options)
     contexts, records = stores.contexts, stores.records   # dialog.durable: calls outlive Redis faults
     # (or open_context_store(None) / open_record_store(None): in-process only); setup_routes(app, records)
     session = DialogSession(call_id, policy, contexts, records, caller=..., transport="sip")

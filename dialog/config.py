@@ -1,4 +1,5 @@
-"""Where the dialog keeps call state and records, and which call flow it runs."""
+"""How the dialog keeps call state and records, and which call flow it runs (the Redis it keeps them in
+is the app's `redis` section)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ from dialog.sealing import SealingParams
 
 
 class DialogParams(BaseModel):
-    redis_url: str | None = Field(
-        None, description="Redis for dialog context and call records; none: they live in this process only"
-    )
     key_prefix: str = Field("voicenav:dialog:", min_length=1, description="Redis key prefix of contexts and records")
     flow: Path | None = Field(None, description="call flow YAML; none: the built-in demo flow")
     sealing: SealingParams = Field(SealingParams(), description="encryption at rest of what the dialog keeps in Redis")

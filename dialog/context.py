@@ -23,7 +23,7 @@ from prometheus_client import Counter
 
 from dialog.sealing import Sealer
 from dialog.state import CallContext, Turn
-from dialog.storage import StoreError, guarded, redis_client
+from dialog.storage import Connect, StoreError, guarded, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -270,11 +270,14 @@ class MemoryContextStore:
 
 
 def open_context_store(
-    redis_url: str | None, prefix: str = "voicenav:dialog:", ttl_s: float = DEFAULT_TTL_S, sealer: Sealer | None = None
+    redis: str | Connect | None,
+    prefix: str = "voicenav:dialog:",
+    ttl_s: float = DEFAULT_TTL_S,
+    sealer: Sealer | None = None,
 ) -> ContextStore:
-    """The Redis store for `redis_url`, or the embedded in-process store when there is none."""
-    if redis_url:
-        return RedisContextStore(redis_client(redis_url), prefix=prefix, ttl_s=ttl_s, sealer=sealer)
+    """The Redis store (a URL or a `Connect`), or the embedded in-process store when there is none."""
+    if redis:
+        return RedisContextStore(redis_client(redis), prefix=prefix, ttl_s=ttl_s, sealer=sealer)
     log.warning(
         "no Redis URL configured: call context is kept in this process only; "
         "it is not shared with other instances and is lost on restart"

@@ -30,7 +30,7 @@ from dialog.context import DEFAULT_TTL_S, MemoryContextStore, RedisContextStore,
 from dialog.records import DEFAULT_MAX_RECORDS, DEFAULT_RETENTION_S, CallRecord, RedisRecordStore
 from dialog.sealing import Sealer
 from dialog.state import CallContext, Turn
-from dialog.storage import StoreError, StoreUnavailable, guarded, redis_client
+from dialog.storage import Connect, StoreError, StoreUnavailable, guarded, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ class DialogStores:
 
 
 def open_dialog_stores(
-    redis_url: str,
+    redis: str | Connect,
     prefix: str = "voicenav:dialog:",
     sealer: Sealer | None = None,
     ttl_s: float = DEFAULT_TTL_S,
@@ -269,7 +269,7 @@ def open_dialog_stores(
     max_records: int = DEFAULT_MAX_RECORDS,
     max_pending_contexts: int = DEFAULT_MAX_PENDING_CONTEXTS,
 ) -> DialogStores:
-    client = redis_client(redis_url)
+    client = redis_client(redis)
     queue = WriteQueue(client, max_pending_contexts)
     return DialogStores(
         DurableContextStore(RedisContextStore(client, prefix, ttl_s, sealer), queue, ttl_s),

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dialog.sealing import Sealer
 from dialog.state import Turn
-from dialog.storage import StoreError, guarded, redis_client
+from dialog.storage import Connect, StoreError, guarded, redis_client
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("voicenav.audit")
@@ -214,14 +214,14 @@ class MemoryRecordStore:
 
 
 def open_record_store(
-    redis_url: str | None,
+    redis: str | Connect | None,
     prefix: str = "voicenav:dialog:",
     retention_s: float = DEFAULT_RETENTION_S,
     max_records: int = DEFAULT_MAX_RECORDS,
     sealer: Sealer | None = None,
 ) -> RecordStore:
-    if redis_url:
-        return RedisRecordStore(redis_client(redis_url), prefix, retention_s, max_records, sealer)
+    if redis:
+        return RedisRecordStore(redis_client(redis), prefix, retention_s, max_records, sealer)
     log.warning("no Redis URL configured: call records are kept in this process only and lost on restart")
     return MemoryRecordStore(retention_s, max_records)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
@@ -43,10 +44,15 @@ async def guarded(store: str, operation: str) -> AsyncIterator[None]:
         raise StoreDataError(f"{store} {operation}: unreadable stored data: {exc}") from exc
 
 
-def redis_client(url: str, timeout_s: float = 2.0) -> aioredis.Redis:
-    """A client that fails fast during an outage instead of stalling every call on the host."""
-    return aioredis.from_url(
-        url,
+# Builds a client from client options (a URL bound in, a Sentinel's `master_for`, ...).
+Connect = Callable[..., aioredis.Redis]
+
+
+def redis_client(redis: str | Connect, timeout_s: float = 2.0) -> aioredis.Redis:
+    """A client (of a URL, or from `connect(**options)`) that fails fast during an outage instead of
+    stalling every call on the host."""
+    connect = partial(aioredis.from_url, redis) if isinstance(redis, str) else redis
+    return connect(
         decode_responses=True,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,

@@ -10,9 +10,6 @@ from hotwords.schema import MAX_BOOST
 class HotwordsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    redis_url: str | None = Field(
-        default=None, description="redis://host:port/db; without it lists live in process memory only"
-    )
     key_prefix: str = Field(
         default="voicenav:hotwords", min_length=1, max_length=128, description="Redis key prefix of the lists"
     )

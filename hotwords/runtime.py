@@ -13,15 +13,17 @@ from hotwords.graph import BiasGraph, WeightedPhrase, compile_graph
 from hotwords.registry import HotwordRegistry
 from hotwords.schema import Entry
 from hotwords.service import Codec, HotwordService
-from hotwords.store import open_store
+from hotwords.store import Connect, open_store
 
 REGISTRY_KEY = web.AppKey("hotwords_registry", HotwordRegistry)
 
 
-def install(app: web.Application, config: HotwordsConfig, codec: Codec, auth: AdminAuth) -> HotwordRegistry:
+def install(
+    app: web.Application, config: HotwordsConfig, codec: Codec, auth: AdminAuth, redis: str | Connect | None = None
+) -> HotwordRegistry:
     """Add the admin routes to `app` and run a registry for the app's lifetime (also at
-    `app[REGISTRY_KEY]`); the store is Redis when `config.redis_url` is set, else process memory."""
-    store = open_store(config.redis_url, config.key_prefix, config.audit_cap)
+    `app[REGISTRY_KEY]`); the store is Redis when `redis` (a URL or a `Connect`) is given, else process memory."""
+    store = open_store(redis, config.key_prefix, config.audit_cap)
     registry = HotwordRegistry(store, codec, config)
     setup_routes(app, HotwordService(store, codec, config), auth, config.max_body_bytes)
     app[REGISTRY_KEY] = registry

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal
 
 import redis.asyncio as aioredis
@@ -28,6 +30,9 @@ from hotwords.schema import AuditRecord, ChangeEvent, HotwordList, HotwordListIn
 log = logging.getLogger(__name__)
 
 Action = Literal["put", "rollback", "delete"]
+# Builds a client from client options (a URL bound in, a Sentinel's `master_for`, ...).
+Connect = Callable[..., aioredis.Redis]
+
 _MAX_WATCH_RETRIES = 20
 
 
@@ -167,9 +172,10 @@ class RedisHotwordStore(HotwordStore):
         self.channel = f"{prefix}:events"
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, audit_cap: int = 1000) -> RedisHotwordStore:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
-        return cls(client, prefix, audit_cap)
+    def connect(cls, redis: str | Connect, prefix: str, audit_cap: int = 1000) -> RedisHotwordStore:
+        """A store on a client of `redis`: a URL, or `connect(**options)` building one."""
+        connect = partial(aioredis.Redis.from_url, redis) if isinstance(redis, str) else redis
+        return cls(connect(socket_connect_timeout=2.0, socket_timeout=5.0), prefix, audit_cap)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
@@ -364,7 +370,8 @@ class MemoryHotwordStore(HotwordStore):
         self.subscribers.clear()
 
 
-def open_store(redis_url: str | None, prefix: str, audit_cap: int = 1000) -> HotwordStore:
-    if redis_url:
-        return RedisHotwordStore.from_url(redis_url, prefix, audit_cap)
+def open_store(redis: str | Connect | None, prefix: str, audit_cap: int = 1000) -> HotwordStore:
+    """Lists in Redis (a URL or a `Connect`), or in this process only without one."""
+    if redis:
+        return RedisHotwordStore.connect(redis, prefix, audit_cap)
     return MemoryHotwordStore(audit_cap)

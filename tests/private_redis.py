@@ -60,3 +60,56 @@ class PrivateRedis:
         await self.stop()
         await asyncio.sleep(down_s)
         await self.start()
+
+
+class PrivateSentinel:
+    """A Redis Sentinel of a test's own (`redis-server --sentinel`) watching `primary` as `master`."""
+
+    def __init__(self, workdir: Path, primary: PrivateRedis, master: str = "voicenav-test") -> None:
+        self.workdir = workdir
+        self.primary = primary
+        self.master = master
+        self.port = free_ports(1, (TCP,))
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        assert self._proc is None, "already running"
+        conf = self.workdir / "sentinel.conf"  # Sentinel rewrites its config file: one of its own
+        conf.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndir {self.workdir}\nlogfile {self.workdir / 'sentinel.log'}\n"
+            f"sentinel monitor {self.master} 127.0.0.1 {self.primary.port} 1\n"
+        )
+        self._proc = await asyncio.create_subprocess_exec(
+            "redis-server",
+            str(conf),
+            "--sentinel",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        client = aioredis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        try:
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        if await client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master):
+                            return
+                    except (OSError, RedisConnectionError):
+                        pass
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            await asyncio.wait_for(self._proc.wait(), 10)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+        self._proc = None

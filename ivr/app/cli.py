@@ -10,11 +10,15 @@ import signal
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from ivr.app.config import AppConfig, UnknownSettings, load_config
 from ivr.app.flags import add_setting_flags, flag_values
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("voicenav")
 
@@ -121,29 +125,36 @@ def _prepare(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from ivr.app.routes import build_app
+    from ivr.app.hotword_admin import admin_auth
+    from ivr.app.routes import build_app, build_internal_app
     from ivr.app.service import Service
 
     cfg = _config(args)
     service = Service(cfg)
-    app = build_app(service)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()  # starts loading the recognizer in the background; /readyz says when it is done
+    auth = admin_auth(cfg.auth)
+    public = web.AppRunner(build_app(service, auth=auth), handle_signals=False)
+    sites = [(public, cfg.http.port)]
+    if cfg.http.internal_port is not None:
+        internal = web.AppRunner(build_internal_app(service, auth=auth), handle_signals=False)
+        sites.append((internal, cfg.http.internal_port))
+    # Cleaned up in reverse: the internal app first, as the public one's clean-up stops the service.
+    runners = [runner for runner, _ in reversed(sites)]
+    for runner, _ in sites:
+        await runner.setup()  # the public one starts loading the recognizer; /readyz says when it is done
     try:
         await service.start_sip()
-        site = web.TCPSite(runner, cfg.http.host, cfg.http.port)
-        await site.start()
+        for runner, port in sites:
+            await web.TCPSite(runner, cfg.http.host, port).start()
     except OSError as e:
         log.error("cannot listen: %s", e)
-        await runner.cleanup()
+        await _cleanup(runners)
         return 1
     assert service.sip is not None
     log.info(
-        "SIP on %s:%d, HTTP on http://%s:%d",
+        "SIP on %s:%d, HTTP on %s",
         cfg.sip.host,
         service.sip.bound_port,
-        cfg.http.host,
-        runner.addresses[0][1],
+        ", ".join(f"http://{cfg.http.host}:{runner.addresses[0][1]}" for runner, _ in sites),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -152,8 +163,13 @@ async def _serve(args: argparse.Namespace) -> int:
     await stop.wait()
     # Draining: /readyz 503, new SIP calls 503 + Retry-After, new WebRTC offers 503; active calls finish.
     await service.drain()
-    await runner.cleanup()
+    await _cleanup(runners)
     return 0
+
+
+async def _cleanup(runners: list[web.AppRunner]) -> None:
+    for r in runners:
+        await r.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from dialog.config import DialogParams
 from hotwords.auth import AuthParams
 from hotwords.config import HotwordsConfig
 from ivr.app.auth import HttpAuthParams
+from ivr.app.redis import RedisParams
 from ivr.calls.config import CallsParams
 from ivr.calls.prompts import PromptConfig
 from ivr.media.rtp_session import RtpSessionConfig
@@ -37,6 +38,13 @@ ENV_NESTING = "__"
 class HttpParams(BaseModel):
     host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0: any free port")
+    internal_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="second port serving /metrics, /v1/hotwords* and /v1/calls* (and the public port no longer "
+        "does); 0: any free port; none: everything on the one port",
+    )
     max_body_mb: float = Field(16.0, gt=0, description="largest request body, e.g. audio posted to /v1/recognize")
     access: HttpAuthParams = Field(HttpAuthParams(), description="which routes need which token role; rate limits")
 
@@ -57,6 +65,7 @@ class AppConfig(BaseSettings):
     hotwords: HotwordsConfig = Field(HotwordsConfig(), description="hot-word lists and their biasing")
     dialog: DialogParams = Field(DialogParams(), description="call flow, dialog context and call records")
     prompts: PromptConfig = Field(PromptConfig(), description="spoken prompts (text to speech)")
+    redis: RedisParams = Field(RedisParams(), description="the Redis of dialog state, call records and hot-word lists")
     auth: AuthParams = Field(AuthParams(), description="admin API tokens")
     http: HttpParams = Field(HttpParams(), description="HTTP API")
     calls: CallsParams = Field(CallsParams(), description="admission, draining and transfers of calls")
@@ -143,7 +152,6 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "recognizer.engine.intra_op_threads": ("--threads",),
     "recognizer.engine.cache_dir": ("--cache-dir",),
     "recognizer.decode.beam_size": ("--beam-size",),
-    "dialog.redis_url": ("--redis-url",),
     "dialog.flow": ("--flow",),
     "calls.max_calls": ("--max-calls",),
     "calls.drain_timeout_s": ("--drain-timeout",),

@@ -1,5 +1,9 @@
 """The HTTP side of the service (aiohttp): health, metrics, recognition, call records, the WebRTC
-offer endpoint and the softphone page."""
+offer endpoint and the softphone page.
+
+With `http.internal_port` set the operators' routes (/metrics, the hot-word admin API, call records)
+move to a second app on that port, reachable only inside the cluster, and the public port serves
+callers alone: the softphone page, /webrtc/*, /v1/recognize, /healthz, /readyz."""
 
 from __future__ import annotations
 
@@ -102,6 +106,24 @@ async def recognize(request: web.Request) -> web.Response:
     )
 
 
+def _guarded_app(service: Service, auth: AdminAuth | None, http_auth: HttpAuthParams | None) -> web.Application:
+    cfg = service.config
+    app = web.Application(client_max_size=int(cfg.http.max_body_mb * 1024 * 1024))
+    app[SERVICE] = service
+    app.middlewares.append(access_middleware(auth, http_auth or cfg.http.access))
+    return app
+
+
+def _operator_routes(app: web.Application, service: Service, auth: AdminAuth | None) -> None:
+    """/metrics, call records and (with admin tokens) the hot-word admin API."""
+    app.router.add_get("/metrics", metrics)
+    setup_record_routes(app, service.records)
+    if auth is not None:
+        setup_hotword_admin(
+            app, service.hotword_store, service.config.hotwords, service.tokenizer, auth, service.admission.retry_after
+        )
+
+
 def build_app(
     service: Service,
     *,
@@ -109,22 +131,18 @@ def build_app(
     http_auth: HttpAuthParams | None = None,
     offer_guard: OfferGuardParams | None = None,
 ) -> web.Application:
-    """The HTTP app of `service`, guarded as its config says; `auth`, `http_auth` and `offer_guard` stand
-    in for the configured tokens and settings (tests, embedding)."""
+    """The public HTTP app of `service`, guarded as its config says, which loads and stops the service
+    with its own start-up and clean-up; `auth`, `http_auth` and `offer_guard` stand in for the
+    configured tokens and settings (tests, embedding). Without `http.internal_port` it also serves
+    what `build_internal_app` would."""
     cfg = service.config
-    app = web.Application(client_max_size=int(cfg.http.max_body_mb * 1024 * 1024))
-    app[SERVICE] = service
     auth = auth if auth is not None else admin_auth(cfg.auth)
-    app.middlewares.append(access_middleware(auth, http_auth or cfg.http.access))
+    app = _guarded_app(service, auth, http_auth)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/recognize", recognize)
-    setup_record_routes(app, service.records)
-    if auth is not None:
-        setup_hotword_admin(
-            app, service.hotword_store, cfg.hotwords, service.tokenizer, auth, service.admission.retry_after
-        )
+    if cfg.http.internal_port is None:
+        _operator_routes(app, service, auth)
     setup_webrtc_routes(app, service.webrtc, guard=OfferGuard(offer_guard or cfg.webrtc.offers))
     setup_softphone_routes(app)
 
@@ -138,4 +156,16 @@ def build_app(
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+    return app
+
+
+def build_internal_app(
+    service: Service, *, auth: AdminAuth | None = None, http_auth: HttpAuthParams | None = None
+) -> web.Application:
+    """The app of `http.internal_port`: /metrics (without a token when `http.access.metrics_public`),
+    call records (`reader`) and the hot-word admin API (`admin`). It neither loads nor stops the
+    service: the public app does, and is cleaned up after this one."""
+    auth = auth if auth is not None else admin_auth(service.config.auth)
+    app = _guarded_app(service, auth, http_auth)
+    _operator_routes(app, service, auth)
     return app

@@ -29,6 +29,7 @@ from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 from ivr.app.biasing import Biasing
 from ivr.app.config import AppConfig
+from ivr.app.redis import RedisConnector, open_redis
 from ivr.calls.admission import Admission
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptRenderer
@@ -53,23 +54,27 @@ class Service:
         self.deps: CallDeps | None = None
         self.hotwords: HotwordRegistry | None = None
         hw = config.hotwords
-        self.hotword_store: HotwordStore = open_store(hw.redis_url, hw.key_prefix, hw.audit_cap)
+        self.redis: RedisConnector | None = open_redis(config.redis)
+        connect = self.redis.connect if self.redis is not None else None
+        self.hotword_store: HotwordStore = open_store(connect, hw.key_prefix, hw.audit_cap)
         self._hotword_scopes: tuple[str, ...] = ()
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
         # closed until the model and the flow are loaded
         self.admission = Admission(config.calls.max_calls, config.calls.retry_after_s, loading=True)
         dialog = config.dialog
-        if not dialog.redis_url:
-            log.warning("no Redis configured: dialog context and call records live in this process only")
+        if connect is None:
+            log.warning(
+                "no Redis configured: dialog context, call records and hot-word lists live in this process only"
+            )
         sealer = open_sealer(dialog.sealing)
         # With Redis, calls keep their state here and write it through; `dialog_stores.healthy` says
         # whether Redis is taking the writes (readiness reports it as degraded, calls go on).
         self.dialog_stores: DialogStores | None = None
         self.contexts: ContextStore
         self.records: RecordStore
-        if dialog.redis_url:
-            self.dialog_stores = open_dialog_stores(dialog.redis_url, prefix=dialog.key_prefix, sealer=sealer)
+        if connect is not None:
+            self.dialog_stores = open_dialog_stores(connect, prefix=dialog.key_prefix, sealer=sealer)
             self.contexts, self.records = self.dialog_stores.contexts, self.dialog_stores.records
         else:
             self.contexts = open_context_store(None)
@@ -238,3 +243,5 @@ class Service:
             if not await self.dialog_stores.queue.flush(5.0):
                 log.error("dialog store: %d writes not in Redis at shutdown", self.dialog_stores.queue.pending())
             await self.dialog_stores.queue.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()

@@ -123,7 +123,7 @@ def test_config_print_shows_environment_and_flags_and_hides_secrets(tmp_path: Pa
         "VOICENAV_WEBRTC__ICE_SERVERS": json.dumps(
             [{"urls": ["turn:turn.example.org"], "username": "u", "credential": "s3cret-turn"}]
         ),
-        "VOICENAV_DIALOG__REDIS_URL": "redis://127.0.0.1:6379/3",
+        "VOICENAV_REDIS__URL": "redis://127.0.0.1:6379/3",
         "VOICENAV_SIP__PORT": "7001",
     }
     proc = subprocess.run(
@@ -139,7 +139,7 @@ def test_config_print_shows_environment_and_flags_and_hides_secrets(tmp_path: Pa
     shown = json.loads(proc.stdout)
     assert shown["auth"]["token"] == "**********"
     assert shown["webrtc"]["ice_servers"][0]["credential"] == "**********"
-    assert shown["dialog"]["redis_url"] == "redis://127.0.0.1:6379/3"
+    assert shown["redis"]["url"] == "redis://127.0.0.1:6379/3"
     assert shown["sip"]["port"] == 7002
     assert AppConfig.model_validate({k: v for k, v in shown.items() if k not in ("auth", "webrtc")})
 

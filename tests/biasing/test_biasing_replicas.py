@@ -25,10 +25,10 @@ async def replicas(model_cache, monkeypatch, tmp_path):
     tokens.write_text(f"ops:admin,recognize:{TOKEN}\n", encoding="utf-8")
     monkeypatch.setenv("VOICENAV_AUTH__TOKEN_FILE", str(tokens))  # read by the config, as in a deployment
     prefix = f"test:replicas:{uuid.uuid4().hex}:"
-    redis_url = "redis://127.0.0.1:6379/0"
     config = AppConfig(
-        dialog={"redis_url": redis_url, "key_prefix": f"{prefix}dialog:"},
-        hotwords={"redis_url": redis_url, "key_prefix": f"{prefix}hotwords"},
+        redis={"url": "redis://127.0.0.1:6379/0"},
+        dialog={"key_prefix": f"{prefix}dialog:"},
+        hotwords={"key_prefix": f"{prefix}hotwords"},
         recognizer={"engine": {"cache_dir": model_cache}, "max_batch": 4},
         prompts={"cache_dir": model_cache / "prompts"},
     )

@@ -78,18 +78,25 @@ async def _invite_status(sip_port: int) -> str:
 
 async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
     prefix = f"voicenav-test:{uuid.uuid4().hex}:"
-    sip_port, http_port, rtp = free_ports(), free_ports(kinds=(TCP,)), free_ports(8)
-    http = f"http://127.0.0.1:{http_port}"
+    sip_port, http_port, internal_port, rtp = (
+        free_ports(),
+        free_ports(kinds=(TCP,)),
+        free_ports(kinds=(TCP,)),
+        free_ports(8),
+    )
+    http, internal = f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{internal_port}"
     env = {
         "VOICENAV_RECOGNIZER__ENGINE__CACHE_DIR": str(MODEL_CACHE),
         "VOICENAV_PROMPTS__CACHE_DIR": str(PROMPT_CACHE),
         "VOICENAV_DIALOG__KEY_PREFIX": f"{prefix}dialog:",
-        "VOICENAV_HOTWORDS__REDIS_URL": REDIS_URL,
         "VOICENAV_HOTWORDS__KEY_PREFIX": f"{prefix}hotwords",
         "VOICENAV_RTP__PORT_MIN": str(rtp),
         "VOICENAV_RTP__PORT_MAX": str(rtp + 7),
         "VOICENAV_SIP__TRANSPORTS": '["udp"]',
         "VOICENAV_CALLS__RETRY_AFTER_S": "9",
+        # as deployed: /metrics on the internal port, without a token
+        "VOICENAV_HTTP__INTERNAL_PORT": str(internal_port),
+        "VOICENAV_HTTP__ACCESS__METRICS_PUBLIC": "true",
     }
     log_path = tmp_path / "serve.log"
     client = aioredis.from_url(REDIS_URL)
@@ -144,6 +151,9 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
             assert busy.startswith("SIP/2.0 503") and "\r\nRetry-After: 9\r\n" in busy, busy
             proc.send_signal(signal.SIGTERM)
             await poll(draining, 5)
+            # A draining pod is still scraped, on the internal port and without a token.
+            async with ClientSession(timeout=ClientTimeout(total=5)) as s, s.get(f"{internal}/metrics") as r:
+                assert r.status == 200 and "\nvoicenav_draining 1.0\n" in await r.text()
             refused = await _invite_status(sip_port)
             assert refused.startswith("SIP/2.0 503"), refused
             assert "\r\nRetry-After: 9\r\n" in refused, refused

@@ -52,7 +52,7 @@ async def test_redis_down_for_seconds_during_a_call(tmp_path: Path) -> None:
     redis = PrivateRedis(tmp_path)
     await redis.start()
     try:
-        async with running_service(dialog={"redis_url": redis.url}) as server:
+        async with running_service(redis={"url": redis.url}) as server:
             expected = manifest()["dev031"]["intent"]
             caller = f"outage-{uuid.uuid4().hex[:8]}"
             audio = ulaw_file("dev031", tmp_path, lead_s=1.0)
@@ -89,7 +89,7 @@ async def test_redis_restarted_empty_between_two_turns(tmp_path: Path) -> None:
         keys = tmp_path / "dialog-keys"
         keys.write_text(f"k1 {base64.b64encode(os.urandom(32)).decode()}\n")
         sealer = open_sealer(SealingParams(key_file=keys))
-        async with running_service(dialog={"redis_url": redis.url, "sealing": {"key_file": keys}}) as server:
+        async with running_service(redis={"url": redis.url}, dialog={"sealing": {"key_file": keys}}) as server:
             caller = f"restart-{uuid.uuid4().hex[:8]}"
             # "4" (account), then the number and "1" (yes) after pauses; the IVR hangs up after routing.
             media = (

@@ -37,11 +37,9 @@ DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "gpu": ROOT / "docker" / "
 # the oldest release still in upstream or major-cloud support.
 KUBERNETES_VERSIONS = [f"1.{minor}" for minor in range(29, 38)]
 
-# Names the manifests set ahead of the server: the internal listener and Sentinel discovery
-# (docs/operations.md). Each must leave this set in the change that teaches AppConfig to read it.
-AHEAD_OF_SERVER_ENV = frozenset(
-    {"VOICENAV_HTTP__INTERNAL_PORT", "VOICENAV_REDIS__SENTINELS", "VOICENAV_REDIS__SENTINEL_MASTER"}
-)
+# Names the manifests may set ahead of the server (none now). Each must leave this set in the change
+# that teaches AppConfig to read it.
+AHEAD_OF_SERVER_ENV: frozenset[str] = frozenset()
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -257,8 +255,8 @@ def test_every_flow_route_has_a_queue_uri(rendered: dict, overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rendered_env_is_a_valid_config(rendered: dict, overlay: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the pod gets loads as the service's settings, the JSON values parsed as the server does
-    (values from the cluster filled in). The names set ahead of the server are left out: a server
-    that does not read them refuses them, as docs/operations.md tells operators."""
+    (values from the cluster filled in). Names set ahead of the server, if any, are left out: a server
+    that does not read a variable refuses to start with it."""
     from_cluster = {"fieldRef": "10.1.2.3", "resourceFieldRef": "2", "secretKeyRef": "rediss://redis.internal:6380/0"}
     env = _effective_env(rendered[overlay])
     for name in list(os.environ):
@@ -269,7 +267,9 @@ def test_rendered_env_is_a_valid_config(rendered: dict, overlay: str, monkeypatc
             monkeypatch.setenv(name, value if isinstance(value, str) else from_cluster[next(iter(value))])
     config = load_config()
     assert config.sip.public_host == "10.1.2.3" and config.rtp.bind_host == config.sip.host
-    assert config.dialog.redis_url == config.hotwords.redis_url == from_cluster["secretKeyRef"]
+    assert config.redis.url == from_cluster["secretKeyRef"]
+    assert config.http.internal_port == int(env["VOICENAV_HTTP__INTERNAL_PORT"]) and config.http.access.metrics_public
+    assert bool(config.redis.sentinels) == (overlay == "gpu+redis-sentinel")
     assert config.calls.max_calls == int(env["VOICENAV_CALLS__MAX_CALLS"])
     assert config.calls.queue_uris == json.loads(env["VOICENAV_CALLS__QUEUE_URIS"])
 
@@ -453,6 +453,22 @@ def test_redis_ca_is_mounted_where_the_example_url_reads_it(rendered: dict, over
     redis = pytest.importorskip("redis")
     pool = redis.asyncio.ConnectionPool.from_url(url)
     assert pool.connection_kwargs["ssl_ca_certs"] == str(ca_file)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_sip_is_taken_from_the_sbc_only(rendered: dict, overlay: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's SIP source allowlist is the SBC CIDR the NetworkPolicy admits: without it the
+    server's loopback-only default drops every INVITE from outside the pod."""
+    docs = rendered[overlay]
+    for name in list(os.environ):
+        if name.startswith("VOICENAV_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(
+        "VOICENAV_SIP__ACCESS__ALLOW_SOURCES", _effective_env(docs)["VOICENAV_SIP__ACCESS__ALLOW_SOURCES"]
+    )
+    allowed = load_config().sip.access.allow_sources
+    ingress = _one(docs, "NetworkPolicy", "voicenav")["spec"]["ingress"][0]["from"]
+    assert allowed == tuple(peer["ipBlock"]["cidr"] for peer in ingress if "ipBlock" in peer)
 
 
 def test_sentinel_component_gives_sentinel_addresses(rendered: dict) -> None:

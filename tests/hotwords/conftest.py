@@ -51,7 +51,7 @@ async def make_instance(prefix: str, codec: TokenCodec) -> AsyncIterator[Callabl
     made: list[Instance] = []
 
     async def make(**config: Any) -> Instance:
-        settings = HotwordsConfig(redis_url=REDIS_URL, key_prefix=prefix, **config)
+        settings = HotwordsConfig(key_prefix=prefix, **config)
         store = RedisHotwordStore(aioredis.Redis.from_url(REDIS_URL), prefix, settings.audit_cap)
         service = HotwordService(store, codec, settings)
         registry = HotwordRegistry(store, codec, settings)

@@ -231,7 +231,7 @@ async def test_oversized_chunked_upload_is_cut_off(make_instance: Make) -> None:
 
 async def test_store_outage_is_a_clear_503(codec: TokenCodec, prefix: str) -> None:
     config = HotwordsConfig()
-    store = RedisHotwordStore.from_url("redis://127.0.0.1:1/0", prefix)
+    store = RedisHotwordStore.connect("redis://127.0.0.1:1/0", prefix)
     app = web.Application()
     setup_routes(app, HotwordService(store, codec, config), AdminAuth({"ops": "t"}))
     async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:

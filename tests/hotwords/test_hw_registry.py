@@ -169,7 +169,7 @@ async def test_redis_outage_keeps_the_last_graphs(prefix: str, codec: TokenCodec
     proxy = RedisProxy()
     await proxy.up()
     config = HotwordsConfig(resync_seconds=0.2, reconnect_max_seconds=0.2)
-    store = RedisHotwordStore.from_url(f"redis://127.0.0.1:{proxy.port}/0", prefix)
+    store = RedisHotwordStore.connect(f"redis://127.0.0.1:{proxy.port}/0", prefix)
     await store.put("products", HotwordListIn(entries=[Entry(phrase="Zentrix Unlimited")]), "alice")
     registry = HotwordRegistry(store, codec, config)
     await registry.start()
@@ -202,7 +202,7 @@ async def test_redis_outage_keeps_the_last_graphs(prefix: str, codec: TokenCodec
 
 
 async def test_unreachable_at_start_then_serves_nothing_without_crashing(codec: TokenCodec, prefix: str) -> None:
-    store = RedisHotwordStore.from_url("redis://127.0.0.1:1/0", prefix)
+    store = RedisHotwordStore.connect("redis://127.0.0.1:1/0", prefix)
     registry = HotwordRegistry(store, codec, HotwordsConfig(reconnect_max_seconds=0.1))
     await registry.start()
     try:

@@ -15,8 +15,8 @@ from hotwords.runtime import REGISTRY_KEY, compile_entries, install
 
 async def test_install_serves_the_api_and_runs_the_registry(codec: TokenCodec, prefix: str) -> None:
     app = web.Application()
-    config = HotwordsConfig(redis_url="redis://127.0.0.1:6379/0", key_prefix=prefix)
-    registry = install(app, config, codec, AdminAuth({"ops": "t0ken"}))
+    config = HotwordsConfig(key_prefix=prefix)
+    registry = install(app, config, codec, AdminAuth({"ops": "t0ken"}), redis="redis://127.0.0.1:6379/0")
     assert app[REGISTRY_KEY] is registry
     async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
         await asyncio.wait_for(registry.connected.wait(), 5)

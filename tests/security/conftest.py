@@ -41,8 +41,9 @@ async def service() -> AsyncIterator[Service]:
     prefix = f"voicenav-sec-test:{uuid.uuid4().hex}:"
     svc = Unloaded(
         AppConfig(
-            dialog={"redis_url": REDIS_URL, "key_prefix": f"{prefix}dialog:"},
-            hotwords={"redis_url": REDIS_URL, "key_prefix": f"{prefix}hotwords"},
+            redis={"url": REDIS_URL},
+            dialog={"key_prefix": f"{prefix}dialog:"},
+            hotwords={"key_prefix": f"{prefix}hotwords"},
         )
     )
     yield svc
