@@ -188,10 +188,8 @@ async def soak(args: argparse.Namespace, http: str, sip_port: int, pid: int, wor
     samples: list[Sample] = []
     cpu0, _ = _cpu_rss(pid)
     last = (0, 0, 0, 0, cpu0, start)
-    while True:
-        done = all(t.done() for t in tasks)
-        if not done:
-            await asyncio.sleep(max(0.0, start + (len(samples) + 1) * args.interval - time.monotonic()))
+    while not all(t.done() for t in tasks):
+        await asyncio.sleep(max(0.0, start + (len(samples) + 1) * args.interval - time.monotonic()))
         now, (cpu, rss) = time.monotonic(), _cpu_rss(pid)
         counts = (tally.completed, tally.failed, tally.uploads_ok, tally.uploads_refused)
         samples.append(
@@ -208,8 +206,6 @@ async def soak(args: argparse.Namespace, http: str, sip_port: int, pid: int, wor
         )
         last = (*counts, cpu, now)
         print(f"t={now - start:.0f}s rss={rss:.0f}MB completed={tally.completed}", file=sys.stderr, flush=True)
-        if done:
-            break
     await asyncio.gather(*tasks)
     if tally.upload_errors:
         print(f"{tally.upload_errors} uploads answered neither 200 nor 503", file=sys.stderr)
