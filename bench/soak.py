@@ -9,7 +9,9 @@ RSS and CPU are its own. Each of the N caller slots places one call after anothe
 up, alternating a spoken request (the callers_dev utterances whose intent the demo flow routes at once,
 in turn, over the welcome prompt) and a key press (1, 2, 3, 0: the demo flow's direct routes).
 --uploads K adds K clients that post a long recording (Asterisk prompts joined to --upload-seconds) to
-/v1/recognize one after another, as a batch job sharing the recognizer with the calls would.
+/v1/recognize one after another, as a batch job sharing the recognizer with the calls would (open
+to all on this loopback service, so no token); uploads still in flight when the callers stop are
+abandoned.
 
 Every --interval seconds a row: calls completed (sipp saw the IVR's BYE) and failed in that interval,
 the server's per-turn latency from the end of speech to the answering prompt (p50/p95/max, from the
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -182,9 +185,10 @@ async def soak(args: argparse.Namespace, http: str, sip_port: int, pid: int, wor
     start = time.monotonic()
     until = start + args.minutes * 60
     tasks = [asyncio.create_task(caller(sip_port, work, scenarios, until, tally)) for _ in range(args.callers)]
+    uploads = []
     if args.uploads:
         body = long_recording(args.upload_seconds)
-        tasks += [asyncio.create_task(uploader(http, body, until, tally)) for _ in range(args.uploads)]
+        uploads = [asyncio.create_task(uploader(http, body, until, tally)) for _ in range(args.uploads)]
     samples: list[Sample] = []
     cpu0, _ = _cpu_rss(pid)
     last = (0, 0, 0, 0, cpu0, start)
@@ -205,8 +209,20 @@ async def soak(args: argparse.Namespace, http: str, sip_port: int, pid: int, wor
             )
         )
         last = (*counts, cpu, now)
-        print(f"t={now - start:.0f}s rss={rss:.0f}MB completed={tally.completed}", file=sys.stderr, flush=True)
+        last_sample = samples[-1]
+        print(
+            f"t={last_sample.t:.0f}s completed={tally.completed} failed={tally.failed} "
+            f"p50={pct(last_sample.latencies, 50):.0f}ms p95={pct(last_sample.latencies, 95):.0f}ms "
+            f"cpu={last_sample.cpu_cores:.2f} rss={rss:.0f}MB",
+            file=sys.stderr,
+            flush=True,
+        )
     await asyncio.gather(*tasks)
+    # Uploads only matter while calls are placed: the ones still in flight are abandoned.
+    for task in uploads:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     if tally.upload_errors:
         print(f"{tally.upload_errors} uploads answered neither 200 nor 503", file=sys.stderr)
     return samples
