@@ -13,11 +13,12 @@ in turn, over the welcome prompt) and a key press (1, 2, 3, 0: the demo flow's d
 to all on this loopback service, so no token); uploads still in flight when the callers stop are
 abandoned.
 
-Every --interval seconds a row: calls completed (sipp saw the IVR's BYE) and failed in that interval,
-the server's per-turn latency from the end of speech to the answering prompt (p50/p95/max, from the
-call records finished in that interval), uploads answered 200 / refused 503, the service's CPU (cores)
-and RSS. At the end, a leak verdict: the RSS trend after a warm-up (the first third of the run) by a
-least-squares line, as growth over that window and per completed call.
+Every --interval seconds a row: calls served (call records finished), refused (503 to the INVITE)
+and failed (sipp did not see the call through) in that interval, the server's per-turn latency from
+the end of speech to the answering prompt (p50/p95/max, from the call records finished in that
+interval), uploads answered 200 / refused 503, the service's CPU (cores) and RSS. At the end, a leak
+verdict: the RSS trend after a warm-up (the first third of the run) by a least-squares line,
+as growth over that window and per call served.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-from aiohttp import ClientSession, ClientTimeout
+from aiohttp import ClientResponse, ClientSession, ClientTimeout
 
 from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav, wav_bytes
@@ -81,7 +82,6 @@ def _cpu_rss(pid: int) -> tuple[float, float]:
 
 @dataclass
 class Tally:
-    completed: int = 0
     failed: int = 0
     uploads_ok: int = 0
     uploads_refused: int = 0
@@ -121,9 +121,7 @@ def long_recording(seconds: float) -> bytes:
 async def caller(sip_port: int, work: Path, scenarios: Iterator[Path], until: float, tally: Tally) -> None:
     while time.monotonic() < until:
         rc, _ = await sipp_call(next(scenarios), sip_port, work, limit_s=75)
-        if rc == 0:
-            tally.completed += 1
-        else:
+        if rc != 0:
             tally.failed += 1
 
 
@@ -145,21 +143,34 @@ async def uploader(http: str, body: bytes, until: float, tally: Tally) -> None:
                 await asyncio.sleep(1)
 
 
-async def finished_latencies(http: str, seen: set[str]) -> list[float]:
-    """Turn latencies (ms) of the call records finished since the last look."""
+async def _get(http: str, path: str) -> ClientResponse:
     headers = {"Authorization": f"Bearer {READER_TOKEN}"}
-    async with (
-        ClientSession(timeout=ClientTimeout(total=30)) as s,
-        s.get(http + "/v1/calls?limit=200", headers=headers) as r,
-    ):
-        body = await r.json()
-    out: list[float] = []
+    async with ClientSession(timeout=ClientTimeout(total=30)) as s, s.get(http + path, headers=headers) as r:
+        await r.read()
+        return r
+
+
+async def finished_calls(http: str, seen: set[str]) -> tuple[int, list[float]]:
+    """How many call records finished since the last look, and their turn latencies (ms)."""
+    body = await (await _get(http, "/v1/calls?limit=200")).json()
+    calls, out = 0, []
     for call in body["calls"]:
         if call["outcome"] is None or call["call_id"] in seen:
             continue
         seen.add(call["call_id"])
+        calls += 1
         out += [t["latency_ms"] for t in call["turns"] if t["event"] == "utterance" and t["latency_ms"]]
-    return out
+    return calls, out
+
+
+async def sip_refused(http: str) -> int:
+    """INVITEs the service refused so far (over capacity, over the source's rate), from /metrics."""
+    text = await (await _get(http, "/metrics")).text()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(("voicenav_sip_admission_refused_total{", "voicenav_sip_rejected_calls_total{")):
+            total += float(line.rpartition(" ")[2])
+    return int(total)
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -168,8 +179,9 @@ async def finished_latencies(http: str, seen: set[str]) -> list[float]:
 @dataclass
 class Sample:
     t: float
-    completed: int
-    failed: int
+    served: int  # call records finished
+    refused: int  # INVITEs answered 503 (capacity, source rate)
+    failed: int  # sipp runs that did not end as the scenario expects
     latencies: list[float]
     uploads_ok: int
     uploads_refused: int
@@ -181,7 +193,8 @@ async def soak(args: argparse.Namespace, http: str, sip_port: int, pid: int, wor
     scenarios = _scenarios(work)
     tally = Tally()
     seen: set[str] = set()
-    await finished_latencies(http, seen)  # nothing before the soak counts
+    await finished_calls(http, seen)  # nothing before the soak counts
+    refused0 = await sip_refused(http)
     start = time.monotonic()
     until = start + args.minutes * 60
     tasks = [asyncio.create_task(caller(sip_port, work, scenarios, until, tally)) for _ in range(args.callers)]
@@ -191,29 +204,29 @@ async def soak(args: argparse.Namespace, http: str, sip_port: int, pid: int, wor
         uploads = [asyncio.create_task(uploader(http, body, until, tally)) for _ in range(args.uploads)]
     samples: list[Sample] = []
     cpu0, _ = _cpu_rss(pid)
-    last = (0, 0, 0, 0, cpu0, start)
+    last = (refused0, 0, 0, 0, cpu0, start)
     while not all(t.done() for t in tasks):
         await asyncio.sleep(max(0.0, start + (len(samples) + 1) * args.interval - time.monotonic()))
         now, (cpu, rss) = time.monotonic(), _cpu_rss(pid)
-        counts = (tally.completed, tally.failed, tally.uploads_ok, tally.uploads_refused)
-        samples.append(
-            Sample(
-                now - start,
-                counts[0] - last[0],
-                counts[1] - last[1],
-                await finished_latencies(http, seen),
-                counts[2] - last[2],
-                counts[3] - last[3],
-                (cpu - last[4]) / (now - last[5]),
-                rss,
-            )
+        served, latencies = await finished_calls(http, seen)
+        counts = (await sip_refused(http), tally.failed, tally.uploads_ok, tally.uploads_refused)
+        sample = Sample(
+            now - start,
+            served,
+            counts[0] - last[0],
+            counts[1] - last[1],
+            latencies,
+            counts[2] - last[2],
+            counts[3] - last[3],
+            (cpu - last[4]) / (now - last[5]),
+            rss,
         )
+        samples.append(sample)
         last = (*counts, cpu, now)
-        last_sample = samples[-1]
         print(
-            f"t={last_sample.t:.0f}s completed={tally.completed} failed={tally.failed} "
-            f"p50={pct(last_sample.latencies, 50):.0f}ms p95={pct(last_sample.latencies, 95):.0f}ms "
-            f"cpu={last_sample.cpu_cores:.2f} rss={rss:.0f}MB",
+            f"t={sample.t:.0f}s served={sample.served} refused={sample.refused} failed={sample.failed} "
+            f"p50={pct(latencies, 50):.0f}ms p95={pct(latencies, 95):.0f}ms cpu={sample.cpu_cores:.2f} "
+            f"rss={rss:.0f}MB",
             file=sys.stderr,
             flush=True,
         )
@@ -232,7 +245,8 @@ def report(samples: list[Sample], warmup_fraction: float, leak_pct: float) -> st
     rows = [
         [
             f"{s.t:.0f}",
-            s.completed,
+            s.served,
+            s.refused,
             s.failed,
             f"{pct(s.latencies, 50):.0f}",
             f"{pct(s.latencies, 95):.0f}",
@@ -247,7 +261,8 @@ def report(samples: list[Sample], warmup_fraction: float, leak_pct: float) -> st
     rows.append(
         [
             "all",
-            sum(s.completed for s in samples),
+            sum(s.served for s in samples),
+            sum(s.refused for s in samples),
             sum(s.failed for s in samples),
             f"{pct(every, 50):.0f}",
             f"{pct(every, 95):.0f}",
@@ -257,7 +272,18 @@ def report(samples: list[Sample], warmup_fraction: float, leak_pct: float) -> st
             f"{samples[-1].rss_mb:.0f}",
         ]
     )
-    headers = ["t s", "done", "failed", "turn p50 ms", "p95 ms", "max ms", "uploads ok/503", "CPU cores", "RSS MB"]
+    headers = [
+        "t s",
+        "served",
+        "refused",
+        "failed",
+        "turn p50 ms",
+        "p95 ms",
+        "max ms",
+        "uploads ok/503",
+        "CPU cores",
+        "RSS MB",
+    ]
     out = [table(headers, rows)]
     total = samples[-1].t
     tail = [s for s in samples if s.t >= total * warmup_fraction]
@@ -268,7 +294,7 @@ def report(samples: list[Sample], warmup_fraction: float, leak_pct: float) -> st
     slope, intercept = np.polyfit(t, rss, 1)  # MB per second
     start_mb = intercept + slope * t[0]
     growth = slope * (t[-1] - t[0]) / start_mb * 100
-    calls = sum(s.completed + s.failed for s in tail[1:])
+    calls = sum(s.served for s in tail[1:])
     per_call = f"{slope * (t[-1] - t[0]) * 1024 / calls:.1f} KB per call" if calls else "no calls"
     verdict = "levels off" if growth < leak_pct else "STILL GROWING"
     out.append(
@@ -295,7 +321,11 @@ def main() -> None:
         ap.error("--minutes: 0.5 to 60")
     if not 0 <= args.uploads <= 8:
         ap.error("--uploads: 0 to 8")
-    sections: dict[str, dict[str, object]] = {"calls": {"max_calls": max(32, args.callers)}}
+    sections: dict[str, dict[str, object]] = {
+        "calls": {"max_calls": max(32, args.callers)},
+        # Every caller comes from 127.0.0.1: the per-source INVITE rate is for the real world.
+        "sip": {"access": {"invite_rate": {"rate_per_s": 50.0, "burst": 100}}},
+    }
     if args.no_redis:
         sections |= {"dialog": {"redis_url": None}, "hotwords": {"redis_url": None}}
     # The open path spares the bench a recognize token; everything is on 127.0.0.1.
