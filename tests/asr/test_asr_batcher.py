@@ -1,6 +1,7 @@
 """The batcher's scheduling and supervision, with a recognizer that only takes time: callers' turns
 go before queued upload chunks, the upload queue refuses what does not fit, and a worker that dies or
-hangs is replaced with everything pending failed as `RecognizerRestarted`."""
+hangs is replaced with everything pending failed as `RecognizerRestarted`; and /v1/recognize answers 503
+for a recording that does not fit in the upload queue."""
 
 from __future__ import annotations
 
@@ -120,3 +121,34 @@ async def test_a_hung_decode_is_replaced_by_the_watchdog() -> None:
     finally:
         rec.release.set()
         batcher.close()
+
+
+@pytest.mark.timeout(240)  # loads the model
+async def test_recognize_refuses_a_recording_over_the_upload_queue(model_cache, shared) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from asr_engine.audio.wav import read_wav, wav_bytes
+    from hotwords.auth import AdminAuth
+    from ivr.app.config import AppConfig
+    from ivr.app.routes import build_app
+    from ivr.app.service import Service
+
+    token = "upload-queue-test"
+    config = AppConfig(
+        recognizer={"engine": {"cache_dir": model_cache}, "upload_queue_size": 1},
+        prompts={"cache_dir": model_cache / "prompts"},
+    )
+    svc = Service(config)
+    auth = AdminAuth({"tests": token}, {"tests": ["recognize"]})
+    headers = {"Authorization": f"Bearer {token}"}
+    clip = read_wav(str(shared / "data/callers_dev/dev040.wav"))
+    pcm = (np.asarray(clip.samples, np.float32) * 32767).astype(np.int16)
+    gap = np.zeros(2 * clip.sample_rate, np.int16)  # more than the segmenter merges: two chunks
+    async with TestClient(TestServer(build_app(svc, auth=auth))) as client:
+        await asyncio.wait_for(svc.ready.wait(), 180)
+        two = wav_bytes(np.concatenate([pcm, gap, pcm]), clip.sample_rate)
+        resp = await client.post("/v1/recognize", data=two, headers=headers)
+        assert resp.status == 503 and resp.headers["Retry-After"], await resp.text()
+        assert "busy" in (await resp.json())["error"]
+        resp = await client.post("/v1/recognize", data=wav_bytes(pcm, clip.sample_rate), headers=headers)
+        assert resp.status == 200 and (await resp.json())["text"]
