@@ -1,22 +1,41 @@
-"""Async front of the recognizer: one worker thread, dynamic batching, bounded queue.
+"""Async front of the recognizer: one worker thread, dynamic batching, two priorities, a watchdog.
 
-Coroutines submit utterances and await transcripts; the worker takes what is waiting, up to
-`max_batch`, waiting at most `max_wait_ms` for a batch to fill once the first item is there, and
-decodes it in one go. The queue is bounded: when it is full, `submit` waits (back-pressure) up to
-`admission_timeout_s` and then fails with `RecognizerOverloaded`, so an overloaded instance sheds
-load instead of growing latency without bound.
+Coroutines submit utterances and await transcripts. Callers' turns (`Priority.CALL`) come first: the
+worker takes what of them is waiting, up to `max_batch`, waiting at most `max_wait_ms` for a batch to
+fill once the first is there, and decodes them in one go. Uploads (`Priority.UPLOAD`, `/v1/recognize`
+chunks) are decoded one at a time, only when no caller's utterance waits, so a long recording delays a
+caller's turn by one chunk's decode at most, never by the whole recording.
+
+Both queues are bounded. When callers' utterances fill theirs, `transcribe` waits (back-pressure) up to
+`admission_timeout_s` and then fails with `RecognizerOverloaded`. Uploads do not wait: a recording
+whose chunks do not fit in the upload queue is refused at once with `RecognizerBusy`.
+
+The worker is watched: if it dies (an exception outside a single decode) or one batch runs past
+`worker_timeout_s` (a hung decode), everything pending fails with `RecognizerRestarted` and a new worker
+takes over; a hung thread cannot be stopped, so whatever it produces later is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
 
-from .metrics import ASR_AUDIO_SECONDS, ASR_BATCH, ASR_DECODE, ASR_LATENCY, ASR_QUEUE, ASR_REFINE, ASR_REJECTED
+from .metrics import (
+    ASR_AUDIO_SECONDS,
+    ASR_BATCH,
+    ASR_DECODE,
+    ASR_LATENCY,
+    ASR_QUEUE,
+    ASR_REFINE,
+    ASR_REJECTED,
+    ASR_WORKER_RESTARTS,
+)
 from .recognizer import Recognizer, Refine, Transcript, Utterance
 
 log = logging.getLogger(__name__)
@@ -26,20 +45,40 @@ class RecognizerOverloaded(RuntimeError):
     """The queue stayed full for the whole admission timeout: shed this utterance."""
 
 
+class RecognizerBusy(RecognizerOverloaded):
+    """The upload queue cannot take this recording now: retry later."""
+
+
+class RecognizerRestarted(RuntimeError):
+    """The worker died or hung while this utterance was pending; a new worker has taken over."""
+
+
 class RecognizerClosed(RuntimeError):
     """The recognizer was shut down."""
 
 
-@dataclass
+class Priority(IntEnum):
+    CALL = 0  # a caller waits on the line for the answer
+    UPLOAD = 1  # a recording posted over HTTP
+
+
+@dataclass(eq=False)
 class _Job:
     utterance: Utterance
     future: asyncio.Future[Transcript]
     loop: asyncio.AbstractEventLoop
     submitted: float
+    priority: Priority
     refine: Refine | None = None
+    done: bool = field(default=False)  # settled and its slot given back (guarded by the batcher's lock)
 
 
-_STOP = object()
+@dataclass
+class _Worker:
+    thread: threading.Thread | None = None
+    batch: list[_Job] = field(default_factory=list)
+    busy_since: float | None = None  # when the batch in hand was taken
+    retired: bool = False  # replaced: nothing it still produces counts
 
 
 class BatchingRecognizer:
@@ -50,82 +89,166 @@ class BatchingRecognizer:
         max_wait_ms: float = 10.0,
         queue_size: int = 64,
         admission_timeout_s: float = 2.0,
+        upload_queue_size: int = 32,
+        worker_timeout_s: float = 30.0,
     ) -> None:
         self.recognizer = recognizer
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.admission_timeout = admission_timeout_s
-        self._queue: queue.Queue[_Job | object] = queue.Queue()
-        self._slots = threading.BoundedSemaphore(queue_size)
+        self.upload_queue_size = upload_queue_size
+        self.worker_timeout = worker_timeout_s
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # work was queued, or the batcher closes
+        self._calls: deque[_Job] = deque()
+        self._uploads: deque[_Job] = deque()
+        self._uploads_held = 0  # upload utterances queued or being decoded
+        self._slots = threading.BoundedSemaphore(queue_size)  # call utterances queued or being decoded
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="recognizer", daemon=True)
-        self._thread.start()
+        self._stopping = False
+        self._stopped = threading.Event()  # wakes the watchdog at close
+        self.restarts = 0
+        self._worker = self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name="recognizer-watchdog", daemon=True)
+        self._watchdog.start()
 
-    async def transcribe(self, utterance: Utterance, refine: Refine | None = None) -> Transcript:
+    # -- submitting --------------------------------------------------------------------------------
+    async def transcribe(
+        self, utterance: Utterance, refine: Refine | None = None, priority: Priority = Priority.CALL
+    ) -> Transcript:
         """The utterance's transcript (without its encoder output); `refine` (if any) reads it again in
         the worker, after decoding (`Recognizer.refined`)."""
+        (transcript,) = await self.transcribe_all([utterance], refine, priority)
+        return transcript
+
+    async def transcribe_all(
+        self, utterances: Sequence[Utterance], refine: Refine | None = None, priority: Priority = Priority.CALL
+    ) -> list[Transcript]:
+        """Transcripts of `utterances` in order. Uploads are admitted all together or not at all, so a
+        refused recording leaves none of its chunks behind to be decoded for nobody."""
         if self._closed:
             raise RecognizerClosed("recognizer is shut down")
+        if not utterances:
+            return []
+        if priority is Priority.UPLOAD:
+            futures = self._submit_uploads(utterances, refine)
+        else:
+            futures = [await self._submit_call(u, refine) for u in utterances]
+        return list(await asyncio.gather(*futures))
+
+    async def _submit_call(self, utterance: Utterance, refine: Refine | None) -> asyncio.Future[Transcript]:
         # The semaphore is a thread primitive: wait for it off the event loop.
         if not self._slots.acquire(blocking=False):
             got = await asyncio.to_thread(self._slots.acquire, True, self.admission_timeout)
             if not got:
                 ASR_REJECTED.labels("overloaded").inc()
                 raise RecognizerOverloaded("recognizer queue is full")
-        loop = asyncio.get_running_loop()
-        job = _Job(utterance, loop.create_future(), loop, time.perf_counter(), refine)
-        self._queue.put(job)
+        job = self._job(utterance, refine, Priority.CALL)
+        with self._lock:
+            self._calls.append(job)
+            self._ready.notify()
         ASR_QUEUE.inc()
-        return await job.future
+        return job.future
 
-    def _collect(self, first: _Job) -> list[_Job]:
-        batch = [first]
-        deadline = time.perf_counter() + self.max_wait
-        while len(batch) < self.max_batch:
-            remaining = deadline - time.perf_counter()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                self._queue.put(_STOP)  # finish this batch, then stop
-                break
-            batch.append(item)  # type: ignore[arg-type]
+    def _submit_uploads(self, utterances: Sequence[Utterance], refine: Refine | None) -> list[asyncio.Future]:
+        jobs = [self._job(u, refine, Priority.UPLOAD) for u in utterances]
+        with self._lock:
+            if self._uploads_held + len(jobs) > self.upload_queue_size:
+                ASR_REJECTED.labels("upload-queue-full").inc(len(jobs))
+                raise RecognizerBusy(f"upload queue is full ({self._uploads_held} of {self.upload_queue_size})")
+            self._uploads_held += len(jobs)
+            self._uploads.extend(jobs)
+            self._ready.notify()
+        ASR_QUEUE.inc(len(jobs))
+        return [j.future for j in jobs]
+
+    def _job(self, utterance: Utterance, refine: Refine | None, priority: Priority) -> _Job:
+        loop = asyncio.get_running_loop()
+        return _Job(utterance, loop.create_future(), loop, time.perf_counter(), priority, refine)
+
+    # -- the worker --------------------------------------------------------------------------------
+    def _spawn(self) -> _Worker:
+        worker = _Worker()
+        worker.thread = threading.Thread(target=self._run, args=(worker,), name="recognizer", daemon=True)
+        worker.thread.start()
+        return worker
+
+    def _take(self, worker: _Worker) -> list[_Job] | None:
+        """The next batch (callers' utterances first; else one upload chunk); None when stopping."""
+        with self._lock:
+            while not self._calls and not self._uploads:
+                if self._stopping or worker.retired:
+                    return None
+                self._ready.wait()
+            if worker.retired:
+                return None
+            if self._calls:
+                deadline = time.perf_counter() + self.max_wait
+                while len(self._calls) < self.max_batch and not self._stopping:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._ready.wait(remaining)
+                if worker.retired:
+                    return None
+                batch = [self._calls.popleft() for _ in range(min(self.max_batch, len(self._calls)))]
+            else:
+                batch = [self._uploads.popleft()]
+            worker.batch, worker.busy_since = batch, time.perf_counter()
+        ASR_QUEUE.dec(len(batch))
         return batch
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
+    def _run(self, worker: _Worker) -> None:
+        try:
+            while (batch := self._take(worker)) is not None:
+                self._decode(worker, batch)
+                with self._lock:
+                    worker.batch, worker.busy_since = [], None
+        except BaseException:
+            log.exception("recognizer worker died")
+            self._restart(worker, "crashed")
+
+    def _decode(self, worker: _Worker, batch: list[_Job]) -> None:
+        live = [j for j in batch if not j.future.cancelled()]
+        started = time.perf_counter()
+        try:
+            results = self.recognizer.recognize([j.utterance for j in live]) if live else []
+        except Exception as exc:  # one bad batch must not take the worker down
+            log.exception("recognizer batch of %d failed", len(live))
+            ASR_REJECTED.labels("error").inc(len(live))
+            self._finish(worker, batch, exc)
+            return
+        if live:
+            biased = any(j.utterance.bias is not None for j in live)
+            ASR_DECODE.labels("yes" if biased else "no").observe(time.perf_counter() - started)
+        ASR_BATCH.observe(len(live))
+        done = list(zip(live, results, strict=True))
+        # Plain transcripts go out first; refining may decode again and should not hold them.
+        for j, r in sorted(done, key=lambda item: item[0].refine is not None and bool(item[1].text)):
+            if j.refine is not None and r.text:
+                r = self._refined(j.refine, j.utterance, r)
+            ASR_LATENCY.observe(time.perf_counter() - j.submitted)
+            ASR_AUDIO_SECONDS.inc(r.audio_seconds)
+            self._finish(worker, [j], None, r.released())
+        self._finish(worker, batch, RecognizerClosed("no transcript"))  # cancelled ones: slots only
+
+    def _finish(
+        self, worker: _Worker | None, jobs: list[_Job], exc: BaseException | None, result: Transcript | None = None
+    ) -> None:
+        """Settle `jobs` not settled yet and give back their queue places; a retired worker's jobs were
+        already failed when it was replaced."""
+        with self._lock:
+            if worker is not None and worker.retired:
                 return
-            batch = self._collect(item)  # type: ignore[arg-type]
-            ASR_QUEUE.dec(len(batch))
-            live = [j for j in batch if not j.future.cancelled()]
-            started = time.perf_counter()
-            try:
-                results = self.recognizer.recognize([j.utterance for j in live]) if live else []
-            except Exception as exc:  # one bad batch must not take the worker down
-                log.exception("recognizer batch of %d failed", len(live))
-                ASR_REJECTED.labels("error").inc(len(live))
-                for j in live:
-                    j.loop.call_soon_threadsafe(_settle, j.future, None, exc)
-                results = []
-            else:
-                if live:
-                    biased = any(j.utterance.bias is not None for j in live)
-                    ASR_DECODE.labels("yes" if biased else "no").observe(time.perf_counter() - started)
-                ASR_BATCH.observe(len(live))
-                done = list(zip(live, results, strict=True))
-                # Plain transcripts go out first; refining may decode again and should not hold them.
-                for j, r in sorted(done, key=lambda item: item[0].refine is not None and bool(item[1].text)):
-                    if j.refine is not None and r.text:
-                        r = self._refined(j.refine, j.utterance, r)
-                    ASR_LATENCY.observe(time.perf_counter() - j.submitted)
-                    ASR_AUDIO_SECONDS.inc(r.audio_seconds)
-                    j.loop.call_soon_threadsafe(_settle, j.future, r.released(), None)
-            finally:
-                for _ in batch:
-                    self._slots.release()
+            fresh = [j for j in jobs if not j.done]
+            for j in fresh:
+                j.done = True
+                if j.priority is Priority.UPLOAD:
+                    self._uploads_held -= 1
+        for j in fresh:
+            if j.priority is Priority.CALL:
+                self._slots.release()
+            j.loop.call_soon_threadsafe(_settle, j.future, result, exc)
 
     def _refined(self, refine: Refine, utterance: Utterance, transcript: Transcript) -> Transcript:
         started = time.perf_counter()
@@ -138,12 +261,52 @@ class BatchingRecognizer:
         finally:
             ASR_REFINE.observe(time.perf_counter() - started)
 
+    # -- the watchdog ------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        interval = min(1.0, self.worker_timeout / 4)
+        while not self._stopped.wait(interval):
+            with self._lock:
+                worker = self._worker
+                hung = worker.busy_since is not None and time.perf_counter() - worker.busy_since > self.worker_timeout
+            if hung:
+                log.error("recognizer worker hung for over %.1f s", self.worker_timeout)
+                self._restart(worker, "hung")
+
+    def _restart(self, worker: _Worker, reason: str) -> None:
+        """Fail everything pending (it may be what broke the worker) and start a new worker."""
+        with self._lock:
+            if worker.retired or worker is not self._worker:
+                return
+            pending = [*worker.batch, *self._calls, *self._uploads]
+            queued = len(self._calls) + len(self._uploads)
+            self._calls.clear()
+            self._uploads.clear()
+        ASR_QUEUE.dec(queued)
+        ASR_WORKER_RESTARTS.labels(reason).inc()
+        ASR_REJECTED.labels("restart").inc(sum(not j.done for j in pending))
+        self._finish(None, pending, RecognizerRestarted(f"recognizer worker {reason}; restarted"))
+        with self._lock:
+            worker.retired = True
+            self._ready.notify_all()
+            if self._stopping:
+                return
+            self.restarts += 1
+            self._worker = self._spawn()
+        log.warning("recognizer worker restarted (%s), %d utterances failed", reason, len(pending))
+
     def close(self) -> None:
         """Stop after the queued work is done."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join(timeout=30)
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            self._stopping = True
+            self._stopped.set()
+            self._ready.notify_all()
+            thread = self._worker.thread
+        assert thread is not None
+        thread.join(timeout=30)
+        self._watchdog.join(timeout=5)
 
 
 def _settle(fut: asyncio.Future, result: Transcript | None, exc: BaseException | None) -> None:

@@ -83,6 +83,14 @@ class RecognizerConfig(BaseModel):
     max_batch: int = Field(8, ge=1, le=64, description="utterances decoded together")
     max_wait_ms: float = Field(10.0, ge=0, le=1000, description="how long a batch waits to fill")
     queue_size: int = Field(64, ge=1, description="utterances in flight; more wait, then are refused as overloaded")
+    upload_queue_size: int = Field(
+        32,
+        ge=1,
+        description="uploaded speech chunks (/v1/recognize) in flight; a recording that does not fit gets 503",
+    )
+    worker_timeout_s: float = Field(
+        30.0, gt=0, description="a batch decoding longer than this counts as hung: its worker is replaced"
+    )
 
     @field_validator("model")
     @classmethod

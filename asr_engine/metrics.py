@@ -22,3 +22,8 @@ ASR_BATCH = Histogram("voicenav_asr_batch_size", "Utterances decoded together", 
 ASR_QUEUE = Gauge("voicenav_asr_queue_depth", "Utterances waiting for the recognizer worker")
 ASR_REJECTED = Counter("voicenav_asr_rejected_total", "Utterances refused or failed", ["reason"])
 ASR_AUDIO_SECONDS = Counter("voicenav_asr_audio_seconds_total", "Seconds of speech transcribed")
+ASR_WORKER_RESTARTS = Counter(
+    "voicenav_asr_worker_restarts_total",
+    "Recognizer worker threads replaced, by why: crashed (an error outside a decode) or hung (watchdog)",
+    ["reason"],
+)

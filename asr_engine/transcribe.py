@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from .audio.wav import Audio
-from .batcher import BatchingRecognizer
+from .batcher import BatchingRecognizer, Priority
 from .decoding.bias import Biaser
 from .recognizer import Recognizer, Refine, Transcript, Utterance
 from .segmenter import Chunk, speech_chunks
@@ -69,12 +69,13 @@ async def transcribe_audio_batched(
     biaser: Biaser | None = None,
     prompt: str = "",
     refine: Refine | None = None,
+    priority: Priority = Priority.UPLOAD,
 ) -> RecordingResult:
     """`transcribe_audio` for a caller on an event loop: the VAD runs in a thread, the chunks are decoded
-    (and refined) by `batcher`'s worker along with everyone else's utterances. Raises
-    `RecognizerOverloaded` when the batcher sheds them."""
+    (and refined) by `batcher`'s worker along with everyone else's utterances, at `priority`. Raises
+    `RecognizerOverloaded` (or its `RecognizerBusy`) when the batcher sheds them."""
     t0 = time.perf_counter()
     chunks = await asyncio.to_thread(speech_chunks, audio.samples, audio.sample_rate, vad)
     utts = utterances(chunks, biaser, prompt)
-    transcripts = await asyncio.gather(*(batcher.transcribe(u, refine) for u in utts))
-    return assemble(chunks, list(transcripts), t0)
+    transcripts = await batcher.transcribe_all(utts, refine, priority)
+    return assemble(chunks, transcripts, t0)

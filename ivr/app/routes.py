@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from asr_engine.audio.wav import AudioFormatError, parse_wav
-from asr_engine.batcher import RecognizerOverloaded
+from asr_engine.batcher import Priority, RecognizerBusy, RecognizerOverloaded, RecognizerRestarted
 from asr_engine.transcribe import transcribe_audio_batched
 from dialog.records import setup_routes as setup_record_routes
 from hotwords.auth import AdminAuth
@@ -94,10 +94,17 @@ async def recognize(request: web.Request) -> web.Response:
     refine = None
     if composed is not None:
         refine = partial(Biasing(composed.graph, composed.corrector).refine, svc.recognizer)
+    # Callers on the line come first: a recording's chunks wait for their turns, or are refused now.
     try:
-        result = await transcribe_audio_batched(svc.batcher, svc.vad, audio, composed, refine=refine)
+        result = await transcribe_audio_batched(
+            svc.batcher, svc.vad, audio, composed, refine=refine, priority=Priority.UPLOAD
+        )
+    except RecognizerBusy:
+        return _error(503, "recognizer busy with calls, retry later", "recognize", "busy", svc.admission.retry_after)
     except RecognizerOverloaded:
         return _error(503, "recognizer overloaded, retry later", "recognize", "overloaded", svc.admission.retry_after)
+    except RecognizerRestarted:
+        return _error(503, "recognizer restarted, retry", "recognize", "restarted", svc.admission.retry_after)
     if composed is not None:
         for segment in result.segments:
             composed.record_hits(composed.hits_in(segment.text))

@@ -99,7 +99,14 @@ class Service:
             self.recognizer = await asyncio.to_thread(Recognizer, rc, lambda msg: log.info("%s", msg))
             await asyncio.to_thread(self.recognizer.warmup)
             self.vad = await asyncio.to_thread(SileroVad)
-            self.batcher = BatchingRecognizer(self.recognizer, rc.max_batch, rc.max_wait_ms, rc.queue_size)
+            self.batcher = BatchingRecognizer(
+                self.recognizer,
+                rc.max_batch,
+                rc.max_wait_ms,
+                rc.queue_size,
+                upload_queue_size=rc.upload_queue_size,
+                worker_timeout_s=rc.worker_timeout_s,
+            )
             flow_path = cfg.dialog.flow
             self.flow = await asyncio.to_thread(load_flow, flow_path) if flow_path else load_demo_flow()
             renderer = PromptRenderer(cfg.prompts)

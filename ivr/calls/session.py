@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from asr_engine.batcher import RecognizerClosed, RecognizerOverloaded
+from asr_engine.batcher import RecognizerClosed, RecognizerOverloaded, RecognizerRestarted
 from asr_engine.decoding.bias import Biaser
 from asr_engine.recognizer import Refine, Transcript, Utterance
 from asr_engine.vad import SpeechEnd, SpeechPause, SpeechStart, VadConfig, VadEvent
@@ -513,6 +513,12 @@ class CallSession:
             UTTERANCES_DROPPED.labels("overloaded").inc()
             log.warning("call %s: recognizer overloaded, utterance dropped", self.call_id)
             # The caller said something: the dialog answers with its no-match prompt.
+            self._inbox.put_nowait(_Heard("", 0.0, speech_end, asyncio.get_running_loop().time()))
+            return
+        except RecognizerRestarted:
+            UTTERANCES_DROPPED.labels("worker-restart").inc()
+            log.warning("call %s: recognizer worker restarted, caller asked again", self.call_id)
+            # Not silence, not a hang-up: the dialog re-prompts with its no-match prompt.
             self._inbox.put_nowait(_Heard("", 0.0, speech_end, asyncio.get_running_loop().time()))
             return
         except RecognizerClosed:
