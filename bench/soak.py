@@ -327,7 +327,7 @@ def main() -> None:
         "sip": {"access": {"invite_rate": {"rate_per_s": 50.0, "burst": 100}}},
     }
     if args.no_redis:
-        sections |= {"dialog": {"redis_url": None}, "hotwords": {"redis_url": None}}
+        sections |= {"redis": {"url": None}}
     # The open path spares the bench a recognize token; everything is on 127.0.0.1.
     public = ("/v1/recognize",) if args.uploads else ()
     # Forked before any event loop runs here: the child starts its own.
