@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 MAX_MESSAGE_BYTES = 65535
 MAX_HEAD_BYTES = 16384
 MAX_HEADERS = 128
+# Call-ID, tags and branches name dialogs, transactions and call records (those take at most 200
+# characters); a longer one is refused with 400 before anything stores it.
+MAX_ID_CHARS = 200
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -428,6 +431,11 @@ class _Message:
         """Raise SipParseError unless the headers every transaction needs are present and well formed."""
         for prop in ("call_id", "from_", "to", "vias", "cseq"):
             getattr(self, prop)  # each property raises SipParseError when its header is bad
+        ids = {"Call-ID": self.call_id, "From tag": self.from_.tag, "To tag": self.to.tag}
+        ids["Via branch"] = self.top_via.branch
+        for what, value in ids.items():
+            if value is not None and len(value) > MAX_ID_CHARS:
+                raise SipParseError(f"{what} longer than {MAX_ID_CHARS} characters")
 
     def _serialise(self, start: str) -> bytes:
         lines = [start]
