@@ -87,3 +87,26 @@ def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, base_url:
         # a text/plain or text/csv body is any string: a "schema-violating" one is just other text
         excluded.append(negative_data_rejection)
     case.call_and_validate(base_url=base_url, headers=ADMIN, timeout=10, excluded_checks=excluded)
+
+
+def test_a_deleted_list_is_gone_for_readers_until_restored(base_url: str) -> None:
+    url = f"{base_url}/v1/hotwords/deleted-list"
+    body = {"entries": [{"phrase": "Zentrix Unlimited"}]}
+    assert requests.put(url, json=body, headers=ADMIN, timeout=10).status_code == 201
+    assert requests.delete(url, headers=ADMIN, timeout=10).status_code == 200
+    for path in ("?version=1", "/versions"):
+        resp = requests.get(url + path, headers=ADMIN, timeout=10)
+        assert resp.status_code == 404 and resp.headers["Content-Type"].startswith("application/json"), path
+    assert requests.get(url + "/audit", headers=ADMIN, timeout=10).json()["records"][0]["action"] == "delete"
+    resp = requests.post(url + "/rollback?version=1", headers=ADMIN, timeout=10)
+    assert resp.status_code == 200 and resp.json()["list"]["version"] == 3
+    assert requests.get(url + "?version=1", headers=ADMIN, timeout=10).status_code == 200
+
+
+def test_unknown_query_parameters_and_methods_are_refused(base_url: str) -> None:
+    url = f"{base_url}/v1/hotwords/typo"
+    resp = requests.put(url + "?strcit=true", json={"entries": []}, headers=ADMIN, timeout=10)
+    assert resp.status_code == 400 and "strcit" in resp.json()["error"]
+    resp = requests.post(url, headers=ADMIN, timeout=10)
+    assert resp.status_code == 405 and resp.headers["Allow"] == "DELETE,GET,HEAD,PUT"
+    assert requests.get(f"{base_url}/v1/hotwords/Not_A_Name", headers=ADMIN, timeout=10).status_code == 404
