@@ -4,13 +4,15 @@ Every route except the OpenAPI description requires `Authorization: Bearer <toke
 (`HotwordListIn`), `text/plain` (one phrase per line) or `text/csv` (`phrase,boost`); for the two text
 forms, scope and language come from `?scope=` and `?language=`. `If-Match: <version>` (0: the list must
 not exist yet) makes a change conditional; responses carry the version in `ETag`. A rejected request
-changes nothing.
+changes nothing. A deleted list answers 404 to every read (also `?version=` and `/versions`) until it
+is stored again; its audit trail stays, and `POST .../rollback?version=N` restores an old version.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +25,9 @@ from hotwords.auth import AdminAuth
 from hotwords.metrics import REJECTED
 from hotwords.parsing import ParsedEntry, ParseError, parse_csv, parse_text
 from hotwords.schema import (
+    LANGUAGE_PATTERN,
     NAME_PATTERN,
+    SCOPE_PATTERN,
     AuditRecord,
     ErrorBody,
     HotwordList,
@@ -36,6 +40,14 @@ from hotwords.store import NotFound, StoreBusy, VersionConflict
 
 _NAME = "{name:" + NAME_PATTERN.strip("^$") + "}"
 _CHUNK = 64 * 1024
+_SCOPE, _LANGUAGE = re.compile(SCOPE_PATTERN), re.compile(LANGUAGE_PATTERN)
+_LIST = "/v1/hotwords/" + NAME_PATTERN.strip("^$")
+_ROUTES = [
+    (re.compile(_LIST), ("GET", "PUT", "DELETE")),
+    (re.compile(_LIST + "/versions"), ("GET",)),
+    (re.compile(_LIST + "/rollback"), ("POST",)),
+    (re.compile(_LIST + "/audit"), ("GET",)),
+]
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
@@ -77,6 +89,16 @@ def _int_param(value: str | None, what: str) -> int | None:
     return number
 
 
+def _bool_param(value: str | None, what: str) -> bool:
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise HttpProblem(400, f"{what} must be true or false, got {value!r}", "bad_request")
+
+
 def _if_match(request: web.Request) -> int | None:
     value = request.headers.get("If-Match")
     return None if value is None or value.strip() == "*" else _int_param(value, "If-Match")
@@ -104,7 +126,12 @@ class HotwordsApi:
         self.auth = auth
         self.max_body_bytes = max_body_bytes
 
-    def guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def guarded(
+        self, handler: Handler, query: tuple[str, ...] | None = ()
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """`handler` behind the admin token; `query`: the parameters it reads (any other is a 400, so
+        that a misspelt `?strict=` is not silently ignored), None: not checked."""
+
         async def run(request: web.Request) -> web.StreamResponse:
             try:
                 principal = self.auth.authenticate(request.headers.get("Authorization"))
@@ -112,6 +139,9 @@ class HotwordsApi:
                     raise HttpProblem(401, "missing or invalid bearer token", "unauthorized")
                 if "admin" not in principal.roles:
                     raise HttpProblem(403, "the token lacks the admin role", "forbidden")
+                unknown = [] if query is None else sorted(set(request.query) - set(query))
+                if unknown:
+                    raise HttpProblem(400, f"unknown query parameter {unknown[0][:40]!r}", "bad_request")
                 return await handler(request, principal.identity)
             except HttpProblem as problem:
                 return _problem(request, problem)
@@ -155,6 +185,10 @@ class HotwordsApi:
                 f"unsupported content type {kind!r}: use application/json, text/plain or text/csv",
                 "unsupported_media_type",
             )
+        for key, pattern in (("scope", _SCOPE), ("language", _LANGUAGE)):
+            value = request.query.get(key)
+            if value is not None and not pattern.fullmatch(value):
+                raise HttpProblem(400, f"?{key}= {value[:80]!r} does not match {pattern.pattern}", "bad_request")
         body = await self._body(request)
         lines: list[int] | None = None
         try:
@@ -183,7 +217,7 @@ class HotwordsApi:
         name = request.match_info["name"]
         expected = _if_match(request)
         content = await self._upload(request)
-        strict = request.query.get("strict", "").lower() in ("1", "true", "yes")
+        strict = _bool_param(request.query.get("strict"), "strict")
         existed = await self.service.get(name) is not None
         try:
             result = await self.service.put(name, content, identity, expected, strict=strict)
@@ -200,6 +234,8 @@ class HotwordsApi:
         name = request.match_info["name"]
         version = _int_param(request.query.get("version"), "version")
         record = await self.service.get(name, version)
+        if record is not None and version is not None and await self.service.get(name) is None:
+            record = None  # a deleted list is gone for readers; rollback can still restore a version
         if record is None:
             raise NotFound(f"no list {name!r}" + ("" if version is None else f" at version {version}"))
         return _json(record, version=record.version)
@@ -222,7 +258,7 @@ class HotwordsApi:
     async def versions(self, request: web.Request, identity: str) -> web.StreamResponse:
         name = request.match_info["name"]
         versions = await self.service.versions(name)
-        if not versions:
+        if not versions or await self.service.get(name) is None:
             raise NotFound(f"no list {name!r}")
         return web.json_response({"name": name, "versions": versions})
 
@@ -238,6 +274,18 @@ class HotwordsApi:
             raise HttpProblem(400, "rollback needs ?version=N", "bad_request")
         result = await self.service.rollback(name, version, identity, _if_match(request))
         return _json(result, version=result.list.version)
+
+    async def no_route(self, request: web.Request, identity: str) -> web.StreamResponse:
+        """What no route took under /v1/hotwords, answered in the API's own JSON: a method a path does not
+        have (405 with Allow), or a path naming no list (404)."""
+        for pattern, methods in _ROUTES:
+            if pattern.fullmatch(request.path):
+                allow = ",".join(sorted({*methods, "HEAD"} if "GET" in methods else set(methods)))
+                body = ErrorBody(error=f"{request.method} is not allowed here; allowed: {allow}")
+                return web.Response(
+                    text=body.model_dump_json(), status=405, content_type="application/json", headers={"Allow": allow}
+                )
+        raise NotFound(f"no route {request.method} {request.path}")
 
     async def audit(self, request: web.Request, identity: str) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -270,27 +318,58 @@ def openapi_document() -> dict[str, Any]:
             body["content"] = {"application/json": {"schema": ref(model)}}
         return body
 
-    errors = {
-        "401": answer("missing or wrong bearer token", ErrorBody),
-        "404": answer("no such list or version", ErrorBody),
-        "409": answer("If-Match version is not the current one", ErrorBody),
-    }
+    def errors(*statuses: int) -> dict[str, Any]:
+        described = {
+            400: answer("an unknown or malformed query parameter, or a malformed If-Match", ErrorBody),
+            401: answer("missing or wrong bearer token", ErrorBody),
+            403: answer("the token lacks the admin role", ErrorBody),
+            404: answer("no such list, version or route; a deleted list answers 404 to every read", ErrorBody),
+            409: answer("If-Match version is not the current one", ErrorBody),
+            413: answer("body too large", ErrorBody),
+            415: answer("unsupported content type or charset", ErrorBody),
+            422: answer("invalid list; `detail` points at the entry or line", ErrorBody),
+            # refused by access control before the route: its own body, `detail` a sentence
+            429: {
+                "description": "too many failed token checks from this address; see Retry-After",
+                "headers": {"Retry-After": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["error", "detail"],
+                            "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+                        }
+                    }
+                },
+            },
+            503: answer("the hot-word store is unavailable or busy; retry", ErrorBody),
+        }
+        # 400 on every operation: an unknown query parameter
+        return {str(status): described[status] for status in (400, 401, 403, 429, 503, *statuses)}
+
+    def inline(description: str, properties: dict[str, Any]) -> dict[str, Any]:
+        body = {"type": "object", "required": list(properties), "properties": properties}
+        return {"description": description, "content": {"application/json": {"schema": body}}}
+
+    list_name = {"type": "string", "pattern": NAME_PATTERN}
     name = {
         "name": "name",
         "in": "path",
         "required": True,
         "schema": {"type": "string", "pattern": NAME_PATTERN},
     }
-    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}
+    if_match = {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "description": "the current version (0: the list must not exist yet), or *",
+        "schema": {"type": "string", "pattern": r'^(\*|(W/)?"?[0-9]{1,15}"?)$'},
+    }
 
-    def query(key: str, kind: str, description: str) -> dict[str, Any]:
-        return {
-            "name": key,
-            "in": "query",
-            "required": False,
-            "schema": {"type": kind},
-            "description": description,
-        }
+    def query(key: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": key, "in": "query", "required": False, "schema": schema, "description": description}
+
+    non_negative = {"type": "integer", "minimum": 0}
 
     return {
         "openapi": "3.1.0",
@@ -304,23 +383,36 @@ def openapi_document() -> dict[str, Any]:
             "/v1/hotwords": {
                 "get": {
                     "summary": "Current lists",
-                    "responses": {"200": answer("list summaries"), "401": errors["401"]},
+                    "responses": {
+                        "200": inline("list summaries", {"lists": {"type": "array", "items": ref(ListSummary)}}),
+                        **errors(),
+                    },
                 }
             },
             "/v1/hotwords/{name}": {
                 "parameters": [name],
                 "get": {
                     "summary": "A list, current or at ?version=",
-                    "parameters": [query("version", "integer", "an older version")],
-                    "responses": {"200": answer("the list", HotwordList), **errors},
+                    "parameters": [query("version", non_negative, "an older version")],
+                    "responses": {"200": answer("the list", HotwordList), **errors(404)},
                 },
                 "put": {
                     "summary": "Store a new version of a list",
                     "parameters": [
                         if_match,
-                        query("scope", "string", "scope of a text/plain or text/csv upload"),
-                        query("language", "string", "language of a text/plain or text/csv upload"),
-                        query("strict", "boolean", "fail (422) instead of leaving out unrepresentable phrases"),
+                        query(
+                            "scope",
+                            {"type": "string", "pattern": SCOPE_PATTERN},
+                            "scope of a text/plain or text/csv upload (a JSON upload has it in its body)",
+                        ),
+                        query(
+                            "language",
+                            {"type": "string", "pattern": LANGUAGE_PATTERN},
+                            "language of a text/plain or text/csv upload (a JSON upload has it in its body)",
+                        ),
+                        query(
+                            "strict", {"type": "boolean"}, "fail (422) instead of leaving out unrepresentable phrases"
+                        ),
                     ],
                     "requestBody": {
                         "required": True,
@@ -333,23 +425,28 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": answer("stored as a new version", UploadResult),
                         "201": answer("created", UploadResult),
-                        "413": answer("body too large", ErrorBody),
-                        "415": answer("unsupported content type", ErrorBody),
-                        "422": answer("invalid list; `detail` points at the entry or line", ErrorBody),
-                        **errors,
+                        **errors(404, 409, 413, 415, 422),  # 404: a name outside the pattern
                     },
                 },
                 "delete": {
-                    "summary": "Delete a list (its history and audit stay)",
+                    "summary": "Delete a list: reads answer 404 until it is stored again (rollback restores)",
                     "parameters": [if_match],
-                    "responses": {"200": answer("deleted"), **errors},
+                    "responses": {
+                        "200": inline("deleted", {"name": list_name, "deleted_version": {"type": "integer"}}),
+                        **errors(404, 409),
+                    },
                 },
             },
             "/v1/hotwords/{name}/versions": {
                 "parameters": [name],
                 "get": {
                     "summary": "Stored version numbers",
-                    "responses": {"200": answer("versions"), **errors},
+                    "responses": {
+                        "200": inline(
+                            "versions", {"name": list_name, "versions": {"type": "array", "items": {"type": "integer"}}}
+                        ),
+                        **errors(404),
+                    },
                 },
             },
             "/v1/hotwords/{name}/rollback": {
@@ -357,18 +454,29 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Store a new version equal to an old one",
                     "parameters": [
-                        {"name": "version", "in": "query", "required": True, "schema": {"type": "integer"}},
+                        {
+                            "name": "version",
+                            "in": "query",
+                            "required": True,
+                            "schema": non_negative,
+                        },
                         if_match,
                     ],
-                    "responses": {"200": answer("rolled back", UploadResult), **errors},
+                    "responses": {"200": answer("rolled back", UploadResult), **errors(404, 409)},
                 },
             },
             "/v1/hotwords/{name}/audit": {
                 "parameters": [name],
                 "get": {
                     "summary": "Audit trail of a list, newest first",
-                    "parameters": [query("limit", "integer", "at most this many records")],
-                    "responses": {"200": answer("audit records"), **errors},
+                    "parameters": [query("limit", non_negative, "at most this many records (0: 100)")],
+                    "responses": {
+                        "200": inline(
+                            "audit records",
+                            {"name": list_name, "records": {"type": "array", "items": ref(AuditRecord)}},
+                        ),
+                        **errors(404),
+                    },
                 },
             },
         },
@@ -387,10 +495,11 @@ def setup_routes(
 
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/hotwords", api.guarded(api.index))
-    app.router.add_get(f"/v1/hotwords/{_NAME}", api.guarded(api.get))
-    app.router.add_put(f"/v1/hotwords/{_NAME}", api.guarded(api.put))
+    app.router.add_get(f"/v1/hotwords/{_NAME}", api.guarded(api.get, ("version",)))
+    app.router.add_put(f"/v1/hotwords/{_NAME}", api.guarded(api.put, ("scope", "language", "strict")))
     app.router.add_delete(f"/v1/hotwords/{_NAME}", api.guarded(api.delete))
     app.router.add_get(f"/v1/hotwords/{_NAME}/versions", api.guarded(api.versions))
-    app.router.add_post(f"/v1/hotwords/{_NAME}/rollback", api.guarded(api.rollback))
-    app.router.add_get(f"/v1/hotwords/{_NAME}/audit", api.guarded(api.audit))
+    app.router.add_post(f"/v1/hotwords/{_NAME}/rollback", api.guarded(api.rollback, ("version",)))
+    app.router.add_get(f"/v1/hotwords/{_NAME}/audit", api.guarded(api.audit, ("limit",)))
+    app.router.add_route("*", "/v1/hotwords/{tail:.*}", api.guarded(api.no_route, None))
     return api

@@ -19,6 +19,8 @@ _SCOPE_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 _SCOPE_RE = re.compile(
     rf"^(?:global|tenant:{_SCOPE_ID}|flow:{_SCOPE_ID}|node:{_SCOPE_ID}/{_SCOPE_ID}|call:{_SCOPE_ID})$"
 )
+SCOPE_PATTERN = _SCOPE_RE.pattern
+LANGUAGE_PATTERN = r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$"
 _SPACES = re.compile(r"\s+")
 
 ListName = Annotated[str, Field(pattern=NAME_PATTERN, description="slug: [a-z0-9_-], at most 64 characters")]
@@ -90,8 +92,9 @@ class HotwordListIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scope: str = "global"
-    language: str = Field(default="en", pattern=r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
+    # the pattern documents the scope grammar; the validator checks it, with a message that spells it out
+    scope: str = Field(default="global", json_schema_extra={"pattern": SCOPE_PATTERN})
+    language: str = Field(default="en", pattern=LANGUAGE_PATTERN)
     entries: list[Entry] = Field(max_length=MAX_PHRASES)
 
     @field_validator("scope")

@@ -1,7 +1,7 @@
 """Who may reach the SIP server and how fast: a source allowlist (everything else is dropped
 unanswered, TCP connections closed at once), a per-source rate of new INVITEs (503 + Retry-After
-beyond it), optional digest authentication of INVITEs, and how long an answered call may wait for
-its ACK before it is ended and its slot freed.
+beyond it), optional digest authentication of INVITEs, where SDP may aim our RTP, and how long an
+answered call may wait for its ACK before it is ended and its slot freed.
 """
 
 from __future__ import annotations
@@ -22,12 +22,23 @@ log = logging.getLogger(__name__)
 SIP_REFUSED = Counter(
     "voicenav_sip_admission_refused_total",
     "SIP traffic refused by admission: source (messages and TCP connections from outside the allowlist), "
-    "rate-limited and auth-challenge / auth-failed (new INVITEs)",
+    "rate-limited and auth-challenge / auth-failed (new INVITEs), media-address (SDP aiming RTP elsewhere)",
     ["reason"],
 )
 
 ANY_SOURCE = "any"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`host` as an address (zone dropped, IPv4-mapped IPv6 as IPv4), None if it is not an IP literal."""
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
 
 
 class SipAccessParams(BaseModel):
@@ -42,6 +53,11 @@ class SipAccessParams(BaseModel):
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 for a source over its INVITE rate")
     ack_timeout_s: float = Field(4.0, gt=0, description="an answered call with no ACK by then ends (at most 64*T1)")
     digest: DigestParams | None = Field(None, description="challenge new INVITEs for these credentials")
+    media_must_match_source: bool = Field(
+        True,
+        description="the SDP's RTP address must be the INVITE's source or inside allow_sources (488 otherwise), "
+        "so that a caller cannot aim our RTP at a third party",
+    )
 
     @field_validator("allow_sources")
     @classmethod
@@ -68,16 +84,25 @@ class SipAccess:
     def source_allowed(self, host: str) -> bool:
         if self._any:
             return True
-        try:
-            addr = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
+        addr = _address(host)
+        if addr is None:
             return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
         allowed = any(addr in net for net in self._networks)
         if not allowed:
             SIP_REFUSED.labels("source").inc()
         return allowed
+
+    def media_allowed(self, address: str, source: str) -> bool:
+        """May we send RTP to `address`, offered in SDP that came from `source`? A hold address always may."""
+        if not self.params.media_must_match_source:
+            return True
+        media, origin = _address(address), _address(source)
+        if media is None or media.is_unspecified:
+            return media is not None
+        if media == origin or (not self._any and any(media in net for net in self._networks)):
+            return True
+        SIP_REFUSED.labels("media-address").inc()
+        return False
 
     def refuse_invite(self, request: SipRequest, source: str) -> SipResponse | None:
         """The final response for a new (out-of-dialog) INVITE that may not start a call, or None."""

@@ -98,6 +98,10 @@ class CallHost(Protocol):
 
     def count_rejected(self, reason: str) -> None: ...
 
+    def media_allowed(self, address: str, source: str) -> bool:
+        """May SDP that came from `source` have our RTP sent to `address`?"""
+        ...
+
     def call_ended(self, call: IncomingCall) -> None: ...
 
 
@@ -105,11 +109,15 @@ def _warning(code: int, host: str, text: str) -> tuple[str, str]:
     return "Warning", f'{code} {host} "{text}"'
 
 
-def negotiate_body(request: SipRequest) -> Negotiation:
-    """The negotiated media for the SDP offer (or answer) in `request`; raises an `SdpError`."""
+def negotiate_body(request: SipRequest, media_allowed: Callable[[str], bool]) -> Negotiation:
+    """The negotiated media for the SDP offer (or answer) in `request`; raises an `SdpError`, also when
+    `media_allowed` refuses the address the caller wants our RTP sent to."""
     if request.content_type != "application/sdp":
         raise UnsupportedBody(f"unsupported content type {request.content_type!r}")
-    return negotiate(parse_sdp(request.body))
+    neg = negotiate(parse_sdp(request.body))
+    if not media_allowed(neg.media.remote_ip):
+        raise SdpNotAcceptable(f"media address {neg.media.remote_ip} is not the signalling source", warning_code=301)
+    return neg
 
 
 def refusal(request: SipRequest, exc: SdpError, to_tag: str, host: str) -> SipResponse:
@@ -302,7 +310,7 @@ class IncomingCall:
         if self._offer_in_2xx:
             self._offer_in_2xx = False
             try:
-                self._set_media(negotiate_body(ack))
+                self._set_media(negotiate_body(ack, self._media_allowed))
             except SdpError as exc:
                 log.warning("call %s: no usable SDP answer in the ACK (%s)", self.call_id, exc.reason)
                 self._end("bad-sdp")
@@ -349,7 +357,7 @@ class IncomingCall:
             self._send_2xx(tx, self._dialog_response(request, 200, body=body))
             return
         try:
-            neg = negotiate_body(request)
+            neg = negotiate_body(request, self._media_allowed)
         except SdpError as exc:
             self._server.respond(tx, refusal(request, exc, self.dialog.local_tag, self._server.advertised_host))
             return
@@ -402,6 +410,9 @@ class IncomingCall:
             fut.set_result((False, "subscription terminated without a final status"))
 
     # -- internals ---------------------------------------------------------------------------------
+
+    def _media_allowed(self, address: str) -> bool:
+        return self._server.media_allowed(address, self.peer.host)
 
     def _set_media(self, neg: Negotiation) -> None:
         self._neg = neg

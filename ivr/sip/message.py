@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 MAX_MESSAGE_BYTES = 65535
 MAX_HEAD_BYTES = 16384
 MAX_HEADERS = 128
+# Call-ID, tags and branches name dialogs, transactions and call records (those take at most 200
+# characters); a longer one is refused with 400 before anything stores it.
+MAX_ID_CHARS = 200
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -163,6 +166,11 @@ def parse_params(text: str) -> dict[str, str | None]:
 
 def format_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def _is_decimal(text: str | bytes, max_digits: int) -> bool:
+    """ASCII digits only (str.isdigit() also admits "²", which int() refuses), and few enough of them."""
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
 
 
 def split_hostport(text: str) -> tuple[str, int | None]:
@@ -386,7 +394,7 @@ class _Message:
         if not v:
             raise SipParseError("missing CSeq")
         parts = v.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN_RE.fullmatch(parts[1]):
+        if len(parts) != 2 or not _is_decimal(parts[0], 10) or not _TOKEN_RE.fullmatch(parts[1]):
             raise SipParseError(f"bad CSeq {v[:40]!r}")
         num = int(parts[0])
         if num >= 2**31:
@@ -428,6 +436,11 @@ class _Message:
         """Raise SipParseError unless the headers every transaction needs are present and well formed."""
         for prop in ("call_id", "from_", "to", "vias", "cseq"):
             getattr(self, prop)  # each property raises SipParseError when its header is bad
+        ids = {"Call-ID": self.call_id, "From tag": self.from_.tag, "To tag": self.to.tag}
+        ids["Via branch"] = self.top_via.branch
+        for what, value in ids.items():
+            if value is not None and len(value) > MAX_ID_CHARS:
+                raise SipParseError(f"{what} longer than {MAX_ID_CHARS} characters")
 
     def _serialise(self, start: str) -> bytes:
         lines = [start]
@@ -448,7 +461,7 @@ class SipRequest(_Message):
         if self.cseq[1] != self.method:
             raise SipParseError("CSeq method does not match the request method")
         mf = self.headers.get("Max-Forwards")
-        if mf is not None and (not mf.isdigit() or int(mf) > 255):
+        if mf is not None and (not _is_decimal(mf, 3) or int(mf) > 255):
             raise SipParseError("bad Max-Forwards")
 
     def to_bytes(self) -> bytes:
@@ -483,7 +496,7 @@ def content_length(head: bytes) -> int | None:
     if not m:
         return None
     v = m.group(1).strip()
-    if not v.isdigit() or len(v) > 9:
+    if not _is_decimal(v, 9):
         raise SipParseError("bad Content-Length")
     return int(v)
 
@@ -529,7 +542,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> SipMessage:
     if len(set(clen_values)) > 1:
         raise SipParseError("conflicting Content-Length")
     if clen_values:
-        if not clen_values[0].isdigit() or len(clen_values[0]) > 9:
+        if not _is_decimal(clen_values[0], 9):
             raise SipParseError("bad Content-Length")
         clen = int(clen_values[0])
         if clen > len(body):

@@ -3,15 +3,31 @@
 We accept exactly one audio stream: the first `m=audio` line over RTP/AVP that offers PCMU or PCMA.
 Every other m= line is declined with port 0, as RFC 3264 §6 requires, so the answer keeps the
 offer's m= line count and order.
+
+Hostile offers: a connection address must be an IP literal of the family its c= line names, neither
+multicast nor reserved (a hostname would need resolving, a group address would fan our RTP out); other
+addresses are refused with 488 and Warning 301. `a=ptime` outside what we packetize is only a hint
+(RFC 4566 §6, RFC 3264 §5.1), so it is ignored (20 ms) rather than refused. A telephone-event must sit on
+a dynamic payload type (RFC 3551 §3: 96-127), else 488 with Warning 305.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from ivr.media.codecs import CODECS, CodecName, by_name, by_static_payload_type, codec
+
+log = logging.getLogger(__name__)
+
+# What the RTP session packetizes (RtpParameters.ptime_ms); an offer's ptime outside it is ignored.
+PTIME_MS = range(10, 61)
+DEFAULT_PTIME_MS = 20
+# RFC 3551 §3: payload types a session may bind dynamically, as telephone-event needs.
+DYNAMIC_PAYLOAD_TYPES = range(96, 128)
+HOLD_ADDRESSES = ("0.0.0.0", "::")
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -47,7 +63,8 @@ class SdpNotAcceptable(SdpError):
 
     def __init__(self, reason: str, warning_code: int = 305) -> None:
         super().__init__(reason)
-        self.warning_code = warning_code  # 304: media type not available, 305: incompatible format
+        # 301: incompatible network address, 304: media type not available, 305: incompatible format
+        self.warning_code = warning_code
 
 
 @dataclass(slots=True)
@@ -87,9 +104,7 @@ class MediaOffer:
     @property
     def on_hold(self) -> bool:
         """The caller does not want our audio (RFC 3264 §8.4 hold, or the old c=0.0.0.0 form)."""
-        return (
-            self.direction in ("sendonly", "inactive") or self.remote_ip in ("0.0.0.0", "::") or self.remote_port == 0
-        )
+        return self.direction in ("sendonly", "inactive") or self.remote_ip in HOLD_ADDRESSES or self.remote_port == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +119,25 @@ def _connection_address(value: str) -> str:
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise SdpError(f"bad c= line {value!r}")
     addr = parts[2].split("/", 1)[0]  # multicast TTL/count suffix
+    if not addr or any(c.isspace() for c in addr):
+        raise SdpError(f"bad connection address {addr!r}")
     try:
-        ipaddress.ip_address(addr)
+        ip = ipaddress.ip_address(addr)
     except ValueError:
-        if not addr or any(c.isspace() for c in addr):
-            raise SdpError(f"bad connection address {addr!r}") from None
-    return addr
+        # RFC 4566 allows a domain name; resolving it would block and let the caller steer our RTP
+        raise SdpNotAcceptable(f"connection address {addr[:64]!r} is not an IP literal", warning_code=301) from None
+    if ip.version != (4 if parts[1] == "IP4" else 6):
+        raise SdpError(f"connection address {addr!r} is not {parts[1]}")
+    if ip.is_unspecified:
+        return str(ip)  # the RFC 2543 way of putting a call on hold
+    if ip.is_multicast or ip.is_reserved:
+        raise SdpNotAcceptable(f"connection address {addr!r} cannot receive unicast RTP", warning_code=301)
+    return str(ip)
 
 
 def _int(value: str, what: str) -> int:
-    if not value.isdigit():
+    # ASCII only: str.isdigit() also admits digits int() refuses ("²"); ten digits bound the work
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:
         raise SdpError(f"bad {what} {value!r}")
     return int(value)
 
@@ -186,6 +210,21 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
     )
 
 
+def _ptime(offered: int | None) -> int:
+    if offered is None:
+        return DEFAULT_PTIME_MS
+    if offered not in PTIME_MS:
+        log.info(
+            "offered ptime %d ms is outside %d-%d ms: sending %d ms packets",
+            offered,
+            PTIME_MS.start,
+            PTIME_MS.stop - 1,
+            DEFAULT_PTIME_MS,
+        )
+        return DEFAULT_PTIME_MS
+    return offered
+
+
 def negotiate(offer: SessionDescription) -> Negotiation:
     """Pick the audio stream, codec (caller's order) and telephone-event PT; SdpNotAcceptable if none fits."""
     saw_audio = False
@@ -209,6 +248,8 @@ def negotiate(offer: SessionDescription) -> Negotiation:
             if chosen is None and found is not None:
                 chosen = (found.name, pt)
             elif te_pt is None and name.upper() == "TELEPHONE-EVENT" and rate == 8000:
+                if pt not in DYNAMIC_PAYLOAD_TYPES:
+                    raise SdpNotAcceptable(f"telephone-event on payload type {pt}, not 96-127", warning_code=305)
                 te_pt = pt
         if chosen is None:
             continue
@@ -221,7 +262,7 @@ def negotiate(offer: SessionDescription) -> Negotiation:
             codec=chosen[0],
             payload_type=chosen[1],
             telephone_event_pt=te_pt,
-            ptime=m.ptime or offer.ptime or 20,
+            ptime=_ptime(m.ptime or offer.ptime),
             direction=m.direction or offer.direction or "sendrecv",
         )
         return Negotiation(offer=offer, media=media, index=index)

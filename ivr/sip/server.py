@@ -239,6 +239,9 @@ class SipServer:
 
         return self._layer.create_client(request, send, transport.reliable)
 
+    def media_allowed(self, address: str, source: str) -> bool:
+        return self._access.media_allowed(address, source)
+
     def call_ended(self, call: IncomingCall) -> None:
         if call in self._calls:
             self._calls.discard(call)
@@ -447,7 +450,7 @@ class SipServer:
             return
         try:
             # no body: delayed offer, ours goes in the 2xx and the caller answers in the ACK
-            neg = negotiate_body(req) if req.body else None
+            neg = negotiate_body(req, lambda address: self.media_allowed(address, peer.host)) if req.body else None
         except SdpError as exc:
             SIP_REJECTED_CALLS.labels(_BODY_REFUSALS[exc.status]).inc()
             self.respond(tx, refusal(req, exc, new_tag(), self.advertised_host))

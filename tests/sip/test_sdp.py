@@ -182,7 +182,7 @@ def test_each_body_error_carries_its_status(
 ) -> None:
     request = _invite(body, content_type)
     with pytest.raises(error) as info:
-        negotiate_body(request)
+        negotiate_body(request, lambda _address: True)
     assert type(info.value) is error and info.value.status == status
     response = refusal(request, info.value, "tag1", "192.0.2.1")
     assert response.status == status and response.to.tag == "tag1"
