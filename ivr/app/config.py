@@ -27,6 +27,7 @@ class ServiceConfig(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     cuda_device_id: int = Field(0, ge=0)
     gpu_mem_limit_mb: int | None = Field(None, gt=0)
+    allow_cpu_fallback: bool = Field(False, description="device=cuda without CUDA: serve from the CPU, not fail")
     intra_op_threads: int | None = Field(None, ge=1)
     max_calls: int = Field(32, ge=1)
     max_batch: int = Field(8, ge=1, le=64)
@@ -58,6 +59,7 @@ class ServiceConfig(BaseModel):
                 device=self.device,
                 device_id=self.cuda_device_id,
                 gpu_mem_limit_mb=self.gpu_mem_limit_mb,
+                allow_cpu_fallback=self.allow_cpu_fallback,
                 intra_op_threads=self.intra_op_threads,
                 cache_dir=self.cache_dir,
             ),
