@@ -65,10 +65,29 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, artifacts: Path, config: EngineConfig) -> None:
-        enc, dec = artifact_names(config)
+        names = artifact_names(config)
         so, providers = session_options(config), providers_for(config)
-        self.encoder = ort.InferenceSession(str(artifacts / enc), so, providers=providers)
-        self.decoder = ort.InferenceSession(str(artifacts / dec), so, providers=providers)
+
+        def sessions(providers: list[Any]) -> list[ort.InferenceSession]:
+            return [ort.InferenceSession(str(artifacts / n), so, providers=providers) for n in names]
+
+        failure = None
+        try:
+            self.encoder, self.decoder = sessions(providers)
+            if providers[0] != "CPUExecutionProvider" and "CUDAExecutionProvider" not in self.encoder.get_providers():
+                # Built in but unable to start (no device, driver or CUDA libraries): onnxruntime then
+                # runs on the CPU and only logs it.
+                failure = f"the session runs on {', '.join(self.encoder.get_providers())}"
+        except Exception as e:  # onnxruntime raises its own types; anything but a CUDA start is re-raised
+            if providers[0] == "CPUExecutionProvider":
+                raise
+            failure = str(e).strip().splitlines()[0]
+        if failure is not None:
+            reason = f"device=cuda but the CUDA provider did not start: {failure}"
+            if not config.allow_cpu_fallback:
+                raise DeviceUnavailableError(f"{reason}; allow_cpu_fallback=True runs on the CPU instead")
+            log.warning("%s: running on CPU (allow_cpu_fallback)", reason)
+            self.encoder, self.decoder = sessions(["CPUExecutionProvider"])
         self.providers = self.encoder.get_providers()
         self.decoder_inputs = [i.name for i in self.decoder.get_inputs()]
 

@@ -21,7 +21,7 @@ def is_prepared(path: Path) -> bool:
 
 
 def detect_format(model_dir: Path) -> str:
-    """ "openai" (.pt file), "ct2", "hf" or "prepared"."""
+    """The format: openai (a .pt file), ct2, hf or prepared."""
     if model_dir.is_file() and model_dir.suffix == ".pt":
         return "openai"
     if (model_dir / "model.bin").exists():
