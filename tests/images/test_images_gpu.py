@@ -46,9 +46,8 @@ def test_gpu_image_has_the_cuda_provider_and_no_torch(gpu_image: str) -> None:
 
 
 def test_gpu_image_fails_to_load_for_cuda_without_a_gpu(gpu_image: str) -> None:
-    out = podman(
-        "run", "--rm", "--network", "none", "--user", "10001", "--entrypoint", "python", gpu_image, "-c", _LOAD
-    )
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("refused: device=cuda"), out.stdout + out.stderr[-2000:]
-    assert lines[1] == "fallback: CPUExecutionProvider", out.stdout
+    out = _python(gpu_image, _LOAD)
+    # onnxruntime prints its own fallback banner on stdout too: look for this script's lines.
+    ours = [line for line in out.splitlines() if line.startswith(("refused:", "fallback:"))]
+    assert len(ours) == 2 and ours[0].startswith("refused: device=cuda but the CUDA provider did not start"), out
+    assert ours[1] == "fallback: CPUExecutionProvider", out
