@@ -47,6 +47,11 @@ class EngineConfig(BaseModel):
     gpu_mem_limit_mb: int | None = Field(None, gt=0, description="per-instance GPU memory cap")
     intra_op_threads: int | None = Field(None, ge=1, description="default: the container's CPU quota")
     int8: bool = Field(True, description="dynamic int8 weights on CPU (onnx)")
+    allow_cpu_fallback: bool = Field(
+        False,
+        description="device=cuda without a usable CUDA runtime: run on the CPU with a warning instead of "
+        "failing to load (a GPU node with a broken driver would otherwise serve, slowly)",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="where converted models are kept")
 
     def threads(self) -> int:

@@ -21,9 +21,10 @@ from .decoding.bias import BiasState
 from .decoding.guards import compression_ratio, repeated_tail
 from .decoding.search import DecodeRequest, DecodeResult, Searcher, SharedTail
 from .engines.base import Engine
-from .models.export import prepare
-from .models.registry import load_tokenizer, resolve_model, suppress_config
-from .models.whisper import WhisperDims
+from .models.artifacts import kinds_for, missing_kinds, source_hash
+from .models.dims import WhisperDims
+from .models.formats import PREPARED, detect_format
+from .models.registry import ModelNotFoundError, load_tokenizer, resolve_model, suppress_config
 from .silence_tail import LEVEL, silence_tail
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,18 @@ def engine_for(config: RecognizerConfig, progress: Callable[[str], None] | None 
     """(engine, tokenizer, suppress config, dims) for a recognizer config, converting on first use."""
     ec = config.engine
     source = resolve_model(config.model, ec.cache_dir)
-    kinds = (["onnx-int8"] if ec.int8 and ec.device == "cpu" else ["onnx"]) if ec.kind == "onnx" else ["torchscript"]
-    artifacts = prepare(source, ec.cache_dir / "artifacts", kinds, progress)
+    kinds = kinds_for(ec)
+    if detect_format(source) == PREPARED:
+        artifacts = source
+        if missing := missing_kinds(artifacts, kinds):
+            raise ModelNotFoundError(f"{source} is prepared without {', '.join(missing)} for {ec.kind} on {ec.device}")
+    else:
+        artifacts = ec.cache_dir / "artifacts" / source_hash(source)
+        if missing_kinds(artifacts, kinds):
+            # Converting needs PyTorch; loading converted graphs does not, so it is imported only here.
+            from .models.export import prepare
+
+            artifacts = prepare(source, ec.cache_dir / "artifacts", kinds, progress)
     dims = WhisperDims(**json.loads((artifacts / "meta.json").read_text())["dims"])
     tok = load_tokenizer(source, dims.n_vocab, ec.cache_dir)
     engine: Engine

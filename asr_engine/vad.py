@@ -8,10 +8,11 @@ speech end after enough silence or at the utterance length limit.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -34,17 +35,24 @@ class VadConfig(BaseModel):
     )
 
 
+def model_path() -> Path:
+    """The model file, found without importing `silero_vad`: its package imports PyTorch, which the
+    runtime image does not have."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the silero-vad package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+
+
 class SileroVad:
     """One shared ONNX session; per-stream recurrent state lives in `VadState`."""
 
     def __init__(self, threads: int = 1) -> None:
-        model = importlib.resources.files("silero_vad") / "data" / "silero_vad.onnx"
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        with importlib.resources.as_file(model) as path:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(model_path()), so, providers=["CPUExecutionProvider"])
         self._sr = np.array(RATE, dtype=np.int64)
         self._lock = threading.Lock()
 

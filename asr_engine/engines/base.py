@@ -7,6 +7,10 @@ from typing import Protocol
 import numpy as np
 
 
+class DeviceUnavailableError(RuntimeError):
+    """device=cuda was asked for and the runtime cannot run there (see `EngineConfig.allow_cpu_fallback`)."""
+
+
 class Engine(Protocol):
     name: str
 

@@ -1,4 +1,5 @@
-"""onnxruntime engine: CUDA execution provider when asked for and present, CPU otherwise."""
+"""onnxruntime engine: on the CPU, or on CUDA when asked for (failing to load if CUDA is missing, unless
+the config allows falling back to the CPU)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..config import EngineConfig
-from ..models.export import decoder_feed
+from ..models.artifacts import decoder_feed
+from .base import DeviceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -20,21 +22,27 @@ def providers_for(config: EngineConfig, available: list[str] | None = None) -> l
     available = ort.get_available_providers() if available is None else available
     if config.device == "cuda":
         if "CUDAExecutionProvider" in available:
-            opts: dict[str, Any] = {
-                "device_id": config.device_id,
-                # Grow the arena only by what is requested, so the cap below is what the instance uses.
-                "arena_extend_strategy": "kSameAsRequested",
-                "cudnn_conv_algo_search": "HEURISTIC",
-            }
-            if config.gpu_mem_limit_mb:
-                opts["gpu_mem_limit"] = config.gpu_mem_limit_mb * 1024 * 1024
-            return [("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
-        log.warning(
-            "device=cuda requested but onnxruntime has no CUDAExecutionProvider (available: %s; "
-            "install onnxruntime-gpu with CUDA 12 and cuDNN 9): running on CPU",
-            ", ".join(available),
+            return [("CUDAExecutionProvider", cuda_provider_options(config)), "CPUExecutionProvider"]
+        reason = (
+            f"device=cuda but onnxruntime has no CUDAExecutionProvider (available: {', '.join(available)}; "
+            "install onnxruntime-gpu with CUDA 12 and cuDNN 9)"
         )
+        if not config.allow_cpu_fallback:
+            raise DeviceUnavailableError(f"{reason}; allow_cpu_fallback=True runs on the CPU instead")
+        log.warning("%s: running on CPU (allow_cpu_fallback)", reason)
     return ["CPUExecutionProvider"]
+
+
+def cuda_provider_options(config: EngineConfig) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "device_id": config.device_id,
+        # Grow the arena only by what is requested, so the cap below is what the instance uses.
+        "arena_extend_strategy": "kSameAsRequested",
+        "cudnn_conv_algo_search": "HEURISTIC",
+    }
+    if config.gpu_mem_limit_mb:
+        opts["gpu_mem_limit"] = config.gpu_mem_limit_mb * 1024 * 1024
+    return opts
 
 
 def session_options(config: EngineConfig) -> ort.SessionOptions:
@@ -57,10 +65,29 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, artifacts: Path, config: EngineConfig) -> None:
-        enc, dec = artifact_names(config)
+        names = artifact_names(config)
         so, providers = session_options(config), providers_for(config)
-        self.encoder = ort.InferenceSession(str(artifacts / enc), so, providers=providers)
-        self.decoder = ort.InferenceSession(str(artifacts / dec), so, providers=providers)
+
+        def sessions(providers: list[Any]) -> list[ort.InferenceSession]:
+            return [ort.InferenceSession(str(artifacts / n), so, providers=providers) for n in names]
+
+        failure = None
+        try:
+            self.encoder, self.decoder = sessions(providers)
+            if providers[0] != "CPUExecutionProvider" and "CUDAExecutionProvider" not in self.encoder.get_providers():
+                # Built in but unable to start (no device, driver or CUDA libraries): onnxruntime then
+                # runs on the CPU and only logs it.
+                failure = f"the session runs on {', '.join(self.encoder.get_providers())}"
+        except Exception as e:  # onnxruntime raises its own types; anything but a CUDA start is re-raised
+            if providers[0] == "CPUExecutionProvider":
+                raise
+            failure = str(e).strip().splitlines()[0]
+        if failure is not None:
+            reason = f"device=cuda but the CUDA provider did not start: {failure}"
+            if not config.allow_cpu_fallback:
+                raise DeviceUnavailableError(f"{reason}; allow_cpu_fallback=True runs on the CPU instead")
+            log.warning("%s: running on CPU (allow_cpu_fallback)", reason)
+            self.encoder, self.decoder = sessions(["CPUExecutionProvider"])
         self.providers = self.encoder.get_providers()
         self.decoder_inputs = [i.name for i in self.decoder.get_inputs()]
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..config import EngineConfig
-from ..models.export import decoder_feed
+from ..models.artifacts import decoder_feed
+from .base import DeviceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,10 @@ class TorchPlacement:
 def placement_for(config: EngineConfig, cuda_available: bool, total_memory: int | None) -> TorchPlacement:
     """Where and with what limits the model runs; `total_memory` is the device's bytes."""
     if config.device == "cuda" and not cuda_available:
-        log.warning("device=cuda requested but torch sees no CUDA device: running on CPU")
+        reason = "device=cuda but torch sees no CUDA device"
+        if not config.allow_cpu_fallback:
+            raise DeviceUnavailableError(f"{reason}; allow_cpu_fallback=True runs on the CPU instead")
+        log.warning("%s: running on CPU (allow_cpu_fallback)", reason)
     if config.device == "cuda" and cuda_available:
         fraction = None
         if config.gpu_mem_limit_mb and total_memory:

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from .ct2 import ModelFormatError, read_ct2_model
-from .whisper import Whisper, WhisperDims
+from .dims import WhisperDims
+from .formats import detect_format
+from .whisper import Whisper
 
 _LAYER = re.compile(r"^(encoder|decoder)/layer_(\d+)/")
 
@@ -124,21 +126,11 @@ def _hf_to_openai(config: dict, state: dict[str, torch.Tensor]) -> tuple[Whisper
     return dims, out
 
 
-def detect_format(model_dir: Path) -> str:
-    if model_dir.is_file() and model_dir.suffix == ".pt":
-        return "openai"
-    if (model_dir / "model.bin").exists():
-        return "ct2"
-    if (model_dir / "model.safetensors").exists() or (model_dir / "pytorch_model.bin").exists():
-        return "hf"
-    raise ModelFormatError(
-        f"{model_dir}: not a Whisper model (expected model.bin, model.safetensors, pytorch_model.bin or a .pt file)"
-    )
-
-
 def load_whisper(source: Path) -> Whisper:
     """Build a float32 `Whisper` from a CTranslate2 dir, a Hugging Face dir or an OpenAI .pt file."""
     fmt = detect_format(source)
+    if fmt == "prepared":
+        raise ModelFormatError(f"{source}: a prepared model holds converted graphs, not weights to load")
     if fmt == "ct2":
         dims, state = _ct2_to_openai(read_ct2_model(source / "model.bin"))
     elif fmt == "hf":

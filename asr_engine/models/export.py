@@ -1,48 +1,27 @@
-"""One-time conversion of a Whisper checkpoint to ONNX and TorchScript, cached on disk.
+"""One-time conversion of a Whisper checkpoint to ONNX and TorchScript, cached on disk (PyTorch needed).
 
-Artifacts live under `<cache>/<key>/`, where the key hashes the checkpoint's bytes and this module's
-export format version, so a changed model or exporter never reuses a stale conversion.
+Where the artifacts go and how they are keyed is `artifacts.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .checkpoints import detect_format, load_whisper
+from .artifacts import ARTIFACTS, DECODER_OUTPUTS, decoder_input_names, missing_kinds, source_hash
+from .checkpoints import load_whisper
 from .whisper import DecoderExport, EncoderExport, Whisper
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = "4"
 ONNX_OPSET = 17
 Progress = Callable[[str], None]
-
-
-def source_files(source: Path) -> list[Path]:
-    fmt = detect_format(source)
-    if fmt == "openai":
-        return [source]
-    names = {"ct2": ["model.bin", "config.json"], "hf": ["model.safetensors", "pytorch_model.bin", "config.json"]}
-    return [source / n for n in names[fmt] if (source / n).exists()]
-
-
-def source_hash(source: Path) -> str:
-    h = hashlib.sha256(EXPORT_VERSION.encode())
-    for f in source_files(source):
-        h.update(f.name.encode())
-        with f.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()[:24]
 
 
 def _example_inputs(model: Whisper, batch: int = 2, frames: int = 200, past: int = 3, new: int = 2):
@@ -65,32 +44,6 @@ def _example_inputs(model: Whisper, batch: int = 2, frames: int = 200, past: int
         torch.tensor([new - 1]),
     )
     return mel, dec
-
-
-def decoder_input_names(n_layer: int) -> list[str]:
-    return [
-        "tokens",
-        "positions",
-        "self_bias",
-        "self_k",
-        "self_v",
-        "cross_k",
-        "cross_v",
-        "cross_bias",
-        *(f"tail_kt_{i}" for i in range(n_layer)),
-        *(f"tail_v_{i}" for i in range(n_layer)),
-        "tail_bias",
-        "logit_positions",
-    ]
-
-
-def decoder_feed(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """`Engine.decode`'s inputs as the exported step takes them: the stacked shared tail [L, ...]
-    becomes one array per layer (views, no copy)."""
-    return [*inputs[:8], *inputs[8], *inputs[9], *inputs[10:]]
-
-
-DECODER_OUTPUTS = ["logits", "new_self_k", "new_self_v"]
 
 
 def _export_onnx(model: Whisper, out: Path) -> None:
@@ -164,18 +117,11 @@ def _export_torchscript(model: Whisper, out: Path) -> None:
         torch.jit.trace(DecoderExport(model), dec, check_trace=False).save(str(out / "decoder.ts"))
 
 
-ARTIFACTS = {
-    "onnx": ["encoder.onnx", "decoder.onnx"],
-    "onnx-int8": ["encoder.int8.onnx", "decoder.int8.onnx"],
-    "torchscript": ["encoder.ts", "decoder.ts"],
-}
-
-
 def prepare(source: Path, cache_dir: Path, kinds: list[str], progress: Progress | None = None) -> Path:
     """Convert `source` into the requested artifact kinds (see ARTIFACTS) if not already cached."""
     say = progress or (lambda msg: log.info("%s", msg))
     out = cache_dir / source_hash(source)
-    missing = [k for k in kinds if not all((out / f).exists() for f in ARTIFACTS[k])]
+    missing = missing_kinds(out, kinds)
     if not missing:
         return out
     out.mkdir(parents=True, exist_ok=True)

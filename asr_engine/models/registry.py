@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..tokenizer import WhisperTokenizer
-from .checkpoints import detect_format
+from .formats import detect_format, is_prepared, prepared_dir
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,17 @@ def _packaged_dir(name: str, cache_dir: Path) -> Path:
 
 
 def resolve_model(model: str, cache_dir: Path) -> Path:
-    """A packaged model name, or a path to a CTranslate2/Hugging Face directory or an OpenAI .pt file."""
+    """A packaged model name (its package, else its prepared directory in the cache), or a path to a
+    CTranslate2/Hugging Face directory, an OpenAI .pt file or a prepared model directory."""
     if model in PACKAGED:
-        return _packaged_dir(model, cache_dir)
+        try:
+            return _packaged_dir(model, cache_dir)
+        except ModelNotFoundError:
+            # A runtime image ships the model only as the graphs it runs, prepared at build time.
+            prepared = prepared_dir(cache_dir, model)
+            if is_prepared(prepared):
+                return prepared
+            raise
     path = Path(model).expanduser()
     if not path.exists():
         raise ModelNotFoundError(f"{model!r} is neither a packaged model ({', '.join(PACKAGED)}) nor a path")

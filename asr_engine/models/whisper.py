@@ -8,28 +8,12 @@ CTranslate2 and Hugging Face checkpoints are mapped onto them in `checkpoints.py
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class WhisperDims:
-    n_mels: int
-    n_audio_ctx: int
-    n_audio_state: int
-    n_audio_head: int
-    n_audio_layer: int
-    n_vocab: int
-    n_text_ctx: int
-    n_text_state: int
-    n_text_head: int
-    n_text_layer: int
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+from .dims import WhisperDims
 
 
 class MultiHeadAttention(nn.Module):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from asr_engine.config import EngineConfig, cpu_quota
+from asr_engine.engines.base import DeviceUnavailableError
 from asr_engine.engines.onnx import artifact_names, providers_for, session_options
 from asr_engine.engines.torchscript import placement_for
 from asr_engine.models.checkpoints import load_whisper
@@ -147,20 +148,54 @@ def test_packaged_weights_are_verified(tmp_path, monkeypatch):
         resolve_model("tiny.en", tmp_path)
 
 
-def test_cuda_provider_options_from_config(caplog):
+def test_cuda_provider_options_from_config():
     cfg = EngineConfig(device="cuda", device_id=1, gpu_mem_limit_mb=1024, intra_op_threads=3, int8=True)
     providers = providers_for(cfg, available=["CUDAExecutionProvider", "CPUExecutionProvider"])
     name, opts = providers[0]
     assert name == "CUDAExecutionProvider" and providers[1] == "CPUExecutionProvider"
-    assert opts["device_id"] == 1
-    assert opts["gpu_mem_limit"] == 1024 * 1024 * 1024
-    assert opts["arena_extend_strategy"] == "kSameAsRequested"
+    assert opts == {
+        "device_id": 1,
+        "gpu_mem_limit": 1024 * 1024 * 1024,
+        "arena_extend_strategy": "kSameAsRequested",
+        "cudnn_conv_algo_search": "HEURISTIC",
+    }
+    # Without a cap the arena may grow to what the device has.
+    assert (
+        "gpu_mem_limit"
+        not in providers_for(cfg.model_copy(update={"gpu_mem_limit_mb": None}), ["CUDAExecutionProvider"])[0][1]
+    )
     assert artifact_names(cfg) == ("encoder.onnx", "decoder.onnx")  # no int8 kernels on GPU
-    with caplog.at_level(logging.WARNING):
-        assert providers_for(cfg, available=["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    assert "no CUDAExecutionProvider" in caplog.text
     so = session_options(cfg)
     assert so.intra_op_num_threads == 3
+
+
+def test_cuda_without_cuda_provider_fails_naming_the_providers():
+    cfg = EngineConfig(device="cuda")
+    with pytest.raises(DeviceUnavailableError, match=r"available: CPUExecutionProvider, AzureExecutionProvider"):
+        providers_for(cfg, available=["CPUExecutionProvider", "AzureExecutionProvider"])
+
+
+def test_cuda_without_cuda_provider_falls_back_to_cpu_only_when_allowed(caplog):
+    cfg = EngineConfig(device="cuda", allow_cpu_fallback=True)
+    with caplog.at_level(logging.WARNING):
+        assert providers_for(cfg, available=["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert "no CUDAExecutionProvider" in caplog.text and "running on CPU" in caplog.text
+
+
+def test_cuda_engine_fails_at_load_on_a_cpu_only_onnxruntime(model_cache):
+    """This machine's onnxruntime is the CPU build: loading for CUDA must fail, not serve from the CPU."""
+    import onnxruntime as ort
+
+    from asr_engine.config import RecognizerConfig
+    from asr_engine.recognizer import engine_for
+
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()
+    cfg = RecognizerConfig(engine=EngineConfig(device="cuda", cache_dir=model_cache))
+    with pytest.raises(DeviceUnavailableError, match="CPUExecutionProvider"):
+        engine_for(cfg)
+    fallback = RecognizerConfig(engine=EngineConfig(device="cuda", allow_cpu_fallback=True, cache_dir=model_cache))
+    engine, *_ = engine_for(fallback)
+    assert engine.providers == ["CPUExecutionProvider"]
 
 
 def test_cpu_defaults_and_threads_follow_quota():
@@ -174,8 +209,11 @@ def test_torch_cuda_placement_from_config(caplog):
     cfg = EngineConfig(kind="torchscript", device="cuda", device_id=0, gpu_mem_limit_mb=2048, intra_op_threads=2)
     p = placement_for(cfg, cuda_available=True, total_memory=16 * 1024**3)
     assert p.device == "cuda:0" and p.memory_fraction == pytest.approx(2048 / 16384) and p.threads == 2
+    with pytest.raises(DeviceUnavailableError, match="no CUDA device"):
+        placement_for(cfg, cuda_available=False, total_memory=None)
     with caplog.at_level(logging.WARNING):
-        assert placement_for(cfg, cuda_available=False, total_memory=None).device == "cpu"
+        fallback = cfg.model_copy(update={"allow_cpu_fallback": True})
+        assert placement_for(fallback, cuda_available=False, total_memory=None).device == "cpu"
     assert "no CUDA device" in caplog.text
 
 
