@@ -12,7 +12,7 @@ log() { echo "[setup] $*"; }
 # --- Debian packages -------------------------------------------------------------------------
 # espeak-ng/flite: prompt TTS; asterisk sounds: real 8 kHz speech for tests and benchmarks;
 # prometheus: promtool for the alert-rule tests; redis-server: dialog, records and hot words.
-APT_PKGS="espeak-ng flite sox asterisk-core-sounds-en-wav prometheus redis-server"
+APT_PKGS="espeak-ng flite sox asterisk-core-sounds-en-wav asterisk-core-sounds-en prometheus redis-server"
 missing=""
 for p in $APT_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
