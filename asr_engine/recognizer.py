@@ -25,7 +25,7 @@ from .models.artifacts import kinds_for, missing_kinds, source_hash
 from .models.dims import WhisperDims
 from .models.formats import PREPARED, detect_format
 from .models.registry import ModelNotFoundError, load_tokenizer, resolve_model, suppress_config
-from .silence_tail import LEVEL, silence_tail
+from .silence_tail import silence_tail, splice_for
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ SILENCE_DBFS = -65.0
 # A prompted decode is redone without its prompt when its text is this sparse (words per second of
 # the utterance, padding included; callers speak 2-3) or ends by saying a phrase twice.
 MIN_WORDS_PER_SECOND = 0.8
-# Silence appended after the speech before encoding: Whisper expects to see where speech ends.
-TAIL_FRAMES = 100
 BUCKET_FRAMES = 100
 
 
@@ -118,8 +116,9 @@ class Recognizer:
         self.searcher = Searcher(self.engine, self.tokenizer, suppress, self.dims.n_text_ctx, self.dims.n_text_head)
         self.max_frames = 2 * self.dims.n_audio_ctx
         self.tail: SharedTail | None = None
+        self.splice = splice_for(self.dims)
         if config.encoder_window == "spliced":
-            self.tail = silence_tail(self.engine, self.dims.n_mels, self.max_frames, self.dims.n_text_head)
+            self.tail = silence_tail(self.engine, self.dims, self.splice, self.max_frames)
 
     def warmup(self) -> None:
         """One throwaway decode so the first caller does not pay for kernel set-up."""
@@ -128,12 +127,14 @@ class Recognizer:
 
     def _features(self, utt: Utterance) -> np.ndarray:
         x = resample(utt.samples, utt.sample_rate, SAMPLE_RATE)
-        mel, pad = log_mel(x, self.dims.n_mels, LEVEL if self.tail is not None else None)
+        mel, pad = log_mel(x, self.dims.n_mels, self.splice.level if self.tail is not None else None)
         mel = mel[:, : self.max_frames]
         if self.config.encoder_window == "full":
             frames = self.max_frames
         else:
-            frames = min(self.max_frames, -(-(mel.shape[1] + TAIL_FRAMES) // BUCKET_FRAMES) * BUCKET_FRAMES)
+            # Silence appended after the speech before encoding: Whisper expects to see where speech ends.
+            tail = self.splice.tail_frames
+            frames = min(self.max_frames, -(-(mel.shape[1] + tail) // BUCKET_FRAMES) * BUCKET_FRAMES)
         return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=pad)
 
     def recognize(self, utts: list[Utterance]) -> list[Transcript]:

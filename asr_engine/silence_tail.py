@@ -11,18 +11,43 @@ batch (`Searcher` takes it as a `SharedTail`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .decoding.search import SharedTail
 from .engines.base import Engine
-
-# Peak log10 mel power features are normalized to (typical of telephone speech; the WER of the
-# Asterisk and caller sets moved by less than 0.5 points between levels 1.0 and 1.5).
-LEVEL = 1.5
-PAD_VALUE = (LEVEL - 8.0 + 4.0) / 4.0
+from .models.dims import WhisperDims
 
 
-def silence_tail(engine: Engine, n_mels: int, frames: int, n_head: int) -> SharedTail:
+@dataclass(frozen=True)
+class Splice:
+    """How an utterance is joined to the shared tail."""
+
+    # Peak log10 mel power the features are normalized to (typical of telephone speech; the WER of
+    # the Asterisk and caller sets moved by less than 0.5 points between levels 1.0 and 1.5).
+    level: float
+    # Silence encoded with the utterance itself before the shared tail takes over: the speech's own
+    # encoding must already "see" that it has ended. Too little, and the decoder hears no speech in a
+    # short word or runs on past its end ("2, 3, 4, 5, 6," for "two").
+    tail_frames: int
+
+    @property
+    def pad_value(self) -> float:
+        return (self.level - 8.0 + 4.0) / 4.0
+
+
+# Chosen on the tuning halves (bench.splits): tiny.en's 4 encoder layers settle within 1 s of
+# silence; base's 6 need 3 s (with 1 s it loops or hears no speech in one word in ten).
+SHALLOW = Splice(level=1.5, tail_frames=100)
+DEEP = Splice(level=1.5, tail_frames=300)
+
+
+def splice_for(dims: WhisperDims) -> Splice:
+    return SHALLOW if dims.n_audio_layer <= 4 else DEEP
+
+
+def silence_tail(engine: Engine, dims: WhisperDims, splice: Splice, frames: int) -> SharedTail:
     """Cross-attention keys and values (frames / 2 positions) of a window holding only padding."""
-    k, v = engine.encode(np.full((1, n_mels, frames), PAD_VALUE, dtype=np.float32))
-    return SharedTail.of(k[:, 0], v[:, 0], n_head)
+    k, v = engine.encode(np.full((1, dims.n_mels, frames), splice.pad_value, dtype=np.float32))
+    return SharedTail.of(k[:, 0], v[:, 0], dims.n_text_head)

@@ -4,6 +4,12 @@ The endpointer turns 32 ms speech probabilities into events: speech start once s
 long enough to be more than a cough or a click (barge-in uses this), a pause (when asked for) with
 the audio so far, so that a turn that is already complete can end before its silence runs out, and
 speech end after enough silence or at the utterance length limit.
+
+Silero is slow to trust a soft onset: on a short first word ("please", "third") it stays near the
+threshold for a chunk or two, then dips during the pause that follows. So before speech is confirmed,
+a dip shorter than the silence that would end an utterance keeps the onset where it was and the
+speech heard on both sides of it counts together; and more audio is kept before the onset than after
+the end.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ class VadConfig(BaseModel):
     neg_threshold: float = Field(0.35, gt=0, lt=1, description="probability below which speech is paused")
     min_speech_ms: int = Field(250, ge=32, description="speech shorter than this (a cough, a click) is ignored")
     min_silence_ms: int = Field(600, ge=64, description="silence that ends an utterance")
-    speech_pad_ms: int = Field(200, ge=0, description="audio kept before and after the speech")
+    preroll_ms: int = Field(400, ge=0, description="audio kept before the speech")
+    speech_pad_ms: int = Field(200, ge=0, description="audio kept after the speech")
     max_utterance_s: float = Field(20.0, gt=1, le=30, description="longer speech is cut here")
     early_end_ms: int | None = Field(
         None, ge=64, le=5000, description="calls: decode a turn after this pause; end it there if the dialog acts on it"
@@ -79,7 +86,7 @@ class SpeechStart:
 class SpeechEnd:
     start: float
     end: float
-    samples: np.ndarray  # 16 kHz float32, padded by speech_pad_ms each side
+    samples: np.ndarray  # 16 kHz float32, from preroll_ms before the start to speech_pad_ms after the end
     truncated: bool  # cut at max_utterance_s
     # Seconds since the stream began: where the last voiced chunk ended, and where the endpointer
     # decided (voiced_end + the silence wait). What the caller waits for starts at voiced_end.
@@ -109,7 +116,7 @@ class Endpointer:
         self._audio: list[np.ndarray] = []  # chunks since _audio_start (pre-roll + speech)
         self._audio_start = 0  # sample index of _audio[0]
         self._pos = 0  # samples judged so far
-        self._speech_run = 0
+        self._speech_run = 0  # speech since the onset (before confirmation, across short dips)
         self._silence_run = 0
         self._start: int | None = None  # onset candidate or confirmed start
         self._triggered = False
@@ -120,6 +127,7 @@ class Endpointer:
         self._min_speech = config.min_speech_ms * ms
         self._min_silence = config.min_silence_ms * ms
         self._pad = config.speech_pad_ms * ms
+        self._preroll = config.preroll_ms * ms
         self._max = int(config.max_utterance_s * RATE)
 
     @property
@@ -167,7 +175,7 @@ class Endpointer:
                     self._triggered = True
                     self._silence_run = 0
                     yield SpeechStart(self._start / RATE)
-            elif p < self.cfg.neg_threshold:
+            elif self._start is not None and self._pos - self._last_speech_end >= self._min_silence:
                 self._start, self._speech_run = None, 0
             self._trim_preroll()
             return
@@ -187,7 +195,7 @@ class Endpointer:
             yield SpeechPause(self._last_speech_end / RATE, self._segment(end))
 
     def _trim_preroll(self) -> None:
-        keep_from = (self._start if self._start is not None else self._pos) - self._pad
+        keep_from = (self._start if self._start is not None else self._pos) - self._preroll
         while self._audio and self._audio_start + CHUNK <= keep_from:
             self._audio.pop(0)
             self._audio_start += CHUNK
@@ -195,7 +203,7 @@ class Endpointer:
     def _segment(self, end: int) -> np.ndarray:
         """The utterance's audio from its padded start to `end`."""
         assert self._start is not None
-        begin = max(self._audio_start, self._start - self._pad)
+        begin = max(self._audio_start, self._start - self._preroll)
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
         return audio[begin - self._audio_start : end - self._audio_start]
 

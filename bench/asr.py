@@ -1,20 +1,25 @@
 """ASR benchmark: voicenav's engine and faster-whisper side by side, same weights, same threads.
 
-    .venv/bin/python -m bench.asr [--model tiny.en] [--limit N] [--streams 1,4,16]
+    .venv/bin/python -m bench.asr [--model tiny.en|base] [--limit N] [--streams 1,4,16]
 
-Part 1, accuracy and single-stream latency: every clip of the real Asterisk recordings (8 kHz) and
-of the synthetic callers, one at a time, through each system: WER, real-time factor, latency p50/p95
-(all clips and clips under 5 s). Part 2, load: N concurrent callers each sending utterances one
-after another (closed loop) for a bounded number of utterances: latency p50/p95 and throughput.
+Part 1, accuracy and single-stream latency: every clip of the real Asterisk recordings (8 kHz: the
+prompts listed for development, and the held-out rest) and of the synthetic callers, one at a time,
+through each system: WER, real-time factor, latency p50/p95 (all clips and clips under 5 s). Every
+set is reported as its tuning and its validation half (`bench.splits`): settings are chosen on the
+tuning half, and the validation half is the result. Part 2, load: N concurrent callers each sending
+utterances one after another (closed loop) for a bounded number of utterances: latency p50/p95 and
+throughput (`--streams ""` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
@@ -24,7 +29,14 @@ from asr_engine.segmenter import speech_chunks
 from asr_engine.transcribe import transcribe_audio
 from asr_engine.vad import RATE, SileroVad
 
-from .common import Clip, asterisk_clips, caller_clips, pct, table, wer
+from .common import Clip, asterisk_clips, asterisk_heldout_clips, caller_clips, pct, table, wer
+from .splits import HALVES, split
+
+SETS = {
+    "dev": ("Asterisk dev (real, 8 kHz)", asterisk_clips),
+    "heldout": ("Asterisk held-out (real, 8 kHz)", asterisk_heldout_clips),
+    "callers": ("callers (synthetic)", caller_clips),
+}
 
 
 class Ours:
@@ -117,9 +129,13 @@ def load_fw(fw: FasterWhisper, clips: list[Clip], streams: int, per_stream: int)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="tiny.en")
+    ap.add_argument("--model", default="tiny.en", help="tiny.en, base, or a model directory")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--limit", type=int, help="clips per set (default: all)")
+    ap.add_argument("--limit", type=int, help="clips per half of each set (default: all)")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
+    ap.add_argument("--halves", default=",".join(HALVES), help="tuning, validation or both")
+    ap.add_argument("--no-reference", action="store_true", help="voicenav only, without faster-whisper")
+    ap.add_argument("--errors", help="write every clip's reference and transcripts here (JSON lines)")
     ap.add_argument("--window", default="spliced", choices=["spliced", "full", "utterance"])
     ap.add_argument("--streams", default="1,4,16")
     ap.add_argument("--load-utterances", type=int, default=48, help="utterances per load level (bounded)")
@@ -127,38 +143,55 @@ def main() -> None:
     args = ap.parse_args()
 
     ours = Ours(args.model, args.threads, args.window, args.max_batch)
-    model_dir = ours.rec.config.model
-    from asr_engine.models.registry import resolve_model
+    systems: list[Ours | FasterWhisper] = [ours]
+    if not args.no_reference:
+        from asr_engine.models.registry import resolve_model
 
-    fw = FasterWhisper(str(resolve_model(model_dir, ours.rec.config.engine.cache_dir)), args.threads)
-    sets = {"Asterisk (real, 8 kHz)": asterisk_clips(args.limit), "callers (synthetic)": caller_clips(args.limit)}
+        model_dir = resolve_model(ours.rec.config.model, ours.rec.config.engine.cache_dir)
+        systems.append(FasterWhisper(str(model_dir), args.threads))
+    halves = args.halves.split(",")
+    sets: dict[tuple[str, str], list[Clip]] = {}
+    for name in args.sets.split(","):
+        label, load = SETS[name]
+        for half, clips in split(load()).items():
+            if half in halves:
+                sets[(label, half)] = clips[: args.limit]
 
-    rows = []
-    for set_name, clips in sets.items():
-        for system in (ours, fw):
-            r = accuracy(system, clips)
-            rows.append(
-                [
-                    set_name,
-                    system.name,
-                    len(clips),
-                    f"{r['wer']:.2f}",
-                    f"{r['rtf']:.3f}",
-                    f"{r['p50'] * 1000:.0f}",
-                    f"{r['p95'] * 1000:.0f}",
-                    f"{r['p50_short'] * 1000:.0f}",
-                ]
-            )
-    print(f"\nAccuracy and single-stream latency ({args.model}, {args.threads} threads, greedy)\n")
-    print(table(["set", "system", "clips", "WER %", "RTF", "p50 ms", "p95 ms", "p50 ms <5 s"], rows))
+    rows, records = [], []
+    for (label, half), clips in sets.items():
+        results = [accuracy(system, clips) for system in systems]
+        rows.append(
+            [
+                label,
+                half,
+                len(clips),
+                *(f"{r['wer']:.2f}" for r in results),
+                *(f"{r['rtf']:.3f}" for r in results),
+                *(f"{r['p50'] * 1000:.0f}" for r in results),
+                *(f"{r['p95'] * 1000:.0f}" for r in results),
+                *(f"{r['p50_short'] * 1000:.0f}" for r in results),
+            ]
+        )
+        for i, c in enumerate(clips):
+            hyps = {system.name: r["hyps"][i] for system, r in zip(systems, results, strict=True)}
+            records.append({"set": c.set, "half": half, "key": c.key, "ref": c.text, **hyps})
+    if args.errors:
+        Path(args.errors).write_text("".join(json.dumps(r) + "\n" for r in records))
+    print(f"\nAccuracy and single-stream latency ({args.model}, {args.threads} threads, greedy)")
+    print("; ".join(f"{chr(65 + i)}: {system.name}" for i, system in enumerate(systems)) + "\n")
+    tags = [chr(65 + i) for i in range(len(systems))]
+    metrics = ["WER %", "RTF", "p50 ms", "p95 ms", "p50 ms <5 s"]
+    print(table(["set", "half", "clips", *(f"{m} {t}" for m in metrics for t in tags)], rows))
+    if not args.streams:
+        return
 
     short = [c for clips in sets.values() for c in clips if c.audio.seconds < 5][: args.load_utterances]
     rows = []
     for n in (int(s) for s in args.streams.split(",")):
         per = max(1, args.load_utterances // n)
-        o = asyncio.run(load_ours(ours, short, n, per, args.max_batch))
-        f = load_fw(fw, short, n, per)
-        for name, r in ((ours.name, o), (fw.name, f)):
+        loads = [(ours.name, asyncio.run(load_ours(ours, short, n, per, args.max_batch)))]
+        loads += [(fw.name, load_fw(fw, short, n, per)) for fw in systems[1:] if isinstance(fw, FasterWhisper)]
+        for name, r in loads:
             rows.append([n, name, n * per, f"{r['p50'] * 1000:.0f}", f"{r['p95'] * 1000:.0f}", f"{r['tput']:.2f}"])
     print(f"\nConcurrent streams (utterances < 5 s, closed loop, max batch {args.max_batch})\n")
     print(table(["streams", "system", "utterances", "p50 ms", "p95 ms", "utt/s"], rows))

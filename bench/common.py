@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -15,6 +16,8 @@ from asr_engine.audio.wav import Audio, read_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+# Package asterisk-core-sounds-en: one `key: text` line per prompt of the sounds above.
+ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _CONTRACTIONS = [
     (r"\bwon't\b", "will not"),
@@ -65,8 +68,38 @@ class Clip:
 
 
 def asterisk_clips(limit: int | None = None) -> list[Clip]:
+    """The prompts listed for development (`asterisk_dev.tsv`)."""
     rows = [line.split("\t") for line in (shared_dir() / "data/asterisk_dev.tsv").read_text().splitlines()]
     out = [Clip("asterisk", k, read_wav(str(ASTERISK / f"{k}.wav")), ref, []) for k, ref in rows]
+    return out[:limit]
+
+
+def asterisk_reference(text: str) -> str | None:
+    """A prompt's transcript written as `asterisk_dev.tsv` writes it, or None for what that list
+    leaves out: tones and silence (nothing left once bracketed notes go) and multi-digit numerals
+    (whose spoken form the transcript does not give)."""
+    t = re.sub(r"\[[^\]]*\]|\([^)]*\)|<[^>]*>", " ", text)
+    if re.search(r"\d[.,]?\d", t):
+        return None
+    ref = normalize(t.replace("*", " star ").replace("#", " pound "))
+    return ref or None
+
+
+def asterisk_heldout_clips(limit: int | None = None) -> list[Clip]:
+    """Every English prompt with a transcript that `asterisk_dev.tsv` does not list: speech no
+    setting was ever tuned on."""
+    if not ASTERISK_TRANSCRIPTS.exists():
+        raise SystemExit(f"{ASTERISK_TRANSCRIPTS} not found: install the asterisk-core-sounds-en package")
+    dev = {line.split("\t")[0] for line in (shared_dir() / "data/asterisk_dev.tsv").read_text().splitlines()}
+    out = []
+    for line in gzip.decompress(ASTERISK_TRANSCRIPTS.read_bytes()).decode().splitlines():
+        key, sep, text = line.partition(":")
+        key = key.strip()
+        wav = ASTERISK / f"{key}.wav"
+        if not sep or line.startswith(";") or key in dev or not wav.exists():
+            continue
+        if (ref := asterisk_reference(text)) is not None:
+            out.append(Clip("asterisk-heldout", key, read_wav(str(wav)), ref, []))
     return out[:limit]
 
 

@@ -12,8 +12,9 @@ log() { echo "[setup] $*"; }
 # --- Debian packages -------------------------------------------------------------------------
 # espeak-ng/flite: prompt TTS; asterisk sounds: real 8 kHz speech for tests and benchmarks;
 # prometheus: promtool for the alert-rule tests; redis-server: dialog, records and hot words;
+# asterisk-core-sounds-en: the transcripts of those recordings (the held-out benchmark set);
 # buildah podman runc debootstrap skopeo: building, signing and running the images (scripts/image.sh).
-APT_PKGS="espeak-ng flite sox asterisk-core-sounds-en-wav prometheus redis-server buildah podman runc debootstrap skopeo"
+APT_PKGS="espeak-ng flite sox asterisk-core-sounds-en-wav asterisk-core-sounds-en prometheus redis-server buildah podman runc debootstrap skopeo"
 missing=""
 for p in $APT_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -11,17 +11,22 @@ def max_new_tokens(seconds: float, per_second: float, floor: int, ceiling: int) 
     return max(1, min(ceiling, max(floor, math.ceil(seconds * per_second))))
 
 
-def repeated_tail(tokens: list[int], max_repeats: int, max_ngram: int = 8, min_ngram: int = 1) -> int | None:
+# A phrase this long said twice in a row is the decoder looping, not the speaker.
+LONG_PHRASE = 8
+
+
+def repeated_tail(tokens: list[int], max_repeats: int, max_ngram: int | None = None, min_ngram: int = 1) -> int | None:
     """Length to cut `tokens` to when their tail repeats an n-gram more than allowed, else None.
 
-    Single tokens get twice the allowance, since callers do say "no no no" or "five five five".
+    Single tokens get twice the allowance, since callers do say "no no no" or "five five five";
+    phrases of `LONG_PHRASE` tokens or more get none: one repeat is a loop (Whisper's multilingual
+    models replay whole sentences). `max_ngram` defaults to half the tokens.
     """
     n_tok = len(tokens)
-    for n in range(min_ngram, max_ngram + 1):
-        allowed = max_repeats * 2 if n == 1 else max_repeats
-        need = (allowed + 1) * n
-        if n_tok < need:
-            break
+    for n in range(min_ngram, (max_ngram or n_tok // 2) + 1):
+        allowed = max_repeats * 2 if n == 1 else max_repeats if n < LONG_PHRASE else 1
+        if n_tok < (allowed + 1) * n:
+            continue  # too short for this n; a longer n may need fewer repeats
         gram = tokens[-n:]
         if all(tokens[-(k + 1) * n : n_tok - k * n] == gram for k in range(1, allowed + 1)):
             return n_tok - allowed * n  # keep one occurrence
