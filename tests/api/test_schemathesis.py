@@ -38,8 +38,9 @@ def base_url() -> Iterator[str]:
     prefix = f"voicenav-schemathesis:{uuid.uuid4().hex}:"
     service = Unloaded(
         AppConfig(
-            dialog={"redis_url": REDIS_URL, "key_prefix": f"{prefix}dialog:"},
-            hotwords={"redis_url": REDIS_URL, "key_prefix": f"{prefix}hotwords"},
+            redis={"url": REDIS_URL},
+            dialog={"key_prefix": f"{prefix}dialog:"},
+            hotwords={"key_prefix": f"{prefix}hotwords"},
         )
     )
     # generated requests without a token are failed attempts too; their limit is tested elsewhere

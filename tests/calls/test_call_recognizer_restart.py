@@ -16,7 +16,7 @@ from test_call_session import Control, ScriptedLeg
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.metrics import ASR_WORKER_RESTARTS
 from asr_engine.recognizer import Transcript, Utterance
-from asr_engine.vad import SpeechEnd, VadEvent
+from asr_engine.vad import SpeechEnd, VadConfig, VadEvent
 from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
 from dialog.policy import DialogPolicy
@@ -52,6 +52,8 @@ class OneUtterance:
     """A VAD that hears one utterance in the first audio it is given, and nothing after."""
 
     in_speech = False
+    config = VadConfig()
+    voiced_end = 0.0
 
     def __init__(self) -> None:
         self._pending: list[tuple[SpeechEnd, Utterance]] = []
@@ -62,7 +64,7 @@ class OneUtterance:
             return []
         self._heard = True
         x = np.zeros(16000, np.float32)
-        end = SpeechEnd(0.0, 1.0, x, False)
+        end = SpeechEnd(0.0, 1.0, x, False, voiced_end=1.0, decided_at=1.6)
         self._pending.append((end, Utterance(x, 16000)))
         return [end]
 
@@ -72,6 +74,15 @@ class OneUtterance:
     def take_utterances(self) -> list[tuple[SpeechEnd, Utterance]]:
         out, self._pending = self._pending, []
         return out
+
+    def set_end_silence(self, ms: int, pause_ms: int | None = None) -> None:
+        pass
+
+    def utterance(self, samples: np.ndarray) -> Utterance:
+        return Utterance(samples, 16000)
+
+    def input_finished(self) -> list[VadEvent]:
+        return []
 
 
 class BrokenRecognizer:
