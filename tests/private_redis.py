@@ -46,14 +46,8 @@ class PrivateRedis:
             await client.aclose()
 
     async def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            await asyncio.wait_for(self._proc.wait(), 10)
-        except TimeoutError:
-            self._proc.kill()
-            await self._proc.wait()
+        if self._proc is not None:
+            await _terminate(self._proc)
         self._proc = None
 
     async def restart(self, down_s: float = 0.0) -> None:
@@ -104,12 +98,16 @@ class PrivateSentinel:
             await client.aclose()
 
     async def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            await asyncio.wait_for(self._proc.wait(), 10)
-        except TimeoutError:
-            self._proc.kill()
-            await self._proc.wait()
+        if self._proc is not None:
+            await _terminate(self._proc)
         self._proc = None
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and SIGKILL if the server has not exited within 10 s."""
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

@@ -69,14 +69,14 @@ class OneUtterance:
         return [end]
 
     def set_context(self, biaser: object, prompt: str = "") -> None:
-        pass
+        """No hot words: the recognizer behind this stream fails before it would use them."""
 
     def take_utterances(self) -> list[tuple[SpeechEnd, Utterance]]:
         out, self._pending = self._pending, []
         return out
 
     def set_end_silence(self, ms: int, pause_ms: int | None = None) -> None:
-        pass
+        """The one utterance ends where it ends: no silence is waited for."""
 
     def utterance(self, samples: np.ndarray) -> Utterance:
         return Utterance(samples, 16000)
