@@ -46,7 +46,9 @@ class EngineConfig(BaseModel):
     device_id: int = Field(0, ge=0, description="CUDA device index")
     gpu_mem_limit_mb: int | None = Field(None, gt=0, description="per-instance GPU memory cap")
     intra_op_threads: int | None = Field(None, ge=1, description="default: the container's CPU quota")
-    int8: bool = Field(True, description="dynamic int8 weights on CPU (onnx)")
+    int8: Literal["both", "encoder", "decoder", "none"] = Field(
+        "both", description="which parts run with dynamic int8 weights on CPU (onnx); fp32 for the others"
+    )
     allow_cpu_fallback: bool = Field(
         False,
         description="device=cuda without a usable CUDA runtime: run on the CPU with a warning instead of "
@@ -56,6 +58,12 @@ class EngineConfig(BaseModel):
 
     def threads(self) -> int:
         return self.intra_op_threads or cpu_quota()
+
+    def int8_parts(self) -> frozenset[str]:
+        """The model parts run with int8 weights (only the CPU kernels gain from them)."""
+        if self.kind != "onnx" or self.device != "cpu" or self.int8 == "none":
+            return frozenset()
+        return frozenset(("encoder", "decoder")) if self.int8 == "both" else frozenset((self.int8,))
 
 
 class DecodeConfig(BaseModel):

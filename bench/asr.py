@@ -39,15 +39,17 @@ SETS = {
 }
 
 
+INT8_NAMES = {"both": "onnx int8", "encoder": "onnx int8 encoder", "decoder": "onnx int8 decoder", "none": "onnx fp32"}
+
+
 class Ours:
-    def __init__(self, model: str, threads: int, window: str, max_batch: int) -> None:
-        cfg = RecognizerConfig(
-            model=model, encoder_window=window, max_batch=max_batch, engine=EngineConfig(intra_op_threads=threads)
-        )
+    def __init__(self, model: str, threads: int, window: str, max_batch: int, int8: str = "both") -> None:
+        engine = EngineConfig(intra_op_threads=threads, int8=int8)
+        cfg = RecognizerConfig(model=model, encoder_window=window, max_batch=max_batch, engine=engine)
         self.rec = Recognizer(cfg)
         self.rec.warmup()
         self.vad = SileroVad()
-        self.name = f"voicenav ({window}, onnx int8)"
+        self.name = f"voicenav ({window}, {INT8_NAMES[int8]})"
 
     def transcribe(self, clip: Clip) -> str:
         return transcribe_audio(self.rec, self.vad, clip.audio).text
@@ -140,10 +142,17 @@ def main() -> None:
     ap.add_argument("--streams", default="1,4,16")
     ap.add_argument("--load-utterances", type=int, default=48, help="utterances per load level (bounded)")
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument(
+        "--int8",
+        default="both",
+        help=f"comma-separated int8 choices, one voicenav system each, of {', '.join(INT8_NAMES)} (the first one "
+        "runs the load part)",
+    )
     args = ap.parse_args()
 
-    ours = Ours(args.model, args.threads, args.window, args.max_batch)
-    systems: list[Ours | FasterWhisper] = [ours]
+    variants = [Ours(args.model, args.threads, args.window, args.max_batch, v) for v in args.int8.split(",")]
+    ours = variants[0]
+    systems: list[Ours | FasterWhisper] = list(variants)
     if not args.no_reference:
         from asr_engine.models.registry import resolve_model
 

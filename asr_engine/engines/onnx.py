@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..config import EngineConfig
-from ..models.artifacts import decoder_feed
+from ..models.artifacts import decoder_feed, run_files
 from .base import DeviceUnavailableError
 
 log = logging.getLogger(__name__)
@@ -54,18 +54,11 @@ def session_options(config: EngineConfig) -> ort.SessionOptions:
     return so
 
 
-def artifact_names(config: EngineConfig) -> tuple[str, str]:
-    # int8 weights help only the CPU kernels; on GPU the fp32 graph is the fast one.
-    if config.int8 and config.device == "cpu":
-        return "encoder.int8.onnx", "decoder.int8.onnx"
-    return "encoder.onnx", "decoder.onnx"
-
-
 class OnnxEngine:
     name = "onnx"
 
     def __init__(self, artifacts: Path, config: EngineConfig) -> None:
-        names = artifact_names(config)
+        names = run_files(config)
         so, providers = session_options(config), providers_for(config)
 
         def sessions(providers: list[Any]) -> list[ort.InferenceSession]:

@@ -29,7 +29,19 @@ def kinds_for(config: EngineConfig) -> list[str]:
     """The artifact kinds an engine config runs (int8 weights help only the CPU kernels)."""
     if config.kind == "torchscript":
         return ["torchscript"]
-    return ["onnx-int8"] if config.int8 and config.device == "cpu" else ["onnx"]
+    parts = config.int8_parts()
+    if not parts:
+        return ["onnx"]
+    # A mixed choice runs one part of each kind; both are prepared (kinds are converted whole).
+    return ["onnx-int8"] if len(parts) == 2 else ["onnx", "onnx-int8"]
+
+
+def run_files(config: EngineConfig) -> list[str]:
+    """The graph files an engine config loads: per part, int8 where `int8_parts` says, else fp32."""
+    if config.kind == "torchscript":
+        return list(ARTIFACTS["torchscript"])
+    parts = config.int8_parts()
+    return [f"{p}.int8.onnx" if p in parts else f"{p}.onnx" for p in ("encoder", "decoder")]
 
 
 def missing_kinds(artifacts: Path, kinds: Sequence[str]) -> list[str]:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import EngineConfig
-from .artifacts import ARTIFACTS, kinds_for, missing_kinds, source_hash
+from .artifacts import kinds_for, missing_kinds, run_files, source_hash
 from .formats import prepared_dir
 from .registry import resolve_model
 
@@ -26,13 +25,14 @@ from .registry import resolve_model
 MODEL_FILES = ("tokenizer.json", "config.json", "generation_config.json")
 
 
-def install(source: Path, artifacts: Path, kinds: Sequence[str], dest: Path) -> Path:
-    """Copy the `kinds` graphs converted from `source` (in `artifacts`) and its tokenizer into `dest`."""
+def install(source: Path, artifacts: Path, config: EngineConfig, dest: Path) -> Path:
+    """Copy the graphs `config` runs, converted from `source` (in `artifacts`), and its tokenizer into
+    `dest`."""
     if not source.is_dir() or not (source / "tokenizer.json").exists():
         raise ValueError(f"{source}: a prepared model needs a model directory with its tokenizer.json")
-    if missing := missing_kinds(artifacts, kinds):
+    if missing := missing_kinds(artifacts, kinds_for(config)):
         raise FileNotFoundError(f"{artifacts} lacks {', '.join(missing)}: run `voicenav prepare` first")
-    files = [artifacts / f for k in kinds for f in ARTIFACTS[k]] + [artifacts / "meta.json"]
+    files = [artifacts / f for f in [*run_files(config), "meta.json"]]
     files += [source / f for f in MODEL_FILES if (source / f).exists()]
     # Assemble beside the destination and rename, so a reader never sees half a model.
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = args.cache_dir or config.cache_dir
     source = resolve_model(args.model, cache_dir)
     dest = args.out or prepared_dir(cache_dir, Path(args.model).name)
-    install(source, cache_dir / "artifacts" / source_hash(source), kinds_for(config), dest)
-    print(f"prepared {args.model} ({', '.join(kinds_for(config))}) in {dest}")
+    install(source, cache_dir / "artifacts" / source_hash(source), config, dest)
+    print(f"prepared {args.model} ({', '.join(run_files(config))}) in {dest}")
     return 0
 
 

@@ -13,8 +13,9 @@ import torch
 
 from asr_engine.config import EngineConfig, cpu_quota
 from asr_engine.engines.base import DeviceUnavailableError
-from asr_engine.engines.onnx import artifact_names, providers_for, session_options
+from asr_engine.engines.onnx import providers_for, session_options
 from asr_engine.engines.torchscript import placement_for
+from asr_engine.models.artifacts import kinds_for, run_files
 from asr_engine.models.checkpoints import load_whisper
 from asr_engine.models.ct2 import ModelFormatError, read_ct2_model
 from asr_engine.models.export import prepare, source_hash
@@ -149,7 +150,7 @@ def test_packaged_weights_are_verified(tmp_path, monkeypatch):
 
 
 def test_cuda_provider_options_from_config():
-    cfg = EngineConfig(device="cuda", device_id=1, gpu_mem_limit_mb=1024, intra_op_threads=3, int8=True)
+    cfg = EngineConfig(device="cuda", device_id=1, gpu_mem_limit_mb=1024, intra_op_threads=3, int8="both")
     providers = providers_for(cfg, available=["CUDAExecutionProvider", "CPUExecutionProvider"])
     name, opts = providers[0]
     assert name == "CUDAExecutionProvider" and providers[1] == "CPUExecutionProvider"
@@ -164,7 +165,7 @@ def test_cuda_provider_options_from_config():
         "gpu_mem_limit"
         not in providers_for(cfg.model_copy(update={"gpu_mem_limit_mb": None}), ["CUDAExecutionProvider"])[0][1]
     )
-    assert artifact_names(cfg) == ("encoder.onnx", "decoder.onnx")  # no int8 kernels on GPU
+    assert run_files(cfg) == ["encoder.onnx", "decoder.onnx"]  # no int8 kernels on GPU
     so = session_options(cfg)
     assert so.intra_op_num_threads == 3
 
@@ -201,8 +202,22 @@ def test_cuda_engine_fails_at_load_on_a_cpu_only_onnxruntime(model_cache):
 def test_cpu_defaults_and_threads_follow_quota():
     cfg = EngineConfig()
     assert providers_for(cfg, available=["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    assert artifact_names(cfg) == ("encoder.int8.onnx", "decoder.int8.onnx")
+    assert run_files(cfg) == ["encoder.int8.onnx", "decoder.int8.onnx"]
     assert cfg.threads() == cpu_quota() >= 1
+
+
+@pytest.mark.parametrize(
+    ("int8", "files", "kinds"),
+    [
+        ("both", ["encoder.int8.onnx", "decoder.int8.onnx"], ["onnx-int8"]),
+        ("encoder", ["encoder.int8.onnx", "decoder.onnx"], ["onnx", "onnx-int8"]),
+        ("decoder", ["encoder.onnx", "decoder.int8.onnx"], ["onnx", "onnx-int8"]),
+        ("none", ["encoder.onnx", "decoder.onnx"], ["onnx"]),
+    ],
+)
+def test_int8_is_chosen_per_part(int8, files, kinds):
+    cfg = EngineConfig(int8=int8)
+    assert run_files(cfg) == files and kinds_for(cfg) == kinds
 
 
 def test_torch_cuda_placement_from_config(caplog):
@@ -225,7 +240,7 @@ def test_onnx_and_torchscript_step_outputs_match(model_cache):
 
     src = resolve_model("tiny.en", model_cache)
     art = prepare(src, model_cache / "artifacts", ["onnx", "torchscript"])
-    onnx = OnnxEngine(art, EngineConfig(int8=False))
+    onnx = OnnxEngine(art, EngineConfig(int8="none"))
     ts = TorchScriptEngine(art, EngineConfig(kind="torchscript"))
     mel = np.random.default_rng(0).normal(0, 1, (2, 80, 300)).astype(np.float32)
     k1, v1 = onnx.encode(mel)

