@@ -174,14 +174,17 @@ def test_compiles_a_thousand_phrases_quickly(codec: TokenCodec) -> None:
     while len(phrases) < 1000:
         words = rng.randint(1, 3)
         phrases.add(" ".join("".join(rng.choices(syllables, k=rng.randint(2, 4))).capitalize() for _ in range(words)))
-    began = time.perf_counter()
-    graph = build(codec, *sorted(phrases))
-    seconds = time.perf_counter() - began
-    print(f"compiled 1000 phrases into {graph.node_count} nodes in {seconds * 1000:.0f} ms")
-    assert seconds < 1.0
+    # This thread's CPU time, best of three: what the build costs, not what else the machine is doing.
+    seconds = []
+    for _ in range(3):
+        began = time.thread_time()
+        graph = build(codec, *sorted(phrases))
+        seconds.append(time.thread_time() - began)
+    print(f"compiled 1000 phrases into {graph.node_count} nodes in {min(seconds) * 1000:.0f} ms CPU")
+    assert min(seconds) < 1.0
     # boosts() is a precomputed mapping: looking it up does not depend on the graph's size.
     state = graph.start()
-    began = time.perf_counter()
+    began = time.thread_time()
     for _ in range(10000):
         state.boosts()
-    assert time.perf_counter() - began < 0.1
+    assert time.thread_time() - began < 0.1
