@@ -126,8 +126,11 @@ class Service:
                 apology_transfer=cfg.calls.apology_transfer_uri,
             )
             local_ip = cfg.sip.public_host or cfg.sip.host
-            self._sip_handler = SipCallHandler(self.deps, cfg.rtp, local_ip, queue_uris=cfg.calls.queue_uris)
-            self._webrtc_handler = WebRtcCallHandler(self.deps)
+            present_caller = cfg.dialog.records.present_caller
+            self._sip_handler = SipCallHandler(
+                self.deps, cfg.rtp, local_ip, queue_uris=cfg.calls.queue_uris, present_caller=present_caller
+            )
+            self._webrtc_handler = WebRtcCallHandler(self.deps, present_caller)
             await self._warm_turns(prompts)
             self.ready.set()
             self.admission.open()
