@@ -155,6 +155,7 @@ def build_app(
 
     async def start(app: web.Application) -> None:
         app[LOADER] = asyncio.create_task(service.load())
+        service.start_pod_deletion_cost()
 
     async def stop(app: web.Application) -> None:
         app[LOADER].cancel()
