@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 
 from dialog.flow import Flow
 from dialog.grammars import normalize, number_tokens
@@ -25,13 +26,14 @@ CALLER_KEEP = 4  # trailing digits of a caller's number left readable, as on a c
 _CALLER_URI = re.compile(r"(?P<scheme>(?:sips?|tel):)?(?P<user>[^@;]*)(?P<rest>[@;].*)?", re.IGNORECASE | re.DOTALL)
 
 
-def mask(text: str, keep: int = KEEP) -> str:
-    """Every digit of `text` but the last `keep` replaced by `*`: "471922#" -> "****22#"."""
-    total = sum(c.isdigit() for c in text)
+def mask(text: str, keep: int = KEEP, secret: Callable[[str], bool] = str.isdigit) -> str:
+    """Every digit (every `secret` character) of `text` but the last `keep` replaced by `*`:
+    "471922#" -> "****22#"."""
+    total = sum(secret(c) for c in text)
     seen = 0
     out = []
     for c in text:
-        if c.isdigit():
+        if secret(c):
             seen += 1
             out.append(c if seen > total - keep else "*")
         else:
@@ -53,13 +55,7 @@ def mask_caller(caller: str) -> str:
     except ValueError:
         pass
     else:
-        total = sum(c.isalnum() for c in caller)
-        seen = 0
-        out = []
-        for c in caller:
-            seen += c.isalnum()
-            out.append("*" if c.isalnum() and seen <= total - KEEP else c)
-        return "".join(out)
+        return mask(caller, KEEP, str.isalnum)  # IPv6 groups are hex: letters count as digits
     match = _CALLER_URI.fullmatch(caller)
     assert match is not None  # every part may be empty: any string matches
     user = match["user"]
