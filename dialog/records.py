@@ -5,6 +5,9 @@ in a sorted set that is trimmed (by age and by count) on every write. `MemoryRec
 embedded equivalent. The HTTP view is `GET /v1/calls` (newest first) and `GET /v1/calls/{id}`; every
 read is audited (log line and counter) with the reader's identity, which an authentication middleware
 puts in `request[READER]` ("anonymous" without one).
+
+Who called (`caller`) is kept, answered and logged masked (`dialog.redact.mask_caller`) unless
+`RecordsParams.caller_ids` is "raw".
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from aiohttp import web
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dialog.redact import mask_caller
 from dialog.sealing import Sealer
 from dialog.state import Turn
 from dialog.storage import Connect, StoreError, guarded, redis_client
@@ -36,6 +40,18 @@ DEFAULT_MAX_RECORDS = 100_000
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
 _OUTCOME_KINDS = frozenset({"route", "hangup", "transfer"})
+
+
+class RecordsParams(BaseModel):
+    caller_ids: Literal["masked", "raw"] = Field(
+        "masked",
+        description="how call records, /v1/calls answers and call logs show the caller's number or address: "
+        "masked keeps the last 4 digits of a number (2 of an IP address), raw shows it whole",
+    )
+
+    def present_caller(self, caller: str) -> str:
+        """`caller` as this deployment keeps and shows it."""
+        return caller if self.caller_ids == "raw" else mask_caller(caller)
 
 
 class CallRecord(BaseModel):
@@ -229,6 +245,7 @@ def open_record_store(
 # -- HTTP ------------------------------------------------------------------------------------------
 
 _STORE_KEY: web.AppKey[RecordStore] = web.AppKey("dialog_records", RecordStore)
+_PARAMS_KEY: web.AppKey[RecordsParams] = web.AppKey("dialog_records_params", RecordsParams)
 
 
 def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
@@ -237,6 +254,11 @@ def _error(status: type[web.HTTPException], message: str) -> web.HTTPException:
 
 def _json(model: BaseModel) -> web.Response:
     return web.Response(text=model.model_dump_json(), content_type="application/json")
+
+
+def _shown(request: web.Request, record: CallRecord) -> CallRecord:
+    # Records are stored as presented already; this covers those written before masking was the default.
+    return record.model_copy(update={"caller": request.app[_PARAMS_KEY].present_caller(record.caller)})
 
 
 async def _list_calls(request: web.Request) -> web.Response:
@@ -254,7 +276,7 @@ async def _list_calls(request: web.Request) -> web.Response:
         raise _error(web.HTTPServiceUnavailable, "call records are unavailable") from exc
     RECORD_READS.labels("list").inc()
     audit.info("call records listed by %s: %s", _reader(request), ",".join(c.call_id for c in calls) or "none")
-    return _json(CallList(calls=calls))
+    return _json(CallList(calls=[_shown(request, c) for c in calls]))
 
 
 def _reader(request: web.Request) -> str:
@@ -272,11 +294,12 @@ async def _get_call(request: web.Request) -> web.Response:
         raise _error(web.HTTPNotFound, "unknown call")
     RECORD_READS.labels("one").inc()
     audit.info("call record %s read by %s", call_id, _reader(request))
-    return _json(record)
+    return _json(_shown(request, record))
 
 
-def setup_routes(app: web.Application, records_store: RecordStore) -> None:
+def setup_routes(app: web.Application, records_store: RecordStore, params: RecordsParams | None = None) -> None:
     """Add `GET /v1/calls?limit=N` and `GET /v1/calls/{call_id}` to `app`."""
     app[_STORE_KEY] = records_store
+    app[_PARAMS_KEY] = params or RecordsParams()
     app.router.add_get("/v1/calls", _list_calls)
     app.router.add_get("/v1/calls/{call_id}", _get_call)

@@ -5,11 +5,15 @@ value is collected, every keyed digit and every number word or numeral said is m
 per event, so no digit of them may show); prompts that read the value back show its last two digits
 only. Free speech elsewhere keeps its words, but long numerals in it (an account number said at the
 main menu) keep only their last two digits, and so do logged prompt texts.
+
+Who called is caller data too: `mask_caller` keeps enough of a number or address to tell calls apart.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Callable
 
 from dialog.flow import Flow
 from dialog.grammars import normalize, number_tokens
@@ -17,20 +21,46 @@ from dialog.state import CallContext, Turn
 
 KEEP = 2  # trailing digits left readable: enough to tell two calls apart, not to reuse the number
 _LONG_NUMERAL = re.compile(r"\d(?:[\s-]?\d){3,}")  # four or more digits, maybe spaced or dashed
+CALLER_KEEP = 4  # trailing digits of a caller's number left readable, as on a card receipt
+# An optional scheme (sip:, sips:, tel:), the user part, then the host or parameters, which are kept.
+_CALLER_URI = re.compile(r"(?P<scheme>(?:sips?|tel):)?(?P<user>[^@;]*)(?P<rest>[@;].*)?", re.IGNORECASE | re.DOTALL)
 
 
-def mask(text: str, keep: int = KEEP) -> str:
-    """Every digit of `text` but the last `keep` replaced by `*`: "471922#" -> "****22#"."""
-    total = sum(c.isdigit() for c in text)
+def mask(text: str, keep: int = KEEP, secret: Callable[[str], bool] = str.isdigit) -> str:
+    """Every digit (every `secret` character) of `text` but the last `keep` replaced by `*`:
+    "471922#" -> "****22#"."""
+    total = sum(secret(c) for c in text)
     seen = 0
     out = []
     for c in text:
-        if c.isdigit():
+        if secret(c):
             seen += 1
             out.append(c if seen > total - keep else "*")
         else:
             out.append(c)
     return "".join(out)
+
+
+def mask_caller(caller: str) -> str:
+    """A caller's number, URI or address as records and logs show it by default.
+
+    The user part of a number or URI keeps its last `CALLER_KEEP` digits ("sip:5551234567@gw" ->
+    "sip:******4567@gw", "+15551234567" -> "+*******4567"); a user name without digits keeps its first
+    character ("alice" -> "a****"); an IP address (a browser caller) keeps its last `KEEP` digits or hex
+    characters. The host of a URI (the carrier or gateway) and its parameters stay. Masking a masked
+    value changes nothing.
+    """
+    try:
+        ipaddress.ip_address(caller)
+    except ValueError:
+        pass
+    else:
+        return mask(caller, KEEP, str.isalnum)  # IPv6 groups are hex: letters count as digits
+    match = _CALLER_URI.fullmatch(caller)
+    assert match is not None  # every part may be empty: any string matches
+    user = match["user"]
+    user = mask(user, CALLER_KEEP) if any(c.isdigit() for c in user) else user[:1] + "*" * (len(user) - 1)
+    return f"{match['scheme'] or ''}{user}{match['rest'] or ''}"
 
 
 def mask_spoken(text: str) -> str:

@@ -24,6 +24,7 @@ from dialog.config import DialogParams
 from hotwords.auth import AuthParams
 from hotwords.config import HotwordsConfig
 from ivr.app.auth import HttpAuthParams
+from ivr.app.deletion_cost import PodDeletionCostParams
 from ivr.app.redis import RedisParams
 from ivr.calls.config import CallsParams
 from ivr.calls.prompts import PromptConfig
@@ -69,6 +70,9 @@ class AppConfig(BaseSettings):
     auth: AuthParams = Field(AuthParams(), description="admin API tokens")
     http: HttpParams = Field(HttpParams(), description="HTTP API")
     calls: CallsParams = Field(CallsParams(), description="admission, draining and transfers of calls")
+    pod_deletion_cost: PodDeletionCostParams = Field(
+        PodDeletionCostParams(), description="in Kubernetes: scale-down removes the pods with the fewest calls first"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -124,7 +124,7 @@ def _guarded_app(service: Service, auth: AdminAuth | None, http_auth: HttpAuthPa
 def _operator_routes(app: web.Application, service: Service, auth: AdminAuth | None) -> None:
     """/metrics, call records and (with admin tokens) the hot-word admin API."""
     app.router.add_get("/metrics", metrics)
-    setup_record_routes(app, service.records)
+    setup_record_routes(app, service.records, service.config.dialog.records)
     if auth is not None:
         setup_hotword_admin(
             app, service.hotword_store, service.config.hotwords, service.tokenizer, auth, service.admission.retry_after
@@ -155,6 +155,7 @@ def build_app(
 
     async def start(app: web.Application) -> None:
         app[LOADER] = asyncio.create_task(service.load())
+        service.start_pod_deletion_cost()
 
     async def stop(app: web.Application) -> None:
         app[LOADER].cancel()

@@ -29,6 +29,7 @@ from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
 from ivr.app.biasing import Biasing
 from ivr.app.config import AppConfig
+from ivr.app.deletion_cost import DeletionCostUpdater
 from ivr.app.redis import RedisConnector, open_redis
 from ivr.calls.admission import Admission
 from ivr.calls.prompt_cache import PromptCache
@@ -62,6 +63,9 @@ class Service:
         self.load_error: BaseException | None = None
         # closed until the model and the flow are loaded
         self.admission = Admission(config.calls.max_calls, config.calls.retry_after_s, loading=True)
+        self.deletion_cost: DeletionCostUpdater | None = None
+        if config.pod_deletion_cost.enabled:
+            self.deletion_cost = DeletionCostUpdater(config.pod_deletion_cost, self.admission.active)
         dialog = config.dialog
         if connect is None:
             log.warning(
@@ -126,8 +130,11 @@ class Service:
                 apology_transfer=cfg.calls.apology_transfer_uri,
             )
             local_ip = cfg.sip.public_host or cfg.sip.host
-            self._sip_handler = SipCallHandler(self.deps, cfg.rtp, local_ip, queue_uris=cfg.calls.queue_uris)
-            self._webrtc_handler = WebRtcCallHandler(self.deps)
+            present_caller = cfg.dialog.records.present_caller
+            self._sip_handler = SipCallHandler(
+                self.deps, cfg.rtp, local_ip, queue_uris=cfg.calls.queue_uris, present_caller=present_caller
+            )
+            self._webrtc_handler = WebRtcCallHandler(self.deps, present_caller)
             await self._warm_turns(prompts)
             self.ready.set()
             self.admission.open()
@@ -194,6 +201,11 @@ class Service:
             lambda text: composed.record_hits(composed.hits_in(text)),
         )
 
+    def start_pod_deletion_cost(self) -> None:
+        """Keep the pod's pod-deletion-cost at its call count, where configured (from start to stop)."""
+        if self.deletion_cost is not None:
+            self.deletion_cost.start()
+
     async def start_sip(self) -> None:
         sip = self.config.sip
         self.sip = SipServer(
@@ -240,6 +252,8 @@ class Service:
         if self.sip is not None:
             await self.sip.stop()
         await self.webrtc.close("server-shutdown")
+        if self.deletion_cost is not None:
+            await self.deletion_cost.aclose()
         if self.hotwords is not None:
             await self.hotwords.stop()
         await self.hotword_store.close()

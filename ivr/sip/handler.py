@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from dialog.redact import mask_caller
 from ivr.calls.session import CallDeps, CallSession, Transport
 from ivr.media.rtp_session import RtpParameters, RtpSession, RtpSessionConfig
 from ivr.sip.call import CallEnded, IncomingCall
@@ -68,16 +69,19 @@ class SipCallHandler:
         local_ip: str,
         *,
         queue_uris: Mapping[str, str] | None = None,
+        present_caller: Callable[[str], str] = mask_caller,
     ) -> None:
         self.deps = deps
         self.rtp_config = rtp_config
         self.local_ip = local_ip
         self.queue_uris = dict(queue_uris or {})
+        # The caller's number as the call record, its context and the logs keep it (masked by default).
+        self.present_caller = present_caller
 
     async def __call__(self, call: IncomingCall) -> None:
         params = rtp_parameters(call.media) if call.media is not None else None
         rtp = await RtpSession.open(params, self.rtp_config)
-        caller = call.caller_user or call.from_uri
+        caller = self.present_caller(call.caller_user or call.from_uri)
         session = CallSession(call.call_id, caller, rtp, SipControl(call, self.queue_uris), self.deps)
         watcher: asyncio.Task[None] | None = None
         try:

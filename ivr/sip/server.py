@@ -27,7 +27,7 @@ from ivr.sip.message import (
     format_hostport,
     make_response,
 )
-from ivr.sip.sdp import SdpError
+from ivr.sip.sdp import SdpError, SdpNotAcceptable
 from ivr.sip.transaction import (
     InviteServerTransaction,
     NonInviteClientTransaction,
@@ -66,9 +66,18 @@ _KNOWN_METHODS = frozenset(
         "PRACK",
     }
 )
-# rejected-call reasons by the status refusing the INVITE's body
-_BODY_REFUSALS = {400: "bad-sdp", 415: "unsupported-body", 488: "no-common-codec"}
+# rejected-call reasons by the status refusing the INVITE's body, a 488 by its Warning code: an SDP that
+# aims our RTP at an address we may not send to is not a codec problem, and alerts must tell them apart.
+_BODY_REFUSALS = {400: "bad-sdp", 415: "unsupported-body"}
+_NOT_ACCEPTABLE = {301: "media-address", 304: "no-audio", 305: "no-common-codec"}
 _ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
+
+
+def _body_refusal(exc: SdpError) -> str:
+    """The `voicenav_sip_rejected_calls_total` reason of an INVITE refused for its body."""
+    if isinstance(exc, SdpNotAcceptable):
+        return _NOT_ACCEPTABLE[exc.warning_code]
+    return _BODY_REFUSALS[exc.status]
 
 
 class SipConfig(SipParams):
@@ -452,7 +461,7 @@ class SipServer:
             # no body: delayed offer, ours goes in the 2xx and the caller answers in the ACK
             neg = negotiate_body(req, lambda address: self.media_allowed(address, peer.host)) if req.body else None
         except SdpError as exc:
-            SIP_REJECTED_CALLS.labels(_BODY_REFUSALS[exc.status]).inc()
+            SIP_REJECTED_CALLS.labels(_body_refusal(exc)).inc()
             self.respond(tx, refusal(req, exc, new_tag(), self.advertised_host))
             return
         # admitted last, so that an INVITE refused for what it says never takes a call's place

@@ -255,7 +255,8 @@ class WebRtcEndpoint:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         ANSWERS.labels(codec.split("/")[0].lower()).inc()
-        log.info("call %s: answered (%s) for %s", call_id, codec, remote_address)
+        # Not the browser's address: the call handler logs who called as the deployment shows callers.
+        log.info("call %s: answered (%s)", call_id, codec)
         return AnswerBody(sdp=pc.localDescription.sdp, call_id=call_id)
 
     def _checked_offer_sdp(self, sdp: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from dialog.redact import mask_caller
 from ivr.calls.session import CallDeps, CallSession, Transport
 from ivr.webrtc.endpoint import CallInfo
 from ivr.webrtc.leg import WebRtcLeg
@@ -39,13 +41,16 @@ class WebRtcControl:
 class WebRtcCallHandler:
     """`WebRtcEndpoint(on_call=handler)`: one call session per connected page."""
 
-    def __init__(self, deps: CallDeps) -> None:
+    def __init__(self, deps: CallDeps, present_caller: Callable[[str], str] = mask_caller) -> None:
         self.deps = deps
+        # The browser's address as the call record, its context and the logs keep it (masked by default).
+        self.present_caller = present_caller
 
     async def __call__(self, leg: WebRtcLeg, info: CallInfo) -> None:
+        caller = self.present_caller(info.remote_address) if info.remote_address else "webrtc"
         try:
-            session = CallSession(info.call_id, info.remote_address or "webrtc", leg, WebRtcControl(leg), self.deps)
+            session = CallSession(info.call_id, caller, leg, WebRtcControl(leg), self.deps)
             outcome = await session.run()
-            log.info("WebRTC call %s (%s) ended: %s", info.call_id, info.codec, outcome)
+            log.info("WebRTC call %s from %s (%s) ended: %s", info.call_id, caller, info.codec, outcome)
         finally:
             await leg.close("hangup")

@@ -102,14 +102,16 @@ class Running:
             return r.status, (json.loads(body) if r.content_type == "application/json" else body)
 
     async def record_of(self, caller: str, within: float = 30.0) -> dict[str, Any]:
-        """The finished call record of the call placed by `caller` (waits for it to be written)."""
+        """The finished call record of the call placed by `caller` (waits for it to be written); records
+        show the caller masked, as the service does by default."""
+        shown = self.service.config.dialog.records.present_caller(caller)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
             status, body = await self.get("/v1/calls?limit=200")
             assert status == 200, body
             for call in body["calls"]:
-                if caller in call["caller"] and call["outcome"] is not None:
+                if shown in call["caller"] and call["outcome"] is not None:
                     return call
             if loop.time() > deadline:
                 raise AssertionError(f"no finished call record for {caller}: {body}")

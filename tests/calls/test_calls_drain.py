@@ -28,6 +28,7 @@ from callers import (
     ulaw_file,
 )
 
+from dialog.redact import mask_caller
 from tests.ports import TCP, free_ports
 
 pytestmark = [pytest.mark.peers, pytest.mark.redis, pytest.mark.timeout(150)]
@@ -168,7 +169,7 @@ async def test_sigterm_drains_while_a_call_completes(tmp_path: Path) -> None:
             assert await asyncio.wait_for(proc.wait(), 30) == 0, log_path.read_text()
             keys = [k async for k in client.scan_iter(match=f"{prefix}dialog:record:*")]
             records = [json.loads(await client.get(k)) for k in keys]
-            mine = [r for r in records if caller in r["caller"]]
+            mine = [r for r in records if r["caller"] == mask_caller(caller)]
             assert mine and mine[0]["outcome"] == {"route": manifest()["dev031"]["intent"]}, records
         finally:
             if proc.returncode is None:

@@ -387,6 +387,16 @@ def test_pod_runs_non_root_on_a_read_only_root(rendered: dict, overlay: str) -> 
     assert spec["securityContext"]["runAsUser"] != 0
     assert spec["automountServiceAccountToken"] is False
     volumes = {v["name"]: v for v in spec["volumes"]}
+    # The one service-account token is the server's (for its deletion cost), and it expires.
+    tokens = {
+        n
+        for n, v in volumes.items()
+        if any("serviceAccountToken" in src for src in v.get("projected", {}).get("sources", []))
+    }
+    assert len(tokens) == 1
+    for container in [*spec["initContainers"], *spec["containers"]]:
+        mounted = {m["name"] for m in container.get("volumeMounts", [])} & tokens
+        assert mounted == (tokens if container is _server(docs) else set()), container["name"]
     for container in [*spec["initContainers"], *spec["containers"]]:
         ctx = container["securityContext"]
         assert ctx["readOnlyRootFilesystem"] is True
@@ -481,6 +491,49 @@ def test_sentinel_component_gives_sentinel_addresses(rendered: dict) -> None:
     egress = _one(rendered["gpu+redis-sentinel"], "NetworkPolicy", "voicenav")["spec"]["egress"]
     sentinel_port = int(sentinels[0].rsplit(":", 1)[1])
     assert any({"protocol": "TCP", "port": sentinel_port} in rule["ports"] for rule in egress)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_may_patch_only_pods_in_its_namespace_for_its_deletion_cost(
+    rendered: dict, overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's deletion-cost updater is on, knows its pod, finds the token and CA where the pod
+    mounts them, and its service account may get and patch pods in the namespace and nothing else."""
+    docs = rendered[overlay]
+    spec = _pod_spec(docs)
+    env = _effective_env(docs)
+    assert env["VOICENAV_POD_DELETION_COST__POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["VOICENAV_POD_DELETION_COST__NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    for name in list(os.environ):
+        if name.startswith("VOICENAV_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("VOICENAV_POD_DELETION_COST__ENABLED", env["VOICENAV_POD_DELETION_COST__ENABLED"])
+    monkeypatch.setenv("VOICENAV_POD_DELETION_COST__POD_NAME", "voicenav-abc")
+    monkeypatch.setenv("VOICENAV_POD_DELETION_COST__NAMESPACE", "voicenav")
+    params = load_config().pod_deletion_cost
+    assert params.enabled
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in _server(docs)["volumeMounts"]}
+    assert params.token_file.parent == params.ca_file.parent
+    projected = {
+        item.get("path") or item["items"][0]["path"]: item
+        for src in mounts[str(params.token_file.parent)]["projected"]["sources"]
+        for item in src.values()
+    }
+    assert "expirationSeconds" in projected[params.token_file.name]
+    assert projected[params.ca_file.name]["name"] == "kube-root-ca.crt"
+
+    account = spec["serviceAccountName"]
+    _one(docs, "ServiceAccount", account)
+    namespace = _one(docs, "Namespace")["metadata"]["name"]
+    bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert all(d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == namespace for d in bindings)
+    granted = []
+    for binding in bindings:
+        if {"kind": "ServiceAccount", "name": account, "namespace": namespace} in binding["subjects"]:
+            assert binding["roleRef"]["kind"] == "Role"
+            granted += _one(docs, "Role", binding["roleRef"]["name"])["rules"]
+    assert granted == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -594,6 +647,7 @@ def test_network_policy_admits_only_the_configured_peers(rendered: dict, overlay
             {"protocol": "TCP", "port": 26379},
         ],
         tuple(sbc): [{"protocol": "UDP"}, {"protocol": "TCP", "port": sip}],
+        (("cidr", peers["apiserver-cidr"]),): [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}],
     }
 
 

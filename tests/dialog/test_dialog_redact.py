@@ -9,7 +9,7 @@ from dialog.context import MemoryContextStore
 from dialog.flow import load_demo_flow, parse_flow
 from dialog.policy import DialogPolicy
 from dialog.records import MemoryRecordStore
-from dialog.redact import mask, mask_numerals, mask_spoken
+from dialog.redact import mask, mask_caller, mask_numerals, mask_spoken
 from dialog.session import DialogSession
 
 
@@ -80,3 +80,23 @@ async def test_a_storable_slot_is_kept_as_keyed() -> None:
 )
 def test_masks(helper, text: str, masked: str) -> None:
     assert helper(text) == masked
+
+
+@pytest.mark.parametrize(
+    "caller, shown",
+    [
+        ("5551234567", "******4567"),
+        ("+15551234567", "+*******4567"),
+        ("sip:5551234567@192.0.2.10:5060", "sip:******4567@192.0.2.10:5060"),  # the gateway stays
+        ("tel:+15551234567;phone-context=example.com", "tel:+*******4567;phone-context=example.com"),
+        ("alice", "a****"),
+        ("sips:alice@example.com", "sips:a****@example.com"),
+        ("203.0.113.57", "***.*.***.57"),  # a browser caller's address
+        ("2001:db8::4a3f", "****:***::**3f"),
+        ("101", "101"),  # an extension: nothing longer than the digits kept
+        ("", ""),
+    ],
+)
+def test_caller_ids_keep_their_last_digits_only(caller: str, shown: str) -> None:
+    assert mask_caller(caller) == shown
+    assert mask_caller(shown) == shown  # masking a masked value (a stored record) changes nothing

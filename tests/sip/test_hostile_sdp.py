@@ -12,6 +12,7 @@ from ivr.sip import IncomingCall
 from ivr.sip.access import SipAccess, SipAccessParams
 from ivr.sip.message import MAX_ID_CHARS
 from ivr.sip.sdp import PTIME_MS
+from ivr.sip.server import SIP_REJECTED_CALLS
 from tests.sip.helpers import SDP, Dialer, UdpClient, answer_and_wait, running_server
 
 
@@ -23,25 +24,28 @@ def sdp(conn: str = "IN IP4 127.0.0.1", extra: str = "", te_pt: int = 96) -> str
 
 
 @pytest.mark.parametrize(
-    "body, warning",
+    "body, warning, reason",
     [
-        (sdp("IN IP4 198.51.100.7"), 301),  # a third party: our RTP would flood it
-        (sdp("IN IP4 victim.example.com"), 301),  # a hostname: resolved per packet, and anyone's
-        (sdp("IN IP4 224.0.1.1/127"), 301),  # multicast
-        (sdp("IN IP4 255.255.255.255"), 301),  # broadcast (reserved)
-        (sdp(te_pt=50), 305),  # telephone-event outside the dynamic range
+        (sdp("IN IP4 198.51.100.7"), 301, "media-address"),  # a third party: our RTP would flood it
+        (sdp("IN IP4 victim.example.com"), 301, "media-address"),  # a hostname: resolved per packet, and anyone's
+        (sdp("IN IP4 224.0.1.1/127"), 301, "media-address"),  # multicast
+        (sdp("IN IP4 255.255.255.255"), 301, "media-address"),  # broadcast (reserved)
+        (sdp(te_pt=50), 305, "no-common-codec"),  # telephone-event outside the dynamic range
     ],
 )
-async def test_unusable_media_is_refused_with_488(udp_client: UdpClient, body: str, warning: int) -> None:
+async def test_unusable_media_is_refused_with_488(udp_client: UdpClient, body: str, warning: int, reason: str) -> None:
     async def on_call(call: IncomingCall) -> None:
         raise AssertionError("no call expected")
 
+    before = {r: SIP_REJECTED_CALLS.labels(r)._value.get() for r in ("media-address", "no-common-codec")}
     async with running_server(on_call) as server:
         Dialer(udp_client, server.bound_port).invite(sdp=body)
         resp = await udp_client.response()
         assert resp.status == 488
         assert (resp.headers.get("Warning") or "").startswith(f"{warning} ")
         assert server.active_calls == 0
+    after = {r: SIP_REJECTED_CALLS.labels(r)._value.get() for r in before}
+    assert {r: after[r] - before[r] for r in before} == {r: float(r == reason) for r in before}
 
 
 async def test_third_party_media_allowed_when_the_check_is_off(udp_client: UdpClient, rtp_port: int) -> None:
