@@ -7,6 +7,7 @@ a row's log-probabilities move a little with whoever shares its steps, in any ba
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -142,3 +143,41 @@ def test_a_cancelled_request_frees_its_rows(recognizer, requests):
     assert out[0].tokens == recognizer.searcher.decode([requests[0]], cfg, recognizer.tail)[0].tokens
     with pytest.raises(ValueError):
         batch.admit([(2, requests[2]), (2, requests[3])])
+
+
+async def test_the_batcher_answers_short_turns_before_long_rows_end(recognizer, asterisk_dev):
+    """Through the batcher: a caller who speaks while a long upload chunk decodes gets the transcript
+    before the chunk's; of two callers decoded together, the short turn is out before the long one."""
+    import threading
+
+    from asr_engine.batcher import BatchingRecognizer, Priority
+
+    by_name = {p.stem: p for p, _ in asterisk_dev}
+    long, short = (read_wav(str(by_name[n])) for n in ("basic-pbx-ivr-main", "agent-pass"))
+    encoded = threading.Event()
+    original = recognizer.encode
+
+    def encode(utts):
+        out = original(utts)
+        encoded.set()
+        return out
+
+    recognizer.encode = encode
+    batcher = BatchingRecognizer(recognizer, max_batch=4, max_wait_ms=200)
+    try:
+        upload = asyncio.create_task(
+            batcher.transcribe_all([Utterance(long.samples, long.sample_rate)], None, Priority.UPLOAD)
+        )
+        assert await asyncio.to_thread(encoded.wait, 60)  # the chunk is in
+        call = await batcher.transcribe(Utterance(short.samples, short.sample_rate))
+        assert call.text and not upload.done()
+        (chunk,) = await upload
+        assert len(chunk.tokens) > 3 * len(call.tokens)
+
+        turns = [asyncio.create_task(batcher.transcribe(Utterance(c.samples, c.sample_rate))) for c in (long, short)]
+        done, _ = await asyncio.wait(turns, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {turns[1]} and not turns[0].done()
+        assert (await turns[0]).text == chunk.text and turns[1].result().text
+    finally:
+        recognizer.encode = original
+        batcher.close()
