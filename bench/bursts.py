@@ -60,7 +60,9 @@ class WholeBatches:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    async def transcribe_all(self, utts: list[Utterance], priority: Priority = Priority.CALL) -> list[Transcript]:
+    async def transcribe_all(
+        self, utts: list[Utterance], refine: None = None, priority: Priority = Priority.CALL
+    ) -> list[Transcript]:
         loop = asyncio.get_running_loop()
         jobs = [(u, loop.create_future(), loop) for u in utts]
         with self._ready:
@@ -122,7 +124,7 @@ async def during_uploads(sched, recordings: list[list[Utterance]], calls: list[U
     """Callers' waits while the recordings decode (one caller at a time, 1 s apart), and how long the
     recordings took."""
     t0 = time.perf_counter()
-    uploads = asyncio.gather(*(sched.transcribe_all(r, Priority.UPLOAD) for r in recordings))
+    uploads = asyncio.gather(*(sched.transcribe_all(r, None, Priority.UPLOAD) for r in recordings))
     waits = []
     for u in calls:
         await asyncio.sleep(1.0)
