@@ -5,7 +5,9 @@ every utterance in flight (`Recognizer.start`): between steps, waiting utterance
 and each transcript goes out as soon as its own search ends, not when its batch-mates' do.
 
 Callers' turns (`Priority.CALL`) come first: up to `max_batch` of them are in flight; when none is,
-the worker waits at most `max_wait_ms` for more to arrive before encoding the first. Uploads
+the worker waits at most `max_wait_ms` for more to arrive before encoding the first. Joining holds up
+the rows in flight for the newcomers' encoding, so while many wait (a burst) they join in groups, once
+half the rows are free; one alone joins at once. Uploads
 (`Priority.UPLOAD`, `/v1/recognize` chunks) run in a batch of their own, joined one chunk at a time
 and only when no caller's utterance waits or is in flight: while callers are decoded the uploads are
 paused where they are (their state kept), so a caller who speaks during a long recording waits for
@@ -199,7 +201,7 @@ class BatchingRecognizer:
             while True:
                 if worker.retired:
                     return None
-                if self._calls and calls_running < self.max_batch:
+                if self._calls_join(calls_running):
                     break
                 if self._uploads and not self._calls and not calls_running and uploads_running < self.max_batch:
                     break
@@ -209,7 +211,7 @@ class BatchingRecognizer:
                 if self._stopping:
                     return None
                 self._ready.wait()
-            if self._calls and calls_running < self.max_batch:
+            if self._calls_join(calls_running):
                 room = self.max_batch - calls_running
                 if not calls_running:
                     # Nothing of callers' in flight: a few ms for more to arrive, to encode them together.
@@ -231,6 +233,12 @@ class BatchingRecognizer:
             worker.busy_since = now
         ASR_QUEUE.dec(len(batch))
         return batch
+
+    def _calls_join(self, running: int) -> bool:
+        """Whether waiting callers' utterances join now. Their encoding holds up every row in flight,
+        so in a burst they join in groups (once half the rows are free) rather than one by one."""
+        free = self.max_batch - running
+        return bool(self._calls) and free > 0 and (not running or free >= min(len(self._calls), self.max_batch // 2))
 
     def _run(self, worker: _Worker) -> None:
         try:

@@ -123,6 +123,23 @@ async def test_a_row_that_ends_early_is_out_before_its_batch_mates() -> None:
         batcher.close()
 
 
+async def test_callers_in_a_burst_join_a_running_batch_in_groups() -> None:
+    """Joining holds up every row in flight for the newcomers' encoding: while many wait, they join
+    once half the rows are free, not one by one as each row ends."""
+    rec = TimedRecognizer()
+    batcher = BatchingRecognizer(rec, max_batch=4, max_wait_ms=50)  # type: ignore[arg-type]
+    try:
+        first = [asyncio.create_task(batcher.transcribe(_utt(i, steps))) for i, steps in enumerate((20, 30, 400, 400))]
+        assert await asyncio.to_thread(rec.stepped.wait, 5)
+        burst = await asyncio.gather(*(batcher.transcribe(_utt(10 + i, steps=2)) for i in range(3)))
+        assert [t.text for t in burst] == ["t10", "t11", "t12"]
+        assert rec.batches == [[0.0, 1.0, 2.0, 3.0], [10.0, 11.0], [12.0]]
+        assert not first[2].done()
+        await asyncio.gather(*first)
+    finally:
+        batcher.close()
+
+
 async def test_a_cancelled_utterance_frees_its_rows_and_queue_place() -> None:
     rec = TimedRecognizer()
     batcher = BatchingRecognizer(rec, max_batch=4, max_wait_ms=0, queue_size=1, admission_timeout_s=5)  # type: ignore[arg-type]
