@@ -181,3 +181,27 @@ async def test_the_batcher_answers_short_turns_before_long_rows_end(recognizer, 
     finally:
         recognizer.encode = original
         batcher.close()
+
+
+def test_a_degenerate_prompted_decode_is_redone_without_its_prompt_in_the_running_batch(recognizer, asterisk_dev):
+    """A prompted row judged degenerate joins the batch again without its prompt, on its encoding,
+    while the other rows go on; its transcript is the unprompted decode's."""
+    by_name = {p.stem: p for p, _ in asterisk_dev}
+    clips = [read_wav(str(by_name[n])) for n in ("agent-pass", "conf-adminmenu")]
+    prompted = Utterance(clips[0].samples, clips[0].sample_rate, prompt="Thank you for calling.")
+    plain = [Utterance(c.samples, c.sample_rate) for c in clips]
+    expected = [recognizer.recognize([u])[0].text for u in plain]
+    judged: list[bool] = []
+    original = recognizer._degenerate
+    recognizer._degenerate = lambda req, result: judged.append(bool(req.prompt)) or bool(req.prompt)
+    try:
+        run = recognizer.start()
+        admitted: list[list[tuple[object, int]]] = []
+        admit = run.batch.admit
+        run.batch.admit = lambda items: admitted.append([(k, len(r.prompt)) for k, r in items]) or admit(items)
+        run.admit([(0, prompted), (1, plain[1])])
+        got = run.drain(2)
+    finally:
+        recognizer._degenerate = original
+    assert admitted[0][0][1] > 0 and admitted[1:] == [[(0, 0)]]
+    assert judged == [True] and [t.text for t in got] == expected
