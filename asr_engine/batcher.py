@@ -1,18 +1,26 @@
-"""Async front of the recognizer: one worker thread, dynamic batching, two priorities, a watchdog.
+"""Async front of the recognizer: one worker thread, continuous batching, two priorities, a watchdog.
 
-Coroutines submit utterances and await transcripts. Callers' turns (`Priority.CALL`) come first: the
-worker takes what of them is waiting, up to `max_batch`, waiting at most `max_wait_ms` for a batch to
-fill once the first is there, and decodes them in one go. Uploads (`Priority.UPLOAD`, `/v1/recognize`
-chunks) are decoded one at a time, only when no caller's utterance waits, so a long recording delays a
-caller's turn by one chunk's decode at most, never by the whole recording.
+Coroutines submit utterances and await transcripts. The worker decodes one decoder step at a time for
+every utterance in flight (`Recognizer.start`): between steps, waiting utterances join (encoded together)
+and each transcript goes out as soon as its own search ends, not when its batch-mates' do.
+
+Callers' turns (`Priority.CALL`) come first: up to `max_batch` of them are in flight; when none is,
+the worker waits at most `max_wait_ms` for more to arrive before encoding the first. Joining holds up
+the rows in flight for the newcomers' encoding, so while many wait (a burst) they join in groups, once
+half the rows are free; one alone joins at once. Uploads
+(`Priority.UPLOAD`, `/v1/recognize` chunks) run in a batch of their own, joined one chunk at a time
+and only when no caller's utterance waits or is in flight: while callers are decoded the uploads are
+paused where they are (their state kept), so a caller who speaks during a long recording waits for
+one upload step or one chunk's encoding at most, never for a whole chunk's decode.
 
 Both queues are bounded. When callers' utterances fill theirs, `transcribe` waits (back-pressure) up to
 `admission_timeout_s` and then fails with `RecognizerOverloaded`. Uploads do not wait: a recording
 whose chunks do not fit in the upload queue is refused at once with `RecognizerBusy`.
 
-The worker is watched: if it dies (an exception outside a single decode) or one batch runs past
-`worker_timeout_s` (a hung decode), everything pending fails with `RecognizerRestarted` and a new worker
-takes over; a hung thread cannot be stopped, so whatever it produces later is dropped.
+The worker is watched: if it dies (an exception outside a single decode) or one round of its loop
+(admitting, a decoder step, refining what it finished) runs past `worker_timeout_s` (a hung decode),
+everything pending fails with `RecognizerRestarted` and a new worker takes over; a hung thread cannot be
+stopped, so whatever it produces later is dropped.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from .metrics import (
     ASR_REJECTED,
     ASR_WORKER_RESTARTS,
 )
-from .recognizer import Recognizer, Refine, Transcript, Utterance
+from .recognizer import Recognition, Recognizer, Refine, Transcript, Utterance
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +79,26 @@ class _Job:
     priority: Priority
     refine: Refine | None = None
     done: bool = field(default=False)  # settled and its slot given back (guarded by the batcher's lock)
+    admitted: float = 0.0  # when the worker took it in
 
 
 @dataclass
 class _Worker:
     thread: threading.Thread | None = None
-    batch: list[_Job] = field(default_factory=list)
-    busy_since: float | None = None  # when the batch in hand was taken
+    jobs: set[_Job] = field(default_factory=set)  # taken in and not settled yet
+    busy_since: float | None = None  # when the round of work in hand began
     retired: bool = False  # replaced: nothing it still produces counts
+
+
+@dataclass
+class _Lanes:
+    """The worker's running batches: callers' utterances, and upload chunks (paused while callers run)."""
+
+    calls: Recognition
+    uploads: Recognition
+
+    def of(self, priority: Priority) -> Recognition:
+        return self.calls if priority is Priority.CALL else self.uploads
 
 
 class BatchingRecognizer:
@@ -173,64 +193,113 @@ class BatchingRecognizer:
         worker.thread.start()
         return worker
 
-    def _take(self, worker: _Worker) -> list[_Job] | None:
-        """The next batch (callers' utterances first; else one upload chunk); None when stopping."""
+    def _take(self, worker: _Worker, lanes: _Lanes) -> list[_Job] | None:
+        """Utterances to admit before the next step (callers' first; else one upload chunk when no caller
+        waits or runs), [] to go on stepping what runs; None when stopping with nothing left."""
+        calls_running, uploads_running = len(lanes.calls), len(lanes.uploads)
         with self._lock:
-            while not self._calls and not self._uploads:
-                if self._stopping or worker.retired:
-                    return None
-                self._ready.wait()
-            if worker.retired:
-                return None
-            if self._calls:
-                deadline = time.perf_counter() + self.max_wait
-                while len(self._calls) < self.max_batch and not self._stopping:
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    self._ready.wait(remaining)
+            while True:
                 if worker.retired:
                     return None
-                batch = [self._calls.popleft() for _ in range(min(self.max_batch, len(self._calls)))]
+                if self._calls_join(calls_running):
+                    break
+                if self._uploads and not self._calls and not calls_running and uploads_running < self.max_batch:
+                    break
+                if calls_running or uploads_running:
+                    worker.busy_since = time.perf_counter()
+                    return []
+                if self._stopping:
+                    return None
+                self._ready.wait()
+            if self._calls_join(calls_running):
+                room = self.max_batch - calls_running
+                if not calls_running:
+                    # Nothing of callers' in flight: a few ms for more to arrive, to encode them together.
+                    deadline = time.perf_counter() + self.max_wait
+                    while len(self._calls) < room and not self._stopping:
+                        remaining = deadline - time.perf_counter()
+                        if remaining <= 0:
+                            break
+                        self._ready.wait(remaining)
+                    if worker.retired:
+                        return None
+                batch = [self._calls.popleft() for _ in range(min(room, len(self._calls)))]
             else:
                 batch = [self._uploads.popleft()]
-            worker.batch, worker.busy_since = batch, time.perf_counter()
+            now = time.perf_counter()
+            for j in batch:
+                j.admitted = now
+            worker.jobs.update(batch)
+            worker.busy_since = now
         ASR_QUEUE.dec(len(batch))
         return batch
 
+    def _calls_join(self, running: int) -> bool:
+        """Whether waiting callers' utterances join now. Their encoding holds up every row in flight,
+        so in a burst they join in groups (once half the rows are free) rather than one by one."""
+        free = self.max_batch - running
+        return bool(self._calls) and free > 0 and (not running or free >= min(len(self._calls), self.max_batch // 2))
+
     def _run(self, worker: _Worker) -> None:
         try:
-            while (batch := self._take(worker)) is not None:
-                self._decode(worker, batch)
+            lanes = _Lanes(self.recognizer.start(), self.recognizer.start())
+            while (batch := self._take(worker, lanes)) is not None:
+                self._drop_cancelled(worker, lanes)
+                if batch:
+                    self._admit(worker, lanes, batch)
+                # Upload chunks step only while no caller's utterance is in flight.
+                running = Priority.CALL if len(lanes.calls) else Priority.UPLOAD
+                if len(lanes.of(running)):
+                    self._step(worker, lanes, running)
                 with self._lock:
-                    worker.batch, worker.busy_since = [], None
+                    worker.busy_since = None
         except BaseException:
             log.exception("recognizer worker died")
             self._restart(worker, "crashed")
 
-    def _decode(self, worker: _Worker, batch: list[_Job]) -> None:
+    def _drop_cancelled(self, worker: _Worker, lanes: _Lanes) -> None:
+        """Utterances nobody awaits any more leave their batch, freeing their rows and queue places."""
+        with self._lock:
+            gone = [j for j in worker.jobs if j.future.cancelled()]
+        for j in gone:
+            lanes.of(j.priority).cancel(j)
+        self._finish(worker, gone, RecognizerClosed("no transcript"))
+
+    def _admit(self, worker: _Worker, lanes: _Lanes, batch: list[_Job]) -> None:
         live = [j for j in batch if not j.future.cancelled()]
-        started = time.perf_counter()
+        self._finish(worker, [j for j in batch if j.future.cancelled()], RecognizerClosed("no transcript"))
         try:
-            results = self.recognizer.recognize([j.utterance for j in live]) if live else []
-        except Exception as exc:  # one bad batch must not take the worker down
-            log.exception("recognizer batch of %d failed", len(live))
+            lanes.of(batch[0].priority).admit([(j, j.utterance) for j in live])
+        except Exception as exc:  # one bad admission must not take the worker down
+            log.exception("admitting %d utterances failed", len(live))
             ASR_REJECTED.labels("error").inc(len(live))
-            self._finish(worker, batch, exc)
+            self._finish(worker, live, exc)
+
+    def _step(self, worker: _Worker, lanes: _Lanes, priority: Priority) -> None:
+        run = lanes.of(priority)
+        ASR_BATCH.observe(len(run))
+        try:
+            done = run.step()
+        except Exception as exc:  # the batch's state is lost, not the worker
+            log.exception("decoder step of %d utterances failed", len(run))
+            with self._lock:
+                failed = [j for j in worker.jobs if j.priority is priority]
+            ASR_REJECTED.labels("error").inc(len(failed))
+            if priority is Priority.CALL:
+                lanes.calls = self.recognizer.start()
+            else:
+                lanes.uploads = self.recognizer.start()
+            self._finish(worker, failed, exc)
             return
-        if live:
-            biased = any(j.utterance.bias is not None for j in live)
-            ASR_DECODE.labels("yes" if biased else "no").observe(time.perf_counter() - started)
-        ASR_BATCH.observe(len(live))
-        done = list(zip(live, results, strict=True))
         # Plain transcripts go out first; refining may decode again and should not hold them.
-        for j, r in sorted(done, key=lambda item: item[0].refine is not None and bool(item[1].text)):
-            if j.refine is not None and r.text:
-                r = self._refined(j.refine, j.utterance, r)
-            ASR_LATENCY.observe(time.perf_counter() - j.submitted)
+        for job, r in sorted(done, key=lambda item: item[0].refine is not None and bool(item[1].text)):
+            assert isinstance(job, _Job)
+            ASR_DECODE.labels("no" if job.utterance.bias is None else "yes").observe(time.perf_counter() - job.admitted)
+            if job.refine is not None and r.text:
+                r = self._refined(job.refine, job.utterance, r)
+            ASR_LATENCY.observe(time.perf_counter() - job.submitted)
             ASR_AUDIO_SECONDS.inc(r.audio_seconds)
-            self._finish(worker, [j], None, r.released())
-        self._finish(worker, batch, RecognizerClosed("no transcript"))  # cancelled ones: slots only
+            self._finish(worker, [job], None, r.released())
 
     def _finish(
         self, worker: _Worker | None, jobs: list[_Job], exc: BaseException | None, result: Transcript | None = None
@@ -240,6 +309,8 @@ class BatchingRecognizer:
         with self._lock:
             if worker is not None and worker.retired:
                 return
+            if worker is not None:
+                worker.jobs.difference_update(jobs)
             fresh = [j for j in jobs if not j.done]
             for j in fresh:
                 j.done = True
@@ -277,7 +348,7 @@ class BatchingRecognizer:
         with self._lock:
             if worker.retired or worker is not self._worker:
                 return
-            pending = [*worker.batch, *self._calls, *self._uploads]
+            pending = [*worker.jobs, *self._calls, *self._uploads]
             queued = len(self._calls) + len(self._uploads)
             self._calls.clear()
             self._uploads.clear()

@@ -9,7 +9,8 @@ ASR_LATENCY = Histogram(
 )
 ASR_DECODE = Histogram(
     "voicenav_asr_decode_seconds",
-    "Encode + decode time of one batch, by whether any of its utterances was biased (hot words)",
+    "Time from an utterance's admission to its decoded transcript (its encoding and the decoder steps it ran"
+    " in, shared with the utterances beside it), by whether it was biased (hot words)",
     ["biased"],
     buckets=(0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
 )
@@ -18,7 +19,9 @@ ASR_REFINE = Histogram(
     "Time a refine step (hot-word readings weighed on the audio) added to one utterance",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
-ASR_BATCH = Histogram("voicenav_asr_batch_size", "Utterances decoded together", buckets=(1, 2, 4, 8, 16, 32, 64))
+ASR_BATCH = Histogram(
+    "voicenav_asr_batch_size", "Utterances decoded together, at each decoder step", buckets=(1, 2, 4, 8, 16, 32, 64)
+)
 ASR_QUEUE = Gauge("voicenav_asr_queue_depth", "Utterances waiting for the recognizer worker")
 ASR_REJECTED = Counter("voicenav_asr_rejected_total", "Utterances refused or failed", ["reason"])
 ASR_AUDIO_SECONDS = Counter("voicenav_asr_audio_seconds_total", "Seconds of speech transcribed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -19,6 +19,7 @@ from .audio.resample import resample
 from .config import RecognizerConfig
 from .decoding.bias import BiasState
 from .decoding.guards import compression_ratio, repeated_tail
+from .decoding.running import RunningBatch
 from .decoding.search import DecodeRequest, DecodeResult, Searcher, SharedTail
 from .engines.base import Engine
 from .models.artifacts import kinds_for, missing_kinds, source_hash
@@ -137,32 +138,29 @@ class Recognizer:
             frames = min(self.max_frames, -(-(mel.shape[1] + tail) // BUCKET_FRAMES) * BUCKET_FRAMES)
         return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), constant_values=pad)
 
+    def start(self) -> Recognition:
+        """An empty batch for utterances to join between decoder steps (`Recognition`)."""
+        return Recognition(self)
+
     def recognize(self, utts: list[Utterance]) -> list[Transcript]:
         """Decode a batch together; results in input order."""
+        run = self.start()
+        run.admit(list(enumerate(utts)))
+        return run.drain(len(utts))
+
+    def encode(self, utts: Sequence[Utterance]) -> list[Encoding]:
+        """Each utterance's encoder output, from one encoder run over all of them."""
         if not utts:
             return []
-        t0 = time.perf_counter()
         feats = [self._features(u) for u in utts]
         width = max(f.shape[1] for f in feats)
         mel = np.stack([np.pad(f, ((0, 0), (0, width - f.shape[1])), mode="edge") for f in feats])
         cross_k, cross_v = self.engine.encode(mel)
-        reqs = []
-        for i, (u, f) in enumerate(zip(utts, feats, strict=True)):
-            s = f.shape[1] // 2
-            k, v = cross_k[:, i, :s], cross_v[:, i, :s]
-            reqs.append(DecodeRequest(k, v, len(u.samples) / u.sample_rate, self._prompt(u), u.bias))
-        results = self.searcher.decode(reqs, self.config.decode, self.tail)
-        # A prompt can take over: Whisper then copies it or loops instead of transcribing. Such rows
-        # are decoded again without it (as Whisper's own fallback drops the previous text).
-        retry = [i for i, (q, r) in enumerate(zip(reqs, results, strict=True)) if q.prompt and self._degenerate(q, r)]
-        if retry:
-            again = [replace(reqs[i], prompt=[]) for i in retry]
-            for i, r in zip(retry, self.searcher.decode(again, self.config.decode, self.tail), strict=True):
-                results[i] = r
-        elapsed = time.perf_counter() - t0
-        return [
-            self._transcript(u, r, elapsed, (q.cross_k, q.cross_v)) for u, r, q in zip(utts, results, reqs, strict=True)
-        ]
+        return [(cross_k[:, i, : f.shape[1] // 2], cross_v[:, i, : f.shape[1] // 2]) for i, f in enumerate(feats)]
+
+    def request(self, utt: Utterance, encoding: Encoding) -> DecodeRequest:
+        k, v = encoding
+        return DecodeRequest(k, v, len(utt.samples) / utt.sample_rate, self._prompt(utt), utt.bias)
 
     def _prompt(self, utt: Utterance) -> list[int]:
         text = utt.prompt.strip()
@@ -172,24 +170,17 @@ class Recognizer:
         """Decode `utt` again (another prompt or bias) on its encoder output from an earlier decode."""
         if encoding is None:
             return self.recognize([utt])[0]
-        t0 = time.perf_counter()
-        k, v = encoding
-        req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate, self._prompt(utt), utt.bias)
-        result = self.searcher.decode([req], self.config.decode, self.tail)[0]
-        if req.prompt and self._degenerate(req, result):
-            result = self.searcher.decode([replace(req, prompt=[])], self.config.decode, self.tail)[0]
-        return self._transcript(utt, result, time.perf_counter() - t0, encoding)
+        run = self.start()
+        run.admit_encoded([(0, utt, encoding)])
+        return run.drain(1)[0]
 
     def compare(self, utt: Utterance, text: str, readings: list[str], encoding: Encoding | None = None) -> list[float]:
         """How much more likely (nats; negative: less) each reading is than `text` as the transcript of
         `utt`, judged where it differs from `text` (see `Searcher.compare`), with the prompt decoding
         used. The audio is encoded only when no `encoding` (a transcript's) is given."""
         if encoding is None:
-            feats = self._features(utt)
-            cross_k, cross_v = self.engine.encode(feats[None])
-            encoding = (cross_k[:, 0, : feats.shape[1] // 2], cross_v[:, 0, : feats.shape[1] // 2])
-        k, v = encoding
-        req = DecodeRequest(k, v, len(utt.samples) / utt.sample_rate, self._prompt(utt))
+            (encoding,) = self.encode([utt])
+        req = replace(self.request(utt, encoding), bias=None)
         base, *others = (self.tokenizer.encode(" " + t.strip()) for t in (text, *readings))
         return self.searcher.compare(req, base, others, self.config.decode, self.tail)
 
@@ -242,3 +233,61 @@ class Recognizer:
             token_logprobs=r.token_logprobs,
             encoding=encoding,
         )
+
+
+class Recognition:
+    """Utterances decoded together, each joining between decoder steps and out as soon as its own search
+    ends (`decoding.running.RunningBatch`), keyed by whatever the caller names them with."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self.recognizer = recognizer
+        self.batch = RunningBatch(recognizer.searcher, recognizer.config.decode, recognizer.tail)
+        self._pending: dict[Hashable, tuple[Utterance, DecodeRequest, float]] = {}  # with when it was admitted
+
+    def __len__(self) -> int:
+        """Utterances being decoded."""
+        return len(self._pending)
+
+    def admit(self, items: Sequence[tuple[Hashable, Utterance]]) -> None:
+        """Encode `items` (key, utterance) together and start decoding them at the next `step`."""
+        started = time.perf_counter()
+        encodings = self.recognizer.encode([u for _, u in items])
+        self.admit_encoded([(k, u, e) for (k, u), e in zip(items, encodings, strict=True)], started)
+
+    def admit_encoded(
+        self, items: Sequence[tuple[Hashable, Utterance, Encoding]], started: float | None = None
+    ) -> None:
+        """`admit` for utterances already encoded (an earlier transcript's `encoding`)."""
+        started = time.perf_counter() if started is None else started
+        reqs = [(k, self.recognizer.request(u, e)) for k, u, e in items]
+        self.batch.admit(reqs)
+        self._pending.update((k, (u, r, started)) for (k, u, _), (_, r) in zip(items, reqs, strict=True))
+
+    def step(self) -> list[tuple[Hashable, Transcript]]:
+        """One decoder step; the utterances it finished, with their transcripts (encoder output kept)."""
+        rec, out = self.recognizer, []
+        for key, result in self.batch.step():
+            utt, req, started = self._pending[key]
+            # A prompt can take over: Whisper then copies it or loops instead of transcribing. Such rows
+            # are decoded again without it (as Whisper's own fallback drops the previous text).
+            if req.prompt and rec._degenerate(req, result):
+                again = replace(req, prompt=[])
+                self.batch.admit([(key, again)])
+                self._pending[key] = (utt, again, started)
+                continue
+            del self._pending[key]
+            encoding = (req.cross_k, req.cross_v)
+            out.append((key, rec._transcript(utt, result, time.perf_counter() - started, encoding)))
+        return out
+
+    def cancel(self, key: Hashable) -> None:
+        """Stop decoding `key`'s utterance (if it is here) and free its rows."""
+        if self._pending.pop(key, None) is not None:
+            self.batch.cancel(key)
+
+    def drain(self, n: int) -> list[Transcript]:
+        """Step until every utterance is out; transcripts of keys 0..n-1 in order."""
+        done: dict[Hashable, Transcript] = {}
+        while len(self):
+            done.update(self.step())
+        return [done[i] for i in range(n)]

@@ -13,6 +13,9 @@ import numpy as np
 from .audio.resample import resample
 from .vad import RATE, Endpointer, SileroVad, SpeechEnd, VadConfig
 
+# A chunk's encoding is the longest block of work an upload can put in front of a caller who starts
+# speaking meanwhile, but a shorter cap cuts through speech: at 10 s, WER on the Asterisk prompts over
+# 10 s long (validation halves, 12 clips) went from 4.6% to 17.4%.
 MAX_CHUNK_S = 25.0
 MERGE_GAP_S = 1.0
 # Whole files have no caller waiting on the endpoint: allow longer pauses inside a sentence.

@@ -1,13 +1,16 @@
-"""The batcher's scheduling and supervision, with a recognizer that only takes time: callers' turns
-go before queued upload chunks, the upload queue refuses what does not fit, and a worker that dies or
-hangs is replaced with everything pending failed as `RecognizerRestarted`; and /v1/recognize answers 503
-for a recording that does not fit in the upload queue."""
+"""The batcher's scheduling and supervision, with a recognizer that only takes time: utterances join
+between decoder steps and leave when their own rows end, callers' turns go before upload chunks (which
+pause while callers are decoded), the upload queue refuses what does not fit, cancelled utterances free
+their rows, and a worker that dies or hangs is replaced with everything pending failed as
+`RecognizerRestarted`; and /v1/recognize answers 503 for a recording that does not fit in the upload
+queue."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import pytest
@@ -19,57 +22,140 @@ from asr_engine.recognizer import Transcript, Utterance
 pytestmark = pytest.mark.timeout(30)
 
 
-def _utt(tag: float) -> Utterance:
-    """An utterance whose first sample names it (the fake recognizer reads it back)."""
-    return Utterance(np.full(160, tag, np.float32), 16000)
+def _utt(tag: float, steps: int = 3) -> Utterance:
+    """An utterance whose first sample names it and whose second says how many decoder steps it takes
+    (the fake recognizer reads them back)."""
+    samples = np.full(160, tag, np.float32)
+    samples[1] = steps
+    return Utterance(samples, 16000)
 
 
 class TimedRecognizer:
-    """Decodes in `seconds_per_utterance` per utterance; records each batch's tags. A tag of -1 makes
-    it return too few transcripts (a bug outside a single decode); -2 makes it hang until released."""
+    """Admits in `encode_s`, steps in `step_s`; records each admission's tags, each step's tags and
+    each cancellation. A tag of -1 makes a step hand back a transcript for nobody (a bug outside a
+    single decode); -2 makes its admission hang until released."""
 
-    def __init__(self, seconds_per_utterance: float = 0.05) -> None:
-        self.seconds = seconds_per_utterance
+    def __init__(self, step_s: float = 0.005, encode_s: float = 0.005) -> None:
+        self.step_s = step_s
+        self.encode_s = encode_s
         self.batches: list[list[float]] = []
+        self.steps: list[list[float]] = []
+        self.cancelled: list[float] = []
         self.release = threading.Event()
+        self.stepped = threading.Event()  # a decoder step has run
 
-    def recognize(self, utts: list[Utterance]) -> list[Transcript]:
-        tags = [float(u.samples[0]) for u in utts]
-        self.batches.append(tags)
-        if -2.0 in tags:
-            self.release.wait(10)
-        time.sleep(self.seconds * len(utts))
-        out = [Transcript(f"t{t:g}", [], 1.0, 0.0, 0.0, 0.01) for t in tags]
-        return out[:-1] if -1.0 in tags else out
+    def start(self) -> FakeRecognition:
+        return FakeRecognition(self)
 
     def refined(self, refine, utterance, transcript):  # pragma: no cover - no refine in these tests
         raise AssertionError("not used")
 
 
-async def test_calls_go_before_queued_upload_chunks() -> None:
-    rec = TimedRecognizer(0.05)
+class FakeRecognition:
+    def __init__(self, rec: TimedRecognizer) -> None:
+        self.rec = rec
+        self.rows: dict[Hashable, list[float]] = {}  # key -> [tag, steps left]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def admit(self, items: Sequence[tuple[Hashable, Utterance]]) -> None:
+        tags = [float(u.samples[0]) for _, u in items]
+        self.rec.batches.append(tags)
+        if -2.0 in tags:
+            self.rec.release.wait(10)
+        time.sleep(self.rec.encode_s)
+        self.rows.update((k, [float(u.samples[0]), float(u.samples[1])]) for k, u in items)
+
+    def step(self) -> list[tuple[Hashable, Transcript]]:
+        self.rec.steps.append([row[0] for row in self.rows.values()])
+        self.rec.stepped.set()
+        time.sleep(self.rec.step_s)
+        out: list[tuple[Hashable, Transcript]] = []
+        for key, row in list(self.rows.items()):
+            row[1] -= 1
+            if row[1] <= 0:
+                del self.rows[key]
+                owner = "nobody" if row[0] == -1.0 else key
+                out.append((owner, Transcript(f"t{row[0]:g}", [], 1.0, 0.0, 0.0, 0.01)))
+        return out
+
+    def cancel(self, key: Hashable) -> None:
+        if (row := self.rows.pop(key, None)) is not None:
+            self.rec.cancelled.append(row[0])
+
+
+async def test_a_call_during_upload_chunks_is_decoded_while_they_pause() -> None:
+    rec = TimedRecognizer()
     batcher = BatchingRecognizer(rec, max_batch=8, max_wait_ms=5, upload_queue_size=16)  # type: ignore[arg-type]
     try:
-        upload = asyncio.create_task(batcher.transcribe_all([_utt(100 + i) for i in range(10)], None, Priority.UPLOAD))
-        await asyncio.sleep(0.12)  # the worker is into the recording's chunks
-        started = time.perf_counter()
+        chunks = [_utt(100 + i, steps=40) for i in range(10)]
+        upload = asyncio.create_task(batcher.transcribe_all(chunks, None, Priority.UPLOAD))
+        assert await asyncio.to_thread(rec.stepped.wait, 5)  # the worker is into the recording's chunks
         calls = await asyncio.gather(*(batcher.transcribe(_utt(i)) for i in range(3)))
-        waited = time.perf_counter() - started
         assert [c.text for c in calls] == ["t0", "t1", "t2"]
-        # One chunk in hand (50 ms) plus the calls' own batch (150 ms), not the 10 queued chunks (500 ms).
-        assert waited < 0.4, waited
+        assert not upload.done()  # the callers did not wait for a chunk's decode to end
         assert len(await upload) == 10
-        # Upload chunks one at a time; the three calls together, before the rest of the recording.
-        call_batch = next(i for i, b in enumerate(rec.batches) if b[0] < 100)
-        assert rec.batches[call_batch] == [0.0, 1.0, 2.0]
+        # The three calls were admitted together, upload chunks one at a time; no step ran both.
+        assert [0.0, 1.0, 2.0] in rec.batches
         assert all(len(b) == 1 for b in rec.batches if b[0] >= 100)
-        assert call_batch < 5
+        assert not any(min(s) < 100 <= max(s) for s in rec.steps)
+        # Chunks (up to max_batch of them) ran beside each other.
+        assert max(len(s) for s in rec.steps) > 1
+    finally:
+        batcher.close()
+
+
+async def test_a_row_that_ends_early_is_out_before_its_batch_mates() -> None:
+    rec = TimedRecognizer()
+    batcher = BatchingRecognizer(rec, max_batch=8, max_wait_ms=50)  # type: ignore[arg-type]
+    try:
+        short = asyncio.create_task(batcher.transcribe(_utt(1, steps=2)))
+        long = asyncio.create_task(batcher.transcribe(_utt(2, steps=60)))
+        assert (await short).text == "t1"
+        assert not long.done()
+        assert rec.batches[0] == [1.0, 2.0]  # one batch
+        # A caller arriving now joins the running batch and is out before the long row too.
+        assert (await batcher.transcribe(_utt(3, steps=2))).text == "t3"
+        assert not long.done() and [3.0] in rec.batches
+        assert (await long).text == "t2"
+    finally:
+        batcher.close()
+
+
+async def test_callers_in_a_burst_join_a_running_batch_in_groups() -> None:
+    """Joining holds up every row in flight for the newcomers' encoding: while many wait, they join
+    once half the rows are free, not one by one as each row ends."""
+    rec = TimedRecognizer()
+    batcher = BatchingRecognizer(rec, max_batch=4, max_wait_ms=50)  # type: ignore[arg-type]
+    try:
+        first = [asyncio.create_task(batcher.transcribe(_utt(i, steps))) for i, steps in enumerate((20, 30, 400, 400))]
+        assert await asyncio.to_thread(rec.stepped.wait, 5)
+        burst = await asyncio.gather(*(batcher.transcribe(_utt(10 + i, steps=2)) for i in range(3)))
+        assert [t.text for t in burst] == ["t10", "t11", "t12"]
+        assert rec.batches == [[0.0, 1.0, 2.0, 3.0], [10.0, 11.0], [12.0]]
+        assert not first[2].done()
+        await asyncio.gather(*first)
+    finally:
+        batcher.close()
+
+
+async def test_a_cancelled_utterance_frees_its_rows_and_queue_place() -> None:
+    rec = TimedRecognizer()
+    batcher = BatchingRecognizer(rec, max_batch=4, max_wait_ms=0, queue_size=1, admission_timeout_s=5)  # type: ignore[arg-type]
+    try:
+        abandoned = asyncio.create_task(batcher.transcribe(_utt(1, steps=10_000)))
+        assert await asyncio.to_thread(rec.stepped.wait, 5)
+        abandoned.cancel()
+        # The only queue place comes back, and the abandoned rows stop taking steps.
+        assert (await asyncio.wait_for(batcher.transcribe(_utt(2)), 5)).text == "t2"
+        assert rec.cancelled == [1.0]
     finally:
         batcher.close()
 
 
 async def test_upload_queue_refuses_a_recording_that_does_not_fit() -> None:
-    rec = TimedRecognizer(0.05)
+    rec = TimedRecognizer()
     batcher = BatchingRecognizer(rec, upload_queue_size=6)  # type: ignore[arg-type]
     try:
         first = asyncio.create_task(batcher.transcribe_all([_utt(100 + i) for i in range(4)], None, Priority.UPLOAD))
@@ -87,12 +173,12 @@ async def test_upload_queue_refuses_a_recording_that_does_not_fit() -> None:
 
 
 async def test_a_crashed_worker_is_replaced_and_pending_utterances_fail() -> None:
-    rec = TimedRecognizer(0.02)
+    rec = TimedRecognizer()
     batcher = BatchingRecognizer(rec, max_batch=4, max_wait_ms=20)  # type: ignore[arg-type]
     before = ASR_WORKER_RESTARTS.labels("crashed")._value.get()
     try:
         results = await asyncio.gather(
-            batcher.transcribe(_utt(-1)), batcher.transcribe(_utt(5)), return_exceptions=True
+            batcher.transcribe(_utt(-1, steps=1)), batcher.transcribe(_utt(5, steps=5)), return_exceptions=True
         )
         assert all(isinstance(r, RecognizerRestarted) for r in results), results
         assert ASR_WORKER_RESTARTS.labels("crashed")._value.get() == before + 1
@@ -103,7 +189,7 @@ async def test_a_crashed_worker_is_replaced_and_pending_utterances_fail() -> Non
 
 
 async def test_a_hung_decode_is_replaced_by_the_watchdog() -> None:
-    rec = TimedRecognizer(0.0)
+    rec = TimedRecognizer()
     batcher = BatchingRecognizer(rec, max_batch=1, max_wait_ms=0, worker_timeout_s=0.4)  # type: ignore[arg-type]
     before = ASR_WORKER_RESTARTS.labels("hung")._value.get()
     try:

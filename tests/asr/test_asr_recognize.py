@@ -82,28 +82,28 @@ def test_streaming_api_batches_streams(recognizer, vad, shared):
 
 async def test_batcher_groups_concurrent_requests(recognizer, shared):
     clips = [read_wav(str(shared / f"data/callers_dev/dev0{i}.wav")) for i in range(31, 39)]
-    sizes: list[int] = []
-    original = recognizer.recognize
-    recognizer.recognize = lambda utts: sizes.append(len(utts)) or original(utts)
+    sizes: list[int] = []  # utterances encoded together when they join the batch
+    original = recognizer.encode
+    recognizer.encode = lambda utts: sizes.append(len(utts)) or original(utts)
     batcher = BatchingRecognizer(recognizer, max_batch=8, max_wait_ms=50, queue_size=16)
     try:
         results = await asyncio.gather(*(batcher.transcribe(Utterance(c.samples, 8000)) for c in clips))
     finally:
         batcher.close()
-        recognizer.recognize = original
+        recognizer.encode = original
     assert all(r.text for r in results)
     assert sum(sizes) == len(clips) and max(sizes) > 1, sizes
 
 
 async def test_batcher_back_pressure_rejects_when_full(recognizer):
     release = __import__("threading").Event()
-    original = recognizer.recognize
+    original = recognizer.encode
 
     def slow(utts):
         release.wait(10)
         return original(utts)
 
-    recognizer.recognize = slow
+    recognizer.encode = slow
     batcher = BatchingRecognizer(recognizer, max_batch=1, max_wait_ms=0, queue_size=2, admission_timeout_s=0.2)
     utt = Utterance(RNG.normal(0, 0.1, 8000).astype(np.float32), 8000)
     try:
@@ -118,7 +118,7 @@ async def test_batcher_back_pressure_rejects_when_full(recognizer):
     finally:
         release.set()
         batcher.close()
-        recognizer.recognize = original
+        recognizer.encode = original
 
 
 def test_transcribe_command_json(tmp_path, shared, model_cache):

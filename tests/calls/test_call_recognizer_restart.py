@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -86,17 +87,36 @@ class OneUtterance:
 
 
 class BrokenRecognizer:
-    """'crashed': returns fewer transcripts than utterances (a bug the worker cannot survive);
-    'hung': blocks until released."""
+    """'crashed': a decoder step hands back a transcript for no utterance it was given (a bug the
+    worker cannot survive); 'hung': taking an utterance in blocks until released."""
 
     def __init__(self, how: str) -> None:
         self.how = how
         self.release = threading.Event()
 
-    def recognize(self, utts: list[Utterance]) -> list[Transcript]:
-        if self.how == "hung":
-            self.release.wait(20)
-        return []
+    def start(self) -> BrokenRecognition:
+        return BrokenRecognition(self)
+
+
+class BrokenRecognition:
+    def __init__(self, rec: BrokenRecognizer) -> None:
+        self.rec = rec
+        self.keys: list[Hashable] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def admit(self, items: Sequence[tuple[Hashable, Utterance]]) -> None:
+        if self.rec.how == "hung":
+            self.rec.release.wait(20)
+        self.keys += [k for k, _ in items]
+
+    def step(self) -> list[tuple[Hashable, Transcript]]:
+        self.keys.clear()
+        return [("nobody", Transcript("", [], 0.0, 0.0, 0.0, 0.0))]
+
+    def cancel(self, key: Hashable) -> None:
+        self.keys.remove(key)
 
 
 @pytest.mark.parametrize("how", ["crashed", "hung"])
