@@ -49,6 +49,13 @@ class VadConfig(BaseModel):
         description="calls: silence a turn waits for when its decode at the pause is no answer yet (a re-prompt, "
         "a number short of its digits, words that trail off: 'about', 'my', 'and', 'uh'); none: no hold",
     )
+    barge_in_ms: int = Field(
+        160,
+        ge=32,
+        le=1000,
+        description="calls: voiced audio over a prompt that pauses it, before the VAD confirms speech "
+        "(min_speech_ms); a sound that stops short of speech resumes the prompt",
+    )
     backchannel_ms: int = Field(
         700,
         ge=0,
@@ -164,6 +171,11 @@ class Endpointer:
     def voiced_end(self) -> float:
         """Seconds since the stream began to the end of the last voiced chunk."""
         return self._last_speech_end / RATE
+
+    @property
+    def onset_voiced(self) -> float:
+        """Seconds of voiced audio heard since a possible onset that is not speech yet (0: none)."""
+        return 0.0 if self._triggered or self._start is None else self._speech_run / RATE
 
     def accept(self, samples: np.ndarray) -> Iterator[VadEvent]:
         x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])

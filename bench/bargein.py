@@ -3,12 +3,14 @@ backchannels ("uh-huh", "okay", "mm-hmm" in several voices), coughs, clicks and 
 once over the demo flow's opening prompt in a call through the real call path (`bench/harness.py`),
 counted per tuning/validation half (`bench/splits.py`).
 
-    nice -n 10 .venv/bin/python -m bench.bargein [--limit N] [--concurrency 4] [--backchannel-ms 500 700]
+    nice -n 10 .venv/bin/python -m bench.bargein [--limit N] [--concurrency 4] [--barge-in-ms 96 160]
+        [--backchannel-ms 500 700]
 
 Speech should stop the prompt: its stop time runs from the sound's first voiced frame on the wire to
 the prompt's last sample sent. Backchannels and noise should not: a false stop is a prompt that did
 not play to its end; "paused" counts prompts that went quiet and resumed. "before" is the old rule
-(any speech start stops the prompt: `backchannel_ms` 0); the others are `backchannel_ms` values.
+(any speech start stops the prompt: `backchannel_ms` 0); the others are `barge_in_ms` and
+`backchannel_ms` values.
 """
 
 from __future__ import annotations
@@ -154,10 +156,15 @@ def main() -> None:
     ap.add_argument("--halves", nargs="+", choices=HALVES, default=list(HALVES), help="halves to run")
     ap.add_argument("--before", action=argparse.BooleanOptionalAction, default=True, help="run the old rule too")
     ap.add_argument("--backchannel-ms", type=int, nargs="+", default=[VadConfig().backchannel_ms])
+    ap.add_argument("--barge-in-ms", type=int, nargs="+", default=[VadConfig().barge_in_ms])
     ap.add_argument("--verbose", action="store_true", help="every sound's outcome")
     args = ap.parse_args()
     sounds = [s for s in build() if half_of(SET, s.key) in args.halves][: args.limit]
-    configs = {f"backchannel_ms {ms}": VadConfig(backchannel_ms=ms) for ms in args.backchannel_ms}
+    configs = {
+        f"barge_in_ms {on}, backchannel_ms {ms}": VadConfig(barge_in_ms=on, backchannel_ms=ms)
+        for on in args.barge_in_ms
+        for ms in args.backchannel_ms
+    }
     if args.before:
         configs = {"before": VadConfig(backchannel_ms=0), **configs}
     body = []

@@ -75,6 +75,7 @@ _MAX_SPEECH_WAIT_S = 30.0  # longest a listen timeout waits for speech in progre
 _ARRIVALS_KEPT_S = 40.0  # frame arrival times kept: more than any utterance (at most 30 s) and its padding
 _VERDICT_WAIT_S = 5.0  # longest a paused prompt waits to learn whether the speech over it was a backchannel
 _RESUME_REWIND_S = 0.3  # a resumed prompt starts this much before where it paused: not mid-word
+_ONSET_GONE_S = 0.2  # silence after a possible onset that pauses a prompt: it was a click, not a word
 
 
 class CallControl(Protocol):
@@ -118,6 +119,9 @@ class SpeechStream(Protocol):
 
     @property
     def voiced_end(self) -> float: ...
+
+    @property
+    def onset_voiced(self) -> float: ...
 
     def set_end_silence(self, ms: int, pause_ms: int | None = None) -> None: ...
 
@@ -585,24 +589,42 @@ class CallSession:
         return False
 
     def _speech_started(self, start: SpeechStart) -> None:
-        """Speech over a barge-in prompt pauses it at once; its length or transcript decides whether the
-        prompt stops or resumes."""
+        """Speech over a barge-in prompt pauses it (if its onset has not already); its length or
+        transcript decides whether the prompt stops or resumes."""
+        if self._interrupted():
+            self._onset = start.at
+            return
         if not (self._playing and self._play_barge_in):
             return
         if self.stream.config.backchannel_ms == 0:
             self._barge_in("speech")
             return
         self._onset = start.at
+        self._pause_prompt()
+
+    def _pause_prompt(self) -> None:
         self._interruption = asyncio.get_running_loop().create_future()
         self.leg.stop_playback()
 
     def _check_speech_over_prompt(self) -> None:
-        """Speech over a prompt that goes on longer than a backchannel stops it."""
+        """After each pass of the VAD: a possible onset over a prompt pauses it before the VAD confirms
+        speech (a stop within ~200 ms of the first word); one that stops short of speech resumes
+        it; speech that goes on longer than a backchannel stops it."""
+        config = self.stream.config
+        playing = self._playing and self._play_barge_in
+        if playing and config.backchannel_ms and self.stream.onset_voiced >= config.barge_in_ms / 1000:
+            self._pause_prompt()
+            return
+        if self._interrupted() and self._onset is None and not self.stream.in_speech:
+            if not self.stream.onset_voiced or self._fed_s - self.stream.voiced_end >= _ONSET_GONE_S:
+                assert self._interruption is not None
+                self._interruption.set_result(False)  # a click or a breath, not a word
+            return
         if self._onset is None or not self.stream.in_speech:
             return
-        if not (self._interrupted() or (self._playing and self._play_barge_in)):
+        if not (self._interrupted() or playing):
             return
-        if self.stream.voiced_end - self._onset >= self.stream.config.backchannel_ms / 1000:
+        if self.stream.voiced_end - self._onset >= config.backchannel_ms / 1000:
             self._barge_in("speech")
 
     async def _backchannel(self, transcript: Transcript, voiced_end: float | None = None) -> bool:

@@ -175,6 +175,7 @@ class _Unheard:
 
     in_speech = False
     voiced_end = 0.0  # nothing ever voiced: a prompt never waits for the caller to finish
+    onset_voiced = 0.0
 
     def __init__(self) -> None:
         self.contexts: list[tuple[object, str]] = []
