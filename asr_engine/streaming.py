@@ -72,6 +72,11 @@ class RecognitionStream:
         """Seconds since the stream began to the end of the last voiced audio."""
         return self._endpointer.voiced_end
 
+    @property
+    def onset_voiced(self) -> float:
+        """Seconds of voiced audio since a possible onset the VAD has not confirmed as speech (0: none)."""
+        return self._endpointer.onset_voiced
+
     def utterance(self, samples: np.ndarray) -> Utterance:
         """16 kHz audio of this stream as an utterance, with the hot words and prompt now set."""
         with self._lock:

@@ -15,6 +15,8 @@ import numpy as np
 from asr_engine.audio.wav import Audio, read_wav
 
 ROOT = Path(__file__).resolve().parents[1]
+# Converted models, shared with the tests (converting them again takes minutes).
+MODEL_CACHE = Path(os.environ.get("VOICENAV_TEST_CACHE", ROOT / ".cache" / "test-models"))
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 # Package asterisk-core-sounds-en: one `key: text` line per prompt of the sounds above.
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")

@@ -3,7 +3,10 @@ for every utterance a pause would cut, whether the dialog would act on the part 
 caller still talking: a wrong answer) or ask again. Two sets: callers_dev (synthetic caller requests)
 and asterisk_dev (Allison's recorded prompts: a human voice, with the pauses of read sentences).
 
-    .venv/bin/python -m bench.endpointing [--pauses 300 400 500 600]
+    .venv/bin/python -m bench.endpointing [--pauses 300 400 500 600] [--halves tuning]
+
+Each set is split into its tuning and validation halves (`bench/splits.py`): choose a pause on the
+tuning half, report the validation half.
 
 Each utterance is fed as a caller sends it (8 kHz, then 2 s of silence). A cut utterance's first
 part is decoded (tiny.en, the main menu's hot-word prompt left out) and judged by the demo flow's
@@ -25,9 +28,8 @@ from asr_engine.vad import RATE, Endpointer, SileroVad, SpeechEnd, VadConfig
 from dialog.flow import load_demo_flow
 from dialog.intents import IntentRecognizer
 
-from .common import ROOT, Clip, asterisk_clips, caller_clips, table
-
-MODEL_CACHE = ROOT / ".cache" / "test-models"
+from .common import MODEL_CACHE, Clip, asterisk_clips, caller_clips, table
+from .splits import HALVES, split
 
 
 def segments(vad: SileroVad, pcm16k: np.ndarray, pause_ms: int) -> list[SpeechEnd]:
@@ -67,14 +69,25 @@ def measure(audio: list[np.ndarray], pause: int, vad: SileroVad, recognizer: Rec
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pauses", type=int, nargs="+", default=[300, 400, 500, 600], help="pauses to try, ms")
+    ap.add_argument("--halves", nargs="+", choices=HALVES, default=list(HALVES), help="halves of each set to run")
     args = ap.parse_args()
     vad = SileroVad()
     recognizer = Recognizer(RecognizerConfig(engine=EngineConfig(cache_dir=MODEL_CACHE)))
     rows = []
     for name, clips in (("callers_dev", caller_clips()), ("asterisk_dev", asterisk_clips())):
-        audio = [as_caller_sends(c) for c in clips]
-        rows += [[name, *measure(audio, pause, vad, recognizer)] for pause in args.pauses]
-    headers = ["set", "pause ms", "utterances", "cut mid-utterance", "cut and acted on", "mean wait after voice ms"]
+        halves = split(clips)
+        for half in args.halves:
+            audio = [as_caller_sends(c) for c in halves[half]]
+            rows += [[name, half, *measure(audio, pause, vad, recognizer)] for pause in args.pauses]
+    headers = [
+        "set",
+        "half",
+        "pause ms",
+        "utterances",
+        "cut mid-utterance",
+        "cut and acted on",
+        "mean wait after voice ms",
+    ]
     print(table(headers, rows))
 
 

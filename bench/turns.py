@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_engine.audio.g711 import ulaw_decode
+from asr_engine.vad import VadConfig
 
 from .common import pct, table
 
@@ -226,7 +227,12 @@ async def main() -> None:
         choices=["single", "spread20", "burst10", "burst20"],
     )
     ap.add_argument("--single-calls", type=int, default=10, help="calls of the `single` scenario (1 to 20)")
-    ap.add_argument("--early-end-ms", type=int, default=None, help="the service's early_end_ms (decode at this pause)")
+    ap.add_argument(
+        "--early-end-ms",
+        type=int,
+        default=VadConfig().early_end_ms,
+        help="the service's early_end_ms (decode at this pause; 0: off)",
+    )
     ap.add_argument("--per-call", action="store_true", help="each call's figures on stderr")
     ap.add_argument("--max-batch", type=int, default=8, help="utterances the recognizer decodes together")
     args = ap.parse_args()
@@ -239,7 +245,7 @@ async def main() -> None:
         sections = {
             "calls": {"max_calls": 32},
             "recognizer": {"max_batch": args.max_batch},
-            "vad": {"early_end_ms": args.early_end_ms},
+            "vad": {"early_end_ms": args.early_end_ms or None},
             # Every caller comes from the relay's one address: a burst of 20 INVITEs is the test.
             "sip": {"access": {"invite_rate": {"rate_per_s": 50.0, "burst": 50}}},
         }

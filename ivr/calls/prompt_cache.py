@@ -37,14 +37,16 @@ def _pieces(text: str) -> list[str]:
     return [p.strip() for p in _DIGIT.split(text) if any(c.isalnum() for c in p)]
 
 
-def _trimmed(prompt: Prompt) -> np.ndarray:
+def _trimmed(prompt: Prompt, tail: bool = True) -> np.ndarray:
     """The piece without the silence the TTS puts before and after every utterance (a digit rendered
-    alone is mostly silence: joined as is, an eight-digit number would take seconds longer)."""
+    alone is mostly silence: joined as is, an eight-digit number would take seconds longer); with
+    `tail` False, without the lead-in only."""
     loud = np.flatnonzero(np.abs(prompt.pcm.astype(np.int32)) > _SILENCE)
     if len(loud) == 0:
         return prompt.pcm
     margin = int(_MARGIN_S * prompt.sample_rate)
-    return prompt.pcm[max(0, loud[0] - margin) : loud[-1] + 1 + margin]
+    end = loud[-1] + 1 + margin if tail else len(prompt.pcm)
+    return prompt.pcm[max(0, loud[0] - margin) : end]
 
 
 class PromptCache:
@@ -71,6 +73,9 @@ class PromptCache:
             prompt = await load_prompt(self._wav_path(key[1]))
         else:
             prompt = await self._renderer.render(key[1])
+        # A lead-in of silence (up to ~100 ms from the TTS, more in some recordings) is time the
+        # caller waits for the answer; the tail is harmless.
+        prompt = Prompt(_trimmed(prompt, tail=False), prompt.sample_rate)
         self._cache[key] = prompt
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)

@@ -36,6 +36,7 @@ from dialog.storage import StoreError
 from ivr.calls.admission import Transport
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptError
+from ivr.calls.turn_text import is_backchannel, looks_unfinished
 from ivr.media.events import AudioFrame, DtmfDigit, Hangup, MediaLeg
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class HotwordContext:
 HotwordsFor = Callable[[act.Listen], Awaitable[HotwordContext | None]]
 _MAX_SPEECH_WAIT_S = 30.0  # longest a listen timeout waits for speech in progress to be transcribed
 _ARRIVALS_KEPT_S = 40.0  # frame arrival times kept: more than any utterance (at most 30 s) and its padding
+_VERDICT_WAIT_S = 5.0  # longest a paused prompt waits to learn whether the speech over it was a backchannel
+_RESUME_REWIND_S = 0.3  # a resumed prompt starts this much before where it paused: not mid-word
+_ONSET_GONE_S = 0.2  # silence after a possible onset that pauses a prompt: it was a click, not a word
 
 
 class CallControl(Protocol):
@@ -115,6 +119,9 @@ class SpeechStream(Protocol):
 
     @property
     def voiced_end(self) -> float: ...
+
+    @property
+    def onset_voiced(self) -> float: ...
 
     def set_end_silence(self, ms: int, pause_ms: int | None = None) -> None: ...
 
@@ -194,14 +201,22 @@ class CallSession:
         self._end_key: str | None = None  # a key that ends the spoken turn at once
         self._end_now = False  # the end key came while the caller spoke: close the utterance
         self._expect_digits: int | None = None  # a spoken number this long is complete
+        self._yes_no = False  # the coming turn answers a yes/no question ("okay" is an answer there)
         self._end_at: float | None = None  # close the utterance if its voiced audio still ends here
         # The decode started at the last pause, by where its voiced audio ends: the utterance's own if
         # the caller says no more (a pause longer than the padding gives the same audio).
         self._at_pause: tuple[float, asyncio.Task[Transcript]] | None = None
+        # Speech over a prompt pauses it until it is known to be a backchannel (resume: False) or not
+        # (stop: True); `_onset` is where that speech began, `_backchannel_end` where a backchannel's
+        # voiced audio ended (its utterance is no turn).
+        self._interruption: asyncio.Future[bool] | None = None
+        self._onset: float | None = None
+        self._backchannel_end: float | None = None
+        self._last_end = 0.0  # stream position where the last utterance's voiced audio ended
 
     # -- inputs from the transport -----------------------------------------------------------------
     def dtmf(self, digit: str) -> None:
-        if self._playing and self._play_barge_in:
+        if (self._playing and self._play_barge_in) or self._interrupted():
             self._barge_in("dtmf")
         if digit == self._end_key and (self.stream.in_speech or self._asr):
             # "five five five zero one three eight #": the key ends the spoken number instead of the
@@ -216,6 +231,9 @@ class CallSession:
             self._gone = reason
             if self._playing:
                 self.leg.stop_playback()
+            if self._interrupted():
+                assert self._interruption is not None
+                self._interruption.set_result(True)
             self._inbox.put_nowait(_Gone(reason))
 
     # -- the call ----------------------------------------------------------------------------------
@@ -301,6 +319,7 @@ class CallSession:
         self._end_silence_ms = listen.end_silence_ms
         self._end_key = listen.end_key
         self._expect_digits = listen.expect_digits
+        self._yes_no = listen.grammar == "yes_no"
 
     async def _listen_context(self, listen: act.Listen) -> None:
         """The node's hot words for the recognizer; without them (a failed list) recognition goes on."""
@@ -325,6 +344,11 @@ class CallSession:
             # A prompt text may read the caller's number back: its digits stay out of the log.
             log.error("call %s: prompt %r unavailable: %s", self.call_id, play.wav or mask(play.text or ""), exc)
             return
+        if play.barge_in and await self._caller_went_on():
+            # The caller went on after their turn was ended (or started the next one): an answer
+            # would talk over them. Their speech is the next turn.
+            self._barge_in("speech")
+            return
         loop = asyncio.get_running_loop()
         if self._speech_end is not None:
             latency = loop.time() - self._speech_end
@@ -339,11 +363,39 @@ class CallSession:
             self._utterance_latency[-1] = round(latency * 1000, 1)
         if play.text:
             self.control.notify({"type": "prompt", "text": play.text})
-        self._playing, self._play_barge_in = True, play.barge_in
-        try:
-            await self.leg.play(prompt.pcm, prompt.sample_rate)
-        finally:
-            self._playing = False
+        await self._speak(prompt.pcm, prompt.sample_rate, play.barge_in)
+
+    async def _speak(self, pcm: np.ndarray, rate: int, barge_in: bool) -> None:
+        """Play to the end, unless the caller stops it; a prompt paused by speech over it resumes when
+        that speech was a backchannel, a cough or noise."""
+        loop = asyncio.get_running_loop()
+        offset = 0
+        while True:
+            self._playing, self._play_barge_in = True, barge_in
+            started = loop.time()
+            try:
+                done = await self.leg.play(pcm[offset:], rate)
+            finally:
+                self._playing = False
+            interruption, self._interruption = self._interruption, None
+            if done or interruption is None:
+                return  # played out, or stopped (a key, a hang-up)
+            offset += int((loop.time() - started) * rate)
+            self._interruption = interruption
+            try:
+                stop = await asyncio.wait_for(asyncio.shield(interruption), _VERDICT_WAIT_S)
+            except TimeoutError:
+                stop = True
+            finally:
+                self._interruption = None
+            if stop or self._gone is not None:
+                return
+            if self._caller_speaking():
+                self._barge_in("speech")
+                return
+            offset = max(0, offset - int(_RESUME_REWIND_S * rate))
+            if offset >= len(pcm):
+                return
 
     async def _next_event(self, wait_s: float | None) -> ev.Event:
         loop = asyncio.get_running_loop()
@@ -389,7 +441,10 @@ class CallSession:
     def _accept(self, chunks: list[tuple[int, np.ndarray]]) -> list[VadEvent]:
         """Runs in the VAD thread: consecutive frames of one rate go to the stream in one piece."""
         end_ms = self._end_silence_ms or self.stream.config.min_silence_ms
-        self.stream.set_end_silence(end_ms, self._pause_ms(end_ms))
+        self.stream.set_end_silence(*self._turn_end(end_ms))
+        # Taken before the audio: an end asked for while this runs is kept for the next pass.
+        end_now, self._end_now = self._end_now, False
+        end_at, self._end_at = self._end_at, None
         events: list[VadEvent] = []
         i = 0
         while i < len(chunks):
@@ -399,10 +454,9 @@ class CallSession:
                 j += 1
             events += self.stream.accept_waveform(rate, np.concatenate([c for _, c in chunks[i:j]]))
             i = j
-        complete = self._end_at is not None and self.stream.voiced_end == self._end_at
-        if self._end_now or complete:
+        # The caller must not have gone on since the end was asked for.
+        if end_now or (end_at is not None and self.stream.voiced_end == end_at):
             events += self.stream.input_finished()
-        self._end_now, self._end_at = False, None
         return events
 
     async def _run_vad(self) -> None:
@@ -420,15 +474,20 @@ class CallSession:
             events = await loop.run_in_executor(self.deps.vad_executor, self._accept, chunks)
             for event in events:
                 if isinstance(event, SpeechStart):
-                    if self._playing and self._play_barge_in:
-                        self._barge_in("speech")
+                    self._speech_started(event)
                 elif isinstance(event, SpeechPause):
                     self._decode_at_pause(event)
                 elif isinstance(event, SpeechEnd):
+                    self._onset = None
                     for seg, utterance in self.stream.take_utterances():
+                        self._last_end = seg.voiced_end
+                        if seg.voiced_end == self._backchannel_end:
+                            UTTERANCES_DROPPED.labels("backchannel").inc()
+                            continue
                         at_pause, self._at_pause = self._at_pause, None
                         decoding = at_pause[1] if at_pause is not None and at_pause[0] == seg.voiced_end else None
                         self._track(self._transcribe(utterance, self._arrival_of(seg.voiced_end), decoding))
+            self._check_speech_over_prompt()
 
     def _track(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)
@@ -436,14 +495,19 @@ class CallSession:
         task.add_done_callback(self._asr.discard)
         return task
 
-    def _pause_ms(self, end_ms: int) -> int | None:
-        """The pause at which the turn is decoded before its silence has run out: the service's
-        early end, and at a digits node also the usual end of speech (a number may be complete)."""
-        shortest = [ms for ms in (self.stream.config.early_end_ms,) if ms is not None]
+    def _turn_end(self, end_ms: int) -> tuple[int, int | None]:
+        """The silence that ends the coming turn, and the pause at which it is decoded before that
+        silence has run out. A turn the decode shows complete ends at the pause; one that is no answer
+        yet (the dialog would ask again, a number short of its digits, words that trail off) waits
+        for the longer of its end silence and the hold. The pause: the service's early end, the
+        usual end where a hold follows it, and at a digits node the service's end of speech."""
+        config = self.stream.config
+        silence = max(end_ms, config.hold_ms or 0)
+        pauses = [config.early_end_ms, end_ms if silence > end_ms else None]
         if self._expect_digits:
-            shortest.append(self.stream.config.min_silence_ms)
-        pause = min(shortest, default=None)
-        return pause if pause is not None and pause < end_ms else None
+            pauses.append(config.min_silence_ms)
+        pause = min((ms for ms in pauses if ms is not None), default=None)
+        return silence, pause if pause is not None and pause < silence else None
 
     def _decode_at_pause(self, pause: SpeechPause) -> None:
         hot = self._hotwords
@@ -459,13 +523,18 @@ class CallSession:
             transcript = await asyncio.shield(decoding)
         except Exception:
             return  # the turn's own transcription reports it
-        if self._expect_digits:
-            complete = len(parse_digits(normalize(transcript.text)).digits) >= self._expect_digits
-        else:
-            complete = await self._actionable(transcript)
-        if complete and self.stream.in_speech and self.stream.voiced_end == pause.voiced_end:
+        if self._interrupted() and await self._backchannel(transcript, pause.voiced_end):
+            return
+        if await self._complete(transcript) and self.stream.in_speech and self.stream.voiced_end == pause.voiced_end:
             self._end_at = pause.voiced_end  # unless the caller goes on before the VAD thread sees it
             self._audio_ready.set()
+
+    async def _complete(self, transcript: Transcript) -> bool:
+        """Whether the turn can end with this transcript: a number with all its digits, a request the
+        dialog acts on that does not trail off."""
+        if self._expect_digits:
+            return len(parse_digits(normalize(transcript.text)).digits) >= self._expect_digits
+        return not looks_unfinished(transcript.text) and await self._actionable(transcript)
 
     async def _actionable(self, transcript: Transcript) -> bool:
         """Whether the dialog would act on this transcript rather than ask again."""
@@ -495,10 +564,101 @@ class CallSession:
             log.error("call %s: %s failed", self.call_id, task.get_name(), exc_info=task.exception())
             self.leg_gone("media-error")
 
+    # -- barge-in ----------------------------------------------------------------------------------
+    def _interrupted(self) -> bool:
+        """A prompt is paused by speech over it, and what that speech was is not known yet."""
+        return self._interruption is not None and not self._interruption.done()
+
+    def _caller_speaking(self) -> bool:
+        """The VAD is in speech (other than a backchannel being closed)."""
+        return self.stream.in_speech and self.stream.voiced_end != self._backchannel_end
+
+    async def _caller_went_on(self) -> bool:
+        """Whether the caller is talking as a prompt is about to start. Voice heard since the last
+        utterance ended, not yet long enough to be speech, is waited on until the VAD can tell (a
+        word's start, or a click)."""
+        if self._caller_speaking():
+            return True
+        if self.stream.voiced_end <= self._last_end:
+            return False
+        for _ in range(self.stream.config.min_speech_ms // 20 + 3):  # the VAD's own delay on top
+            await asyncio.sleep(0.02)
+            if self._caller_speaking():
+                return True
+        self._last_end = self.stream.voiced_end  # noise: the next prompt need not wait on it again
+        return False
+
+    def _speech_started(self, start: SpeechStart) -> None:
+        """Speech over a barge-in prompt pauses it (if its onset has not already); its length or
+        transcript decides whether the prompt stops or resumes."""
+        if self._interrupted():
+            self._onset = start.at
+            return
+        if not (self._playing and self._play_barge_in):
+            return
+        if self.stream.config.backchannel_ms == 0:
+            self._barge_in("speech")
+            return
+        self._onset = start.at
+        self._pause_prompt()
+
+    def _pause_prompt(self) -> None:
+        self._interruption = asyncio.get_running_loop().create_future()
+        self.leg.stop_playback()
+
+    def _check_speech_over_prompt(self) -> None:
+        """After each pass of the VAD: a possible onset over a prompt pauses it before the VAD confirms
+        speech (a stop within ~200 ms of the first word); one that stops short of speech resumes
+        it; speech that goes on longer than a backchannel stops it."""
+        config = self.stream.config
+        playing = self._playing and self._play_barge_in
+        if playing and config.backchannel_ms and self.stream.onset_voiced >= config.barge_in_ms / 1000:
+            self._pause_prompt()
+            return
+        if self._interrupted() and self._onset is None and not self.stream.in_speech:
+            if not self.stream.onset_voiced or self._fed_s - self.stream.voiced_end >= _ONSET_GONE_S:
+                assert self._interruption is not None
+                self._interruption.set_result(False)  # a click or a breath, not a word
+            return
+        if self._onset is None or not self.stream.in_speech:
+            return
+        if not (self._interrupted() or playing):
+            return
+        if self.stream.voiced_end - self._onset >= config.backchannel_ms / 1000:
+            self._barge_in("speech")
+
+    async def _backchannel(self, transcript: Transcript, voiced_end: float | None = None) -> bool:
+        """Judge the short speech that paused a prompt by its transcript: nothing (a cough, noise), a
+        backchannel, or words the dialog would not act on and without digits (what Whisper makes of
+        a short "mm-hmm") resume the prompt; anything else stops it. `voiced_end`: the speech is
+        still an open utterance, closed here (unless the caller went on) so that the next speech is
+        judged afresh."""
+        text = transcript.text
+        listening = not text.strip() or is_backchannel(text, self._yes_no)
+        if not listening and not parse_digits(normalize(text)).digits:
+            listening = not await self._actionable(transcript)
+        if not self._interrupted():
+            return False  # decided meanwhile (a key, its length)
+        assert self._interruption is not None
+        if not listening:
+            self._barge_in("speech")
+            return False
+        if voiced_end is not None:
+            if self.stream.voiced_end != voiced_end:
+                return False  # the caller went on: their speech's length decides
+            self._backchannel_end = self._end_at = voiced_end
+            self._audio_ready.set()
+        UTTERANCES_DROPPED.labels("backchannel").inc()
+        self._interruption.set_result(False)
+        return True
+
     def _barge_in(self, by: str) -> None:
         self.leg.stop_playback()
         self._barged = True
         self._playing = False
+        if self._interrupted():
+            assert self._interruption is not None
+            self._interruption.set_result(True)
         BARGE_INS.labels(self.control.transport, by).inc()
 
     async def _transcribe(
@@ -528,6 +688,8 @@ class CallSession:
             UTTERANCES_DROPPED.labels("error").inc()
             log.exception("call %s: recognition failed", self.call_id)
             self._inbox.put_nowait(_Heard("", 0.0, speech_end, asyncio.get_running_loop().time()))
+            return
+        if self._interrupted() and await self._backchannel(transcript):
             return
         if not transcript.text.strip():
             # Noise, a cough, the line's own echo: not a turn.

@@ -55,6 +55,7 @@ class OneUtterance:
     in_speech = False
     config = VadConfig()
     voiced_end = 0.0
+    onset_voiced = 0.0
 
     def __init__(self) -> None:
         self._pending: list[tuple[SpeechEnd, Utterance]] = []

@@ -174,6 +174,8 @@ class _Unheard:
     """A caller who only presses keys: no utterance is ever cut, so nothing may reach a recognizer."""
 
     in_speech = False
+    voiced_end = 0.0  # nothing ever voiced: a prompt never waits for the caller to finish
+    onset_voiced = 0.0
 
     def __init__(self) -> None:
         self.contexts: list[tuple[object, str]] = []
