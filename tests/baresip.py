@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.ports import TCP, UDP, free_ports
+from tests.processes import stop_process
 
 MODULE_DIRS = (
     "/usr/lib/baresip/modules",
@@ -82,10 +83,4 @@ async def dialing(cfg_dir: Path, uri: str, seconds: int, log_path: Path) -> Asyn
         try:
             yield
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 5)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await stop_process(proc, 5)

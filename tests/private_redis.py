@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.ports import TCP, free_ports
+from tests.processes import stop_process
 
 
 class _ServerProcess(ABC):
@@ -46,7 +47,7 @@ class _ServerProcess(ABC):
 
     async def stop(self) -> None:
         if self._proc is not None:
-            await _terminate(self._proc)
+            await stop_process(self._proc, 10)
         self._proc = None
 
 
@@ -131,13 +132,3 @@ async def _client(port: int) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
-
-
-async def _terminate(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM, and SIGKILL if the server has not exited within 10 s."""
-    proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), 10)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
