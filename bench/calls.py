@@ -28,10 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 from .common import QUEUE_INTENTS as QUEUE_INTENTS  # bench.soak imports it from here
-from .common import ROOT, queue_utterances, sipp_bench_parser, table
+from .common import ROOT, pct, queue_utterances, sipp_bench_parser, table
 
 sys.path.insert(0, str(ROOT / "tests" / "calls"))  # the real-caller helpers the end-to-end tests use
 
@@ -87,16 +85,15 @@ async def one_round(
         wall = wall1 - wall0
         server_cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) / wall
         machine = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
-        lat = np.array(latencies) if latencies else np.array([float("nan")])
         return [
             str(n),
             f"{listen:g}",
             str(n),
             str(sum(rc == 0 for rc in rcs)),
             str(routed),
-            f"{np.percentile(lat, 50):.0f}",
-            f"{np.percentile(lat, 95):.0f}",
-            f"{lat.max():.0f}",
+            f"{pct(latencies, 50):.0f}",
+            f"{pct(latencies, 95):.0f}",
+            f"{max(latencies, default=float('nan')):.0f}",
             f"{server_cpu:.2f}",
             f"{machine:.2f}",
             f"{wall:.1f}",
