@@ -29,6 +29,26 @@ def ack_with_answer(d: Dialer, port: int, cseq: int) -> None:
     d.request("ACK", cseq=cseq, body=answer, extra="Content-Type: application/sdp\r\n")
 
 
+class Answering(NamedTuple):
+    server: SipServer
+    calls: list[IncomingCall]  # as they arrive
+    reasons: list[str]  # why each call ended, as they end
+
+
+@asynccontextmanager
+async def answering(rtp_port: int) -> AsyncIterator[Answering]:
+    """A server that answers every call and keeps it up until it ends."""
+    calls: list[IncomingCall] = []
+    reasons: list[str] = []
+
+    async def on_call(call: IncomingCall) -> None:
+        calls.append(call)
+        reasons.append(await answer_and_wait(call, rtp_port))
+
+    async with running_server(on_call) as server:
+        yield Answering(server, calls, reasons)
+
+
 class Answered(NamedTuple):
     server: SipServer
     dialer: Dialer
@@ -38,26 +58,15 @@ class Answered(NamedTuple):
 
 @asynccontextmanager
 async def answered_call(udp_client: UdpClient, rtp_port: int) -> AsyncIterator[Answered]:
-    """A server answering every call, and one call established to it."""
-    calls: list[IncomingCall] = []
-
-    async def on_call(call: IncomingCall) -> None:
-        calls.append(call)
-        await answer_and_wait(call, rtp_port)
-
-    async with running_server(on_call) as server:
+    """`answering`, and one call established to it."""
+    async with answering(rtp_port) as (server, calls, _):
         d = Dialer(udp_client, server.bound_port)
         ok = await d.establish()
         yield Answered(server, d, ok, calls[0])
 
 
 async def test_garbage_between_two_good_calls(udp_client: UdpClient, rtp_port: int) -> None:
-    reasons: list[str] = []
-
-    async def on_call(call: IncomingCall) -> None:
-        reasons.append(await answer_and_wait(call, rtp_port))
-
-    async with running_server(on_call) as server:
+    async with answering(rtp_port) as (server, _, reasons):
         before = SIP_PARSE_ERRORS.labels("udp")._value.get()
         for _ in range(2):
             d = Dialer(udp_client, server.bound_port)
@@ -243,12 +252,7 @@ async def test_capacity_and_drain(udp_client: UdpClient, rtp_port: int) -> None:
 
 
 async def test_out_of_dialog_and_odd_requests(udp_client: UdpClient, rtp_port: int) -> None:
-    reasons: list[str] = []
-
-    async def on_call(call: IncomingCall) -> None:
-        reasons.append(await answer_and_wait(call, rtp_port))
-
-    async with running_server(on_call) as server:
+    async with answering(rtp_port) as (server, _, reasons):
         d = Dialer(udp_client, server.bound_port)
         d.request("OPTIONS")
         opt = await udp_client.response()
@@ -376,12 +380,7 @@ async def test_merged_invite_gets_482_and_metrics(udp_client: UdpClient, rtp_por
 
 
 async def test_stop_hangs_up_active_calls(udp_client: UdpClient, rtp_port: int) -> None:
-    reasons: list[str] = []
-
-    async def on_call(call: IncomingCall) -> None:
-        reasons.append(await answer_and_wait(call, rtp_port))
-
-    async with running_server(on_call) as server:
+    async with answering(rtp_port) as (server, _, reasons):
         d = Dialer(udp_client, server.bound_port)
         await d.establish()
         stopping = asyncio.ensure_future(server.stop())
@@ -400,12 +399,7 @@ async def tcp_exchange(reader: asyncio.StreamReader) -> SipResponse:
 
 
 async def test_tcp_call_and_broken_stream_isolated(rtp_port: int) -> None:
-    reasons: list[str] = []
-
-    async def on_call(call: IncomingCall) -> None:
-        reasons.append(await answer_and_wait(call, rtp_port))
-
-    async with running_server(on_call) as server:
+    async with answering(rtp_port) as (server, _, reasons):
         port = server.bound_port
         r, w = await asyncio.open_connection("127.0.0.1", port)
         local_port = w.get_extra_info("sockname")[1]
