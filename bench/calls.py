@@ -20,7 +20,6 @@ callers who listen to part of the menu do.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -29,16 +28,12 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
+from .common import QUEUE_INTENTS as QUEUE_INTENTS  # bench.soak imports it from here
+from .common import ROOT, pct, queue_utterances, sipp_bench_parser, table
 
-from .common import table
-
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "calls"))  # the real-caller helpers the end-to-end tests use
 
-from callers import manifest, running_service, sipp_call, sipp_scenario, ulaw_file  # noqa: E402
-
-QUEUE_INTENTS = {"billing", "tech_support", "sales", "cancel", "agent"}  # intents the demo flow routes at once
+from callers import manifest, running_service, sipp_call, sipp_scenario, ulaw_file
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -90,16 +85,15 @@ async def one_round(
         wall = wall1 - wall0
         server_cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) / wall
         machine = (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
-        lat = np.array(latencies) if latencies else np.array([float("nan")])
         return [
             str(n),
             f"{listen:g}",
             str(n),
             str(sum(rc == 0 for rc in rcs)),
             str(routed),
-            f"{np.percentile(lat, 50):.0f}",
-            f"{np.percentile(lat, 95):.0f}",
-            f"{lat.max():.0f}",
+            f"{pct(latencies, 50):.0f}",
+            f"{pct(latencies, 95):.0f}",
+            f"{max(latencies, default=float('nan')):.0f}",
             f"{server_cpu:.2f}",
             f"{machine:.2f}",
             f"{wall:.1f}",
@@ -107,7 +101,7 @@ async def one_round(
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = sipp_bench_parser(__doc__)
     ap.add_argument("--calls", type=int, nargs="+", default=[1, 5, 10, 20], help="concurrent calls per round")
     ap.add_argument("--ramp", type=float, default=1.0, help="seconds over which a round's calls start")
     ap.add_argument(
@@ -119,12 +113,10 @@ async def main() -> None:
         "(0: all at once, the worst case for the recognizer); one round per value",
     )
     ap.add_argument("--no-redis", action="store_true", help="in-process dialog stores instead of Redis")
-    ap.add_argument("--max-batch", type=int, default=8, help="utterances the recognizer decodes together")
     args = ap.parse_args()
     if max(args.calls) > 50 or min(args.calls) < 1:
         ap.error("--calls: 1 to 50 per round")
-    intents = manifest()
-    utterances = sorted(k for k, v in intents.items() if v["intent"] in QUEUE_INTENTS)
+    utterances = queue_utterances(manifest())
     rows = []
     with tempfile.TemporaryDirectory(prefix="voicenav-bench-") as tmp:
         for listen in args.listen:

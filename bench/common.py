@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import os
@@ -34,6 +35,8 @@ _CONTRACTIONS = [
     (r"\bi'm\b", "i am"),
     (r"'d\b", " would"),
 ]
+# callers_dev intents the demo flow routes at once: what the sipp-caller benchmarks' callers ask for.
+QUEUE_INTENTS = {"billing", "tech_support", "sales", "cancel", "agent"}
 
 
 def shared_dir() -> Path:
@@ -111,6 +114,19 @@ def caller_clips(limit: int | None = None) -> list[Clip]:
     return [Clip("callers", r["id"], read_wav(str(d / f"{r['id']}.wav")), r["text"], r["hotwords"]) for r in rows][
         :limit
     ]
+
+
+def queue_utterances(manifest: dict[str, dict]) -> list[str]:
+    """The callers_dev utterances (ids, sorted) whose intent is one of QUEUE_INTENTS."""
+    return sorted(k for k, v in manifest.items() if v["intent"] in QUEUE_INTENTS)
+
+
+def sipp_bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of a benchmark that runs the service against sipp callers: the module's
+    docstring as its help, and the recognizer's batch size."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--max-batch", type=int, default=8, help="utterances the recognizer decodes together")
+    return ap
 
 
 def pct(xs: list[float], q: float) -> float:

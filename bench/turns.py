@@ -16,7 +16,6 @@ when its sipp starts, so that all utterances end at one moment; the table shows 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import sys
@@ -33,16 +32,14 @@ import numpy as np
 from asr_engine.audio.g711 import ulaw_decode
 from asr_engine.vad import VadConfig
 
-from .common import pct, table
+from .common import ROOT, pct, queue_utterances, sipp_bench_parser, table
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "calls"))  # the real-caller helpers the end-to-end tests use
 
-from callers import Running, manifest, running_service, sipp_call, sipp_scenario, ulaw_file  # noqa: E402
+from callers import Running, manifest, running_service, sipp_call, sipp_scenario, ulaw_file
 
-from tests.ports import free_ports  # noqa: E402
+from tests.ports import free_ports
 
-QUEUE_INTENTS = {"billing", "tech_support", "sales", "cancel", "agent"}  # intents the demo flow routes at once
 SPEECH_RMS = 500.0  # μ-law RMS of a caller's speech packet; callers_dev line noise stays under 200
 AUDIBLE_RMS = 100.0  # the server sends digital silence between prompts
 PROMPT_OVERLAP_S = 0.3  # answer audio this close before the end of speech: a prompt still playing
@@ -219,7 +216,7 @@ def row(scenario: str, turns: list[Turn]) -> list[str]:
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = sipp_bench_parser(__doc__)
     ap.add_argument(
         "--scenarios",
         nargs="+",
@@ -234,12 +231,10 @@ async def main() -> None:
         help="the service's early_end_ms (decode at this pause; 0: off)",
     )
     ap.add_argument("--per-call", action="store_true", help="each call's figures on stderr")
-    ap.add_argument("--max-batch", type=int, default=8, help="utterances the recognizer decodes together")
     args = ap.parse_args()
     if not 1 <= args.single_calls <= 20:
         ap.error("--single-calls: 1 to 20")
-    intents = manifest()
-    utterances = sorted(k for k, v in intents.items() if v["intent"] in QUEUE_INTENTS)
+    utterances = queue_utterances(manifest())
     rows = []
     with tempfile.TemporaryDirectory(prefix="voicenav-turns-") as tmp:
         sections = {

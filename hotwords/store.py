@@ -139,6 +139,15 @@ def _record(name: str, content: HotwordListIn, version: int, by: str) -> Hotword
     )
 
 
+def _change(
+    name: str, action: Action, by: str, current: int | None, record: HotwordList | None
+) -> tuple[AuditRecord, ChangeEvent]:
+    """The audit record and the announcement of one change; no `record` means the list was deleted."""
+    version = None if record is None else record.version
+    audit = AuditRecord(at=datetime.now(UTC), by=by, action=action, name=name, old_version=current, new_version=version)
+    return audit, ChangeEvent(name=name, version=version)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -233,15 +242,7 @@ class RedisHotwordStore(HotwordStore):
                     _check(name, action, current, expected_version)
                     seq = int(await pipe.get(seq_key) or 0) + 1
                     record = None if content is None else _record(name, content, seq, by)
-                    audit = AuditRecord(
-                        at=datetime.now(UTC),
-                        by=by,
-                        action=action,
-                        name=name,
-                        old_version=current,
-                        new_version=None if record is None else seq,
-                    )
-                    event = ChangeEvent(name=name, version=None if record is None else seq)
+                    audit, event = _change(name, action, by, current, record)
                     pipe.multi()
                     pipe.set(seq_key, seq)
                     if record is None:
@@ -340,19 +341,10 @@ class MemoryHotwordStore(HotwordStore):
         else:
             self._versions.setdefault(name, {})[seq] = record
             self._current[name] = seq
+        audit, event = _change(name, action, by, current, record)
         trail = self._audit.setdefault(name, [])
-        trail.append(
-            AuditRecord(
-                at=datetime.now(UTC),
-                by=by,
-                action=action,
-                name=name,
-                old_version=current,
-                new_version=None if record is None else seq,
-            )
-        )
+        trail.append(audit)
         del trail[: -self._audit_cap]
-        event = ChangeEvent(name=name, version=None if record is None else seq)
         for subscriber in list(self.subscribers):
             if subscriber.queue.full():
                 # A stalled subscriber loses announcements; its periodic resync catches up.

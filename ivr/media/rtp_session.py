@@ -60,13 +60,6 @@ class RtpParameters(BaseModel):
     ptime_ms: int = Field(default=20, ge=10, le=60)
 
     @property
-    def rtcp_port(self) -> int | None:
-        """The RTCP socket's port (RTP port + 1) when bound from a port range; else None (RTCP muxed)."""
-        if self._rtcp is None:
-            return None
-        return int(self._rtcp[0].get_extra_info("sockname")[1])
-
-    @property
     def remote(self) -> tuple[str, int] | None:
         if self.remote_host is None or self.remote_port is None:
             return None

@@ -34,6 +34,21 @@ class SipTimers(BaseModel):
 TxKey = tuple[str, ...]
 
 
+class PendingTimers:
+    """The timers a transaction has started; all are cancelled together when it ends."""
+
+    def __init__(self) -> None:
+        self._handles: list[asyncio.TimerHandle] = []
+
+    def start(self, delay: float, fn: Callable[[], None]) -> None:
+        self._handles.append(asyncio.get_running_loop().call_later(delay, fn))
+
+    def cancel(self) -> None:
+        for h in self._handles:
+            h.cancel()
+        self._handles.clear()
+
+
 def server_key(request: SipRequest) -> TxKey:
     """Transaction id of a request (§17.2.3); ACK and CANCEL map onto the INVITE they refer to
     when `as_invite` is wanted, see `TransactionLayer`."""
@@ -61,15 +76,12 @@ class ServerTransaction:
         self.reliable = reliable
         self._on_terminated = on_terminated
         self.last_response: SipResponse | None = None
-        self._handles: list[asyncio.TimerHandle] = []
+        self._pending = PendingTimers()
         self.terminated = False
 
     @property
     def final_sent(self) -> bool:
         return self.last_response is not None and self.last_response.status >= 200
-
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
-        self._handles.append(asyncio.get_running_loop().call_later(delay, fn))
 
     def _transmit(self, response: SipResponse) -> None:
         self._send(response.to_bytes())
@@ -78,9 +90,7 @@ class ServerTransaction:
         if self.terminated:
             return
         self.terminated = True
-        for h in self._handles:
-            h.cancel()
-        self._handles.clear()
+        self._pending.cancel()
         self._on_terminated(self)
 
     def resend(self) -> None:
@@ -120,12 +130,12 @@ class InviteServerTransaction(ServerTransaction):
         if response.status < 300:
             # the UAS core retransmits the 2xx; this state only absorbs INVITE retransmissions (timer L)
             self.state = "accepted"
-            self._later(self.timers.timeout, self.terminate)
+            self._pending.start(self.timers.timeout, self.terminate)
             return
         self.state = "completed"
         if not self.reliable:
-            self._later(self.timers.t1, lambda: self._timer_g(self.timers.t1))
-        self._later(self.timers.timeout, self._timer_h)
+            self._pending.start(self.timers.t1, lambda: self._timer_g(self.timers.t1))
+        self._pending.start(self.timers.timeout, self._timer_h)
 
     def on_retransmission(self) -> None:
         if self.state in ("proceeding", "completed"):
@@ -136,7 +146,7 @@ class InviteServerTransaction(ServerTransaction):
             return
         self._transmit(self.last_response)
         nxt = min(2 * interval, self.timers.t2)
-        self._later(nxt, lambda: self._timer_g(nxt))
+        self._pending.start(nxt, lambda: self._timer_g(nxt))
 
     def _timer_h(self) -> None:
         if self.state == "completed":  # our final response was never acknowledged: give up
@@ -148,7 +158,7 @@ class InviteServerTransaction(ServerTransaction):
         if self.state != "completed":
             return
         self.state = "confirmed"
-        self._later(0 if self.reliable else self.timers.t4, self.terminate)
+        self._pending.start(0 if self.reliable else self.timers.t4, self.terminate)
 
 
 class NonInviteServerTransaction(ServerTransaction):
@@ -160,7 +170,7 @@ class NonInviteServerTransaction(ServerTransaction):
         self.last_response = response
         self._transmit(response)
         if response.status >= 200:
-            self._later(0 if self.reliable else self.timers.timeout, self.terminate)
+            self._pending.start(0 if self.reliable else self.timers.timeout, self.terminate)
 
 
 class ClientTransactionTimeout(Exception):
@@ -182,14 +192,14 @@ class NonInviteClientTransaction:
         self._send = send
         self.timers = timers
         self._on_terminated = on_terminated
-        loop = asyncio.get_running_loop()
-        self.response: asyncio.Future[SipResponse] = loop.create_future()
+        self.response: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
         self._data = request.to_bytes()
-        self._handles: list[asyncio.TimerHandle] = [loop.call_later(timers.timeout, self._timer_f)]
+        self._pending = PendingTimers()
+        self._pending.start(timers.timeout, self._timer_f)
         self._proceeding = False
         self._send(self._data)
         if not reliable:
-            self._handles.append(loop.call_later(timers.t1, lambda: self._timer_e(timers.t1)))
+            self._pending.start(timers.t1, lambda: self._timer_e(timers.t1))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -201,7 +211,7 @@ class NonInviteClientTransaction:
         self._send(self._data)
         # §17.1.2.2: once a provisional response arrived, retransmit at T2
         nxt = self.timers.t2 if self._proceeding else min(2 * interval, self.timers.t2)
-        self._handles.append(asyncio.get_running_loop().call_later(nxt, lambda: self._timer_e(nxt)))
+        self._pending.start(nxt, lambda: self._timer_e(nxt))
 
     def cancel(self) -> None:
         """Give up now (server shutdown): the waiter sees a timeout."""
@@ -221,9 +231,7 @@ class NonInviteClientTransaction:
         self._finish()
 
     def _finish(self) -> None:
-        for h in self._handles:
-            h.cancel()
-        self._handles.clear()
+        self._pending.cancel()
         self._on_terminated(self)
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 import pytest
 
 from ivr.calls.admission import ACTIVE_CALLS
 from ivr.media.events import DtmfDigit
-from ivr.sip import CallEnded, IncomingCall, SipTimers
+from ivr.sip import CallEnded, IncomingCall, SipServer, SipTimers
 from ivr.sip.message import SipResponse, parse_message
 from ivr.sip.sdp import MediaOffer
 from ivr.sip.server import SIP_PARSE_ERRORS, SIP_REQUESTS, SIP_RESPONSES
@@ -20,13 +23,50 @@ def sdp(port: int, extra: str = "", conn: str = "127.0.0.1") -> str:
     return SDP.format(port=port, extra=extra).replace("c=IN IP4 127.0.0.1", f"c=IN IP4 {conn}")
 
 
-async def test_garbage_between_two_good_calls(udp_client: UdpClient, rtp_port: int) -> None:
+def ack_with_answer(d: Dialer, port: int, cseq: int) -> None:
+    """The ACK of an offerless INVITE, carrying our answer: PCMA and telephone-event at 101."""
+    answer = sdp(port).replace("RTP/AVP 8 0 96", "RTP/AVP 8 101").replace("96", "101")
+    d.request("ACK", cseq=cseq, body=answer, extra="Content-Type: application/sdp\r\n")
+
+
+class Answering(NamedTuple):
+    server: SipServer
+    calls: list[IncomingCall]  # as they arrive
+    reasons: list[str]  # why each call ended, as they end
+
+
+@asynccontextmanager
+async def answering(rtp_port: int) -> AsyncIterator[Answering]:
+    """A server that answers every call and keeps it up until it ends."""
+    calls: list[IncomingCall] = []
     reasons: list[str] = []
 
     async def on_call(call: IncomingCall) -> None:
+        calls.append(call)
         reasons.append(await answer_and_wait(call, rtp_port))
 
     async with running_server(on_call) as server:
+        yield Answering(server, calls, reasons)
+
+
+class Answered(NamedTuple):
+    server: SipServer
+    dialer: Dialer
+    ok: SipResponse  # the 200 OK of the INVITE
+    call: IncomingCall  # the call as the server's handler sees it
+
+
+@asynccontextmanager
+async def answered_call(udp_client: UdpClient, rtp_port: int) -> AsyncIterator[Answered]:
+    """`answering`, and one call established to it."""
+    async with answering(rtp_port) as (server, calls, _):
+        d = Dialer(udp_client, server.bound_port)
+        ok = await d.establish()
+        yield Answered(server, d, ok, calls[0])
+
+
+async def test_garbage_between_two_good_calls(udp_client: UdpClient, rtp_port: int) -> None:
+    async with answering(rtp_port) as (server, _, reasons):
         before = SIP_PARSE_ERRORS.labels("udp")._value.get()
         for _ in range(2):
             d = Dialer(udp_client, server.bound_port)
@@ -51,14 +91,8 @@ async def test_garbage_between_two_good_calls(udp_client: UdpClient, rtp_port: i
 
 async def test_reinvite_updates_media_and_hold(udp_client: UdpClient, rtp_port: int) -> None:
     changes: list[MediaOffer] = []
-
-    async def on_call(call: IncomingCall) -> None:
+    async with answered_call(udp_client, rtp_port) as (server, d, ok, call):
         call.on_media_change = changes.append
-        await answer_and_wait(call, rtp_port)
-
-    async with running_server(on_call) as server:
-        d = Dialer(udp_client, server.bound_port)
-        ok = await d.establish()
         version = int(ok.body.decode().split("o=voicenav ")[1].split()[1])
         d.cseq += 1
         d.invite(sdp(4100, "a=sendonly\r\n"), extra="")
@@ -89,20 +123,13 @@ async def test_reinvite_updates_media_and_hold(udp_client: UdpClient, rtp_port: 
 
 async def test_offerless_reinvite_gets_offer_and_answer_in_ack(udp_client: UdpClient, rtp_port: int) -> None:
     changes: list[MediaOffer] = []
-
-    async def on_call(call: IncomingCall) -> None:
+    async with answered_call(udp_client, rtp_port) as (_, d, _, call):
         call.on_media_change = changes.append
-        await answer_and_wait(call, rtp_port)
-
-    async with running_server(on_call) as server:
-        d = Dialer(udp_client, server.bound_port)
-        await d.establish()
         d.cseq += 1
         d.invite(sdp="")
         offer = await udp_client.response(200)
         assert f"m=audio {rtp_port} RTP/AVP 0 8 101" in offer.body.decode()
-        answer = sdp(4500).replace("RTP/AVP 8 0 96", "RTP/AVP 8 101").replace("96", "101")
-        d.request("ACK", cseq=2, body=answer, extra="Content-Type: application/sdp\r\n")
+        ack_with_answer(d, 4500, cseq=2)
         await asyncio.sleep(0.05)
         assert [(c.remote_port, c.codec, c.telephone_event_pt) for c in changes] == [(4500, "PCMA", 101)]
         d.request("BYE")
@@ -125,8 +152,7 @@ async def test_delayed_offer_invite(udp_client: UdpClient, rtp_port: int) -> Non
         offer = ok.body.decode()
         assert f"m=audio {rtp_port} RTP/AVP 0 8 101" in offer and "a=fmtp:101 0-15" in offer
         d.to_tag = ok.to.tag or ""
-        answer = sdp(4600).replace("RTP/AVP 8 0 96", "RTP/AVP 8 101").replace("96", "101")
-        d.request("ACK", cseq=1, body=answer, extra="Content-Type: application/sdp\r\n")
+        ack_with_answer(d, 4600, cseq=1)
         await asyncio.sleep(0.05)
         assert media and media[0] is not None
         assert (media[0].codec, media[0].remote_port, media[0].telephone_event_pt) == ("PCMA", 4600, 101)
@@ -157,14 +183,8 @@ async def test_delayed_offer_without_answer_in_ack_is_released(udp_client: UdpCl
 
 async def test_info_dtmf_relay(udp_client: UdpClient, rtp_port: int) -> None:
     digits: list[DtmfDigit] = []
-
-    async def on_call(call: IncomingCall) -> None:
+    async with answered_call(udp_client, rtp_port) as (_, d, _, call):
         call.on_dtmf = digits.append
-        await answer_and_wait(call, rtp_port)
-
-    async with running_server(on_call) as server:
-        d = Dialer(udp_client, server.bound_port)
-        await d.establish()
         for sig in ("5", "11"):
             d.request(
                 "INFO", extra="Content-Type: application/dtmf-relay\r\n", body=f"Signal={sig}\r\nDuration=160\r\n"
@@ -232,12 +252,7 @@ async def test_capacity_and_drain(udp_client: UdpClient, rtp_port: int) -> None:
 
 
 async def test_out_of_dialog_and_odd_requests(udp_client: UdpClient, rtp_port: int) -> None:
-    reasons: list[str] = []
-
-    async def on_call(call: IncomingCall) -> None:
-        reasons.append(await answer_and_wait(call, rtp_port))
-
-    async with running_server(on_call) as server:
+    async with answering(rtp_port) as (server, _, reasons):
         d = Dialer(udp_client, server.bound_port)
         d.request("OPTIONS")
         opt = await udp_client.response()
@@ -365,12 +380,7 @@ async def test_merged_invite_gets_482_and_metrics(udp_client: UdpClient, rtp_por
 
 
 async def test_stop_hangs_up_active_calls(udp_client: UdpClient, rtp_port: int) -> None:
-    reasons: list[str] = []
-
-    async def on_call(call: IncomingCall) -> None:
-        reasons.append(await answer_and_wait(call, rtp_port))
-
-    async with running_server(on_call) as server:
+    async with answering(rtp_port) as (server, _, reasons):
         d = Dialer(udp_client, server.bound_port)
         await d.establish()
         stopping = asyncio.ensure_future(server.stop())
@@ -389,12 +399,7 @@ async def tcp_exchange(reader: asyncio.StreamReader) -> SipResponse:
 
 
 async def test_tcp_call_and_broken_stream_isolated(rtp_port: int) -> None:
-    reasons: list[str] = []
-
-    async def on_call(call: IncomingCall) -> None:
-        reasons.append(await answer_and_wait(call, rtp_port))
-
-    async with running_server(on_call) as server:
+    async with answering(rtp_port) as (server, _, reasons):
         port = server.bound_port
         r, w = await asyncio.open_connection("127.0.0.1", port)
         local_port = w.get_extra_info("sockname")[1]

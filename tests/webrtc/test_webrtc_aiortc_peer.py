@@ -9,18 +9,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from webrtc_testkit import (
-    AUDIO,
-    LOOPBACK,
-    PEERS,
-    WORK,
-    CallHarness,
-    peers_common,
-    run_bounded,
-    serve,
-    token_for_tokenless_peers,
-    wait_until,
-)
+from kit_audio import kit_audio
+from webrtc_testkit import LOOPBACK, PEERS, WORK, CallHarness, run_bounded, serve, token_for_tokenless_peers, wait_until
 
 from ivr.webrtc.endpoint import WebRtcEndpoint, setup_routes
 from ivr.webrtc.offer_guard import OfferGuard, OfferGuardParams
@@ -36,10 +26,9 @@ PY = WORK / "venv" / "bin" / "python"
     ("codec", "min_rx", "min_heard"), [("opus", 0.9, 0.9), ("pcmu", 0.99, 0.99), ("pcma", 0.99, 0.99)]
 )
 async def test_aiortc_caller_speech_in_prompt_out(codec: str, min_rx: float, min_heard: float, tmp_path: Path) -> None:
-    common = peers_common()
-    speech, speech_rate = common.read_wav(str(AUDIO / "speech8k.wav"))
-    prompt, prompt_rate = common.read_wav(str(AUDIO / "prompt8k.wav"))
-    harness = CallHarness(prompt, prompt_rate, record_s=7.4)
+    kit = kit_audio()
+    common = kit.common
+    harness = CallHarness(kit.prompt, kit.prompt_rate, record_s=7.4)
     endpoint = WebRtcEndpoint(harness, max_calls=2, host_addresses=LOOPBACK)
     app = web.Application(middlewares=[token_for_tokenless_peers])
     # The kit's client posts to <url>/offer: give it /webrtc as the base URL.
@@ -59,11 +48,10 @@ async def test_aiortc_caller_speech_in_prompt_out(codec: str, min_rx: float, min
     assert harness.play_result is True and harness.hangup is not None
     assert harness.hangup.reason == "bye"  # the harness hung up, well before the client's 12 s
     assert wall < 12
-    rx = common.resample(harness.received, harness.rate, 8000)
-    rx_corr, rx_lag = common.best_correlation(common.resample(speech, speech_rate, 8000), rx)
+    rx_corr, rx_lag = kit.speech_received(harness)
     heard, heard_rate = common.read_wav(str(tmp_path / "heard.wav"))
     heard_corr, _ = common.best_correlation(
-        common.resample(prompt, prompt_rate, 8000), common.resample(heard, heard_rate, 8000)
+        common.resample(kit.prompt, kit.prompt_rate, 8000), common.resample(heard, heard_rate, 8000)
     )
     print(
         f"\n{codec}: server rx corr {rx_corr:.4f} (lag {rx_lag / 8000:.3f} s), client heard prompt corr "

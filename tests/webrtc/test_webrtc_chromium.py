@@ -14,17 +14,8 @@ import av
 import numpy as np
 import pytest
 from aiohttp import web
-from webrtc_testkit import (
-    AUDIO,
-    LOOPBACK,
-    PEERS,
-    WORK,
-    CallHarness,
-    peers_common,
-    run_bounded,
-    serve,
-    wait_until,
-)
+from kit_audio import kit_audio
+from webrtc_testkit import AUDIO, LOOPBACK, PEERS, WORK, CallHarness, run_bounded, serve, wait_until
 
 from ivr.app.softphone import setup_softphone_routes
 from ivr.webrtc.endpoint import WebRtcEndpoint, setup_routes
@@ -57,11 +48,10 @@ def _decode_webm(data: bytes, rate: int = 8000) -> np.ndarray:
 @pytest.mark.parametrize(("codec", "min_rx", "page_hangs_up"), [("opus", 0.8, False), ("PCMU", 0.95, True)])
 async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_hangs_up: bool, tmp_path: Path) -> None:
     """Opus: the IVR hangs up after the caller spoke. PCMU: the page's Hang up ends the call."""
-    common = peers_common()
-    speech, speech_rate = common.read_wav(str(AUDIO / "speech8k.wav"))
-    prompt, prompt_rate = common.read_wav(str(AUDIO / "prompt8k.wav"))
+    kit = kit_audio()
+    common = kit.common
     # The fake mic plays 1.5 s of silence, then 7.2 s of speech, from getUserMedia on.
-    harness = CallHarness(prompt, prompt_rate, record_s=30.0 if page_hangs_up else 9.0, prompt_lead_in_s=1.0)
+    harness = CallHarness(kit.prompt, kit.prompt_rate, record_s=30.0 if page_hangs_up else 9.0, prompt_lead_in_s=1.0)
     endpoint = WebRtcEndpoint(harness, max_calls=2, host_addresses=LOOPBACK)
     uploads: list[dict[str, Any]] = []
 
@@ -94,8 +84,7 @@ async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_ha
     assert harness.info.codec == {"opus": "opus/48000", "PCMU": "PCMU/8000"}[codec]
     assert harness.digits == ["1", "#"]
     assert harness.play_result is True and harness.hangup is not None and harness.hangup.reason == "bye"
-    rx = common.resample(harness.received, harness.rate, 8000)
-    rx_corr, rx_lag = common.best_correlation(common.resample(speech, speech_rate, 8000), rx)
+    rx_corr, rx_lag = kit.speech_received(harness)
 
     # the call as the page showed it
     lines = [(line["kind"], line["text"]) for line in report["lines"]]
@@ -112,7 +101,7 @@ async def test_softphone_in_headless_chromium(codec: str, min_rx: float, page_ha
 
     # what the page heard
     heard = _decode_webm(uploads[0]["audio"])
-    prompt8k = common.resample(prompt, prompt_rate, 8000)
+    prompt8k = common.resample(kit.prompt, kit.prompt_rate, 8000)
     seg_corr = common.segment_correlation(prompt8k, heard)
     print(
         f"\nchromium {codec}: server rx corr {rx_corr:.4f} (lag {rx_lag / 8000:.3f} s), page heard prompt "
