@@ -28,7 +28,6 @@ import time
 import uuid
 from pathlib import Path
 
-from .common import QUEUE_INTENTS as QUEUE_INTENTS  # bench.soak imports it from here
 from .common import ROOT, pct, queue_utterances, sipp_bench_parser, table
 
 sys.path.insert(0, str(ROOT / "tests" / "calls"))  # the real-caller helpers the end-to-end tests use

@@ -43,8 +43,7 @@ from aiohttp import ClientResponse, ClientSession, ClientTimeout
 from asr_engine.audio.resample import resample_int16
 from asr_engine.audio.wav import read_wav, wav_bytes
 
-from .calls import QUEUE_INTENTS
-from .common import pct, table
+from .common import pct, queue_utterances, table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "calls"))  # the real-caller helpers the end-to-end tests use
@@ -91,10 +90,8 @@ class Tally:
 
 def _scenarios(work: Path) -> Iterator[Path]:
     """Call scenarios to cycle through: a spoken request, then a key press, by turns."""
-    intents = manifest()
-    clips = sorted(k for k, v in intents.items() if v["intent"] in QUEUE_INTENTS)
     speech, keys = [], []
-    for clip in clips:
+    for clip in queue_utterances(manifest()):
         audio = ulaw_file(clip, work, lead_s=1.0, tail_s=30.0)
         speech.append(sipp_scenario(work, f"soak-{clip}", f'<exec rtp_stream="{audio},1,0"/>', timeout_ms=60000))
     for key in DTMF_KEYS:
