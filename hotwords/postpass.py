@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 import jellyfish
 import numpy as np
@@ -77,6 +78,7 @@ class PhraseCorrector:
         self._words = np.array([t.words for t in self._targets])
         self._chars = np.array([len(t.key) for t in self._targets])
         self._key_set = frozenset(self._keys)
+        self._phrase_of = {t.key: t.phrase for t in self._targets}
         self._min_spelling = min_spelling
         self._min_sound = min_sound
         self._min_total = min_total
@@ -147,11 +149,57 @@ class PhraseCorrector:
             if "".join(keys[first : last + 1]) in self._key_set
         }
 
-    def spelled(self, text: str) -> bool:
-        """Whether `text` already holds a phrase (whatever its case, spacing or punctuation)."""
-        keys = [_key(m.group()) for m in _WORD.finditer(text)]
+    def _named_spans(self, keys: list[str]) -> dict[tuple[int, int], str]:
         # A phrase may come out split further ("Nova Pay wallet"): spans get two words of slack.
-        return bool(self._spelled(keys, max((t.words for t in self._targets), default=0) + 2))
+        spans = self._spelled(keys, max((t.words for t in self._targets), default=0) + 2)
+        return {(first, last): self._phrase_of["".join(keys[first : last + 1])] for first, last in spans}
+
+    def named(self, text: str) -> set[str]:
+        """The phrases `text` holds (whatever its case, spacing or punctuation)."""
+        return set(self._named_spans([_key(m.group()) for m in _WORD.finditer(text)]).values())
+
+    def transplant(self, text: str, into: str) -> str:
+        """`into` with the phrases `text` holds put in: where the two read differently (word by word,
+        whatever the case or punctuation) around a phrase, `text`'s words replace `into`'s; everywhere
+        else `into` stays as it is. Weighing the result against `into` judges the phrases alone, not
+        the other words two decodes disagree on."""
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        others = [(m.start(), m.end()) for m in _WORD.finditer(into)]
+        keys = [_key(text[a:b]) for a, b in words]
+        spans = self._named_spans(keys)
+        ops = SequenceMatcher(None, keys, [_key(into[a:b]) for a, b in others], autojunk=False).get_opcodes()
+        # Neighbouring stretches that touch a phrase, merged: (i1, i2) of `text`'s words, (j1, j2) of `into`'s.
+        merged: list[tuple[int, int, int, int]] = []
+        for tag, i1, i2, j1, j2 in ops:
+            touched = [(first, last) for first, last in spans if first < i2 and i1 <= last]
+            if i1 == i2 or not touched:
+                continue
+            if tag == "equal":  # words both read alike are taken only where they are the phrase's
+                lo, hi = max(i1, min(f for f, _ in touched)), min(i2, max(last for _, last in touched) + 1)
+                i1, i2, j1, j2 = lo, hi, j1 + lo - i1, j1 + hi - i1
+            if merged and merged[-1][1] == i1:
+                i1, _, j1, _ = merged.pop()
+            merged.append((i1, i2, j1, j2))
+        parts: list[str] = []
+        cursor = 0
+        for i1, i2, j1, j2 in merged:
+            piece = text[words[i1][0] : words[i2 - 1][1]]
+            if j1 < j2:
+                start, end = others[j1][0], others[j2 - 1][1]
+            elif j1 < len(others):  # nothing there: before `into`'s next word
+                start = end = others[j1][0]
+                piece += " "
+            else:  # or after its last
+                start = end = others[-1][1] if others else len(into)
+                piece = " " + piece if others else piece
+            parts += [into[cursor:start], piece]
+            cursor = end
+        parts.append(into[cursor:])
+        return "".join(parts)
+
+    def spelled(self, text: str) -> bool:
+        """Whether `text` already holds a phrase."""
+        return bool(self.named(text))
 
     def correct(self, text: str) -> tuple[str, list[Hit]]:
         """The text with matched spans replaced by their phrase, and the hits (in text order)."""
