@@ -8,9 +8,10 @@ are deliberately strict: a false replacement in an ordinary sentence costs more 
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from difflib import SequenceMatcher
 
 import jellyfish
@@ -52,6 +53,25 @@ LOOSE_TOTAL_FROM = 10  # phrases; smaller lists keep the base bar
 
 def loose_total(phrases: int) -> float:
     return LOOSE_TOTAL + LOOSE_TOTAL_PER_DECADE * math.log10(max(phrases, LOOSE_TOTAL_FROM) / LOOSE_TOTAL_FROM)
+
+
+# Syllables of the invented names `decoys` makes.
+_SYLLABLES = "ka lo ve tri zen mor qui bel dra nix sol tav ru pex go fen lu ster ban dor".split()  # noqa: SIM905
+
+
+def decoys(phrase: str, count: int = 8) -> list[str]:
+    """Invented names of `phrase`'s shape: each word but the last (a one-word phrase: that word)
+    replaced by random syllables of about its length. Seeded by the phrase: always the same ones."""
+    rng = random.Random(f"decoy/{phrase}")
+    words = phrase.split()
+    head = words[:-1] if len(words) > 1 else words
+    out: list[str] = []
+    while len(out) < count:
+        made = ["".join(rng.choice(_SYLLABLES) for _ in range(max(2, round(len(w) / 3)))).capitalize() for w in head]
+        name = " ".join([*made, *words[len(head) :]])
+        if name != phrase and name not in out:
+            out.append(name)
+    return out
 
 
 def _key(text: str) -> str:
@@ -196,6 +216,15 @@ class PhraseCorrector:
             cursor = end
         parts.append(into[cursor:])
         return "".join(parts)
+
+    def swap(self, text: str, phrase: str, other: str) -> str:
+        """`text` with `other` written wherever it spells `phrase`."""
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        spans = self._named_spans([_key(text[a:b]) for a, b in words])
+        hits = [Hit(p, "", words[first][0], words[last][1], 100.0, 100.0) for (first, last), p in spans.items()]
+        return _replace(
+            text, [replace(h, phrase=other) for h in sorted(hits, key=lambda h: h.start) if h.phrase == phrase]
+        )
 
     def spelled(self, text: str) -> bool:
         """Whether `text` already holds a phrase."""

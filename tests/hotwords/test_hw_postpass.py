@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hotword_helpers import shared_data
 
-from hotwords.postpass import PhraseCorrector, loose_total
+from hotwords.postpass import PhraseCorrector, decoys, loose_total
 
 # Whisper tiny.en (faster-whisper, greedy) transcripts of the callers_dev recordings.
 TINY_EN = Path(__file__).parent / "data" / "callers_dev_tiny_en.jsonl"
@@ -135,3 +135,15 @@ def test_named_phrases_whatever_the_spelling(corrector: PhraseCorrector) -> None
 def test_transplant_moves_only_the_phrases(text: str, into: str, expected: str) -> None:
     corrector = PhraseCorrector(["Zentrix Unlimited", "Myxora hotspot"])
     assert corrector.transplant(text, into) == expected
+
+
+def test_decoys_are_made_up_names_of_the_same_shape() -> None:
+    made = decoys("Myxora hotspot")
+    assert made == decoys("Myxora hotspot") and len(set(made)) == 8  # the same ones every time
+    assert all(name.endswith(" hotspot") and name != "Myxora hotspot" for name in made)
+    assert all(len(name.split()) == 1 for name in decoys("Quenzo", 3))
+
+
+def test_swap_writes_another_name_where_a_phrase_is_spelled(corrector: PhraseCorrector) -> None:
+    assert corrector.swap("my nova pay wallet, please", "NovaPay wallet", "Solru wallet") == "my Solru wallet, please"
+    assert corrector.swap("my Zentrix Unlimited", "NovaPay wallet", "Solru wallet") == "my Zentrix Unlimited"
