@@ -180,7 +180,8 @@ def render(utt: Utterance, index: int, outdir: Path) -> float:
         raw, pcm8 = Path(tmp) / "raw.wav", Path(tmp) / "8k.wav"
         synthesize(utt.voice, utt.text, raw)
         lead, trail = rng.uniform(0.3, 0.8), rng.uniform(0.5, 0.8)
-        sox = ["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(pcm8)]
+        # -D: no dither, whose noise sox draws at random on every run.
+        sox = ["sox", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(pcm8)]
         subprocess.run([*sox, "pad", f"{lead:.2f}", f"{trail:.2f}"], check=True, capture_output=True)
         x = read_wav(str(pcm8)).samples.astype(np.float64)
     y = telephone(x, rng)
