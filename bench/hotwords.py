@@ -1,24 +1,34 @@
-"""Hot-word benchmark on the caller set: recall of product names, false alarms and WER on the
-utterances without them, and decode-time overhead of a large list.
+"""Hot-word benchmark: recall of listed product names and false alarms, per set and half.
 
-    .venv/bin/python -m bench.hotwords [--beam 1,4]
+    .venv/bin/python -m bench.hotwords [--sets callers,asterisk,callers-val] [--halves tuning,validation]
+        [--modes call,recording] [--asterisk N] [--beam 1,4] [--before] [--overhead] [--cache-dir DIR]
 
-Side by side in one run, same weights, same threads: voicenav without lists, voicenav with the dev
-lists (biasing graph + prompt + post-pass), and faster-whisper with its prompt `hotwords` option.
-The real Asterisk recordings (no hot words in them) are decoded with and without the lists too: a
-list must not change what ordinary callers say.
+Sets: callers_dev with its six names, the Asterisk dev recordings (no product names: every listed
+name in a transcript is a false alarm) with the same list loaded, and the validation callers of
+`bench.make_callers` with their own list (other names, phrasings and voices; never tuned on, so
+reported whole). Modes: a call's turn (one decode with the graph and the phrases as prompt, readings
+weighed: `Biasing.weigh`) and a recording (`Biasing.refine`). False alarms are listed names a
+transcript holds that its utterance does not say, counted apart for ordinary requests, for callers
+naming an unlisted product, and for callers naming another listed one. `--before` adds each row as
+it was before the check against the unbiased reading (`Biasing._gate`).
+
+`--overhead` prints the earlier comparison on callers_dev instead: voicenav without and with the
+lists, faster-whisper with its prompt `hotwords` option, and the decode-time overhead of a catalogue
+of 1,000 phrases.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from asr_engine.audio.resample import resample
-from asr_engine.config import DecodeConfig, EngineConfig, RecognizerConfig
+from asr_engine.config import DecodeConfig, EngineConfig, RecognizerConfig, default_cache_dir
 from asr_engine.recognizer import Recognizer
 from asr_engine.transcribe import transcribe_audio
 from asr_engine.vad import SileroVad
@@ -26,10 +36,16 @@ from hotwords.schema import Entry
 from ivr.app.biasing import Biasing
 
 from .common import Clip, asterisk_clips, caller_clips, normalize, table, wer
+from .make_callers import LISTED, manifest, validation_clips
+from .splits import HALVES, split
 
 
 def contains(hyp: str, phrase: str) -> bool:
     return f" {normalize(phrase)} " in f" {normalize(hyp)} "
+
+
+def false_alarms(clip: Clip, hyp: str, phrases: list[str]) -> int:
+    return sum(contains(hyp, p) for p in phrases if p not in clip.hotwords)
 
 
 def score(clips: list[Clip], hyps: list[str], phrases: list[str]) -> dict:
@@ -37,7 +53,7 @@ def score(clips: list[Clip], hyps: list[str], phrases: list[str]) -> dict:
     plain = [(c, h) for c, h in zip(clips, hyps, strict=True) if not c.hotwords]
     found = sum(contains(h, p) for c, h in hot for p in c.hotwords)
     wanted = sum(len(c.hotwords) for c, _ in hot)
-    false = sum(contains(h, p) for c, h in zip(clips, hyps, strict=True) for p in phrases if p not in c.hotwords)
+    false = sum(false_alarms(c, h, phrases) for c, h in zip(clips, hyps, strict=True))
     return {
         "recall": found / wanted if wanted else float("nan"),
         "wer_plain": wer([c.text for c, _ in plain], [h for _, h in plain]) if plain else float("nan"),
@@ -46,8 +62,9 @@ def score(clips: list[Clip], hyps: list[str], phrases: list[str]) -> dict:
 
 
 class Ours:
-    def __init__(self, beam: int) -> None:
-        cfg = RecognizerConfig(decode=DecodeConfig(beam_size=beam), engine=EngineConfig(intra_op_threads=2))
+    def __init__(self, beam: int, cache_dir: Path) -> None:
+        engine = EngineConfig(intra_op_threads=2, cache_dir=cache_dir)
+        cfg = RecognizerConfig(decode=DecodeConfig(beam_size=beam), engine=engine)
         self.rec = Recognizer(cfg)
         self.rec.warmup()
         self.vad = SileroVad()
@@ -60,9 +77,14 @@ class Ours:
     def biasing(self, phrases: list[str]) -> Biasing | None:
         return Biasing.from_entries([Entry(phrase=p) for p in phrases], self.rec.tokenizer) if phrases else None
 
-    def one(self, clip: Clip, biasing: Biasing | None) -> str:
+    def one(self, clip: Clip, biasing: Biasing | None, mode: str = "recording") -> str:
         if biasing is None:
             return transcribe_audio(self.rec, self.vad, clip.audio).text
+        if mode == "call":
+            graph, weigh = biasing.graph, partial(biasing.weigh, self.rec)
+            return transcribe_audio(
+                self.rec, self.vad, clip.audio, biaser=graph, prompt=graph.prompt, refine=weigh
+            ).text
         refine = partial(biasing.refine, self.rec)
         return transcribe_audio(self.rec, self.vad, clip.audio, biaser=biasing.graph, refine=refine).text
 
@@ -117,18 +139,11 @@ def synthetic_phrases(n: int, seed: int = 3) -> list[str]:
     return sorted(out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--beam", default="1,4")
-    ap.add_argument("--asterisk", type=int, default=100, help="real clips checked for false alarms")
-    ap.add_argument("--reps", type=int, default=3, help="timed repetitions of the overhead runs")
-    args = ap.parse_args()
-    callers = caller_clips()
-    real = asterisk_clips(args.asterisk)
+def overhead(callers: list[Clip], real: list[Clip], beams: list[int], reps: int, cache_dir: Path) -> None:
     dev = sorted({p for c in callers for p in c.hotwords})
     rows = []
-    for beam in (int(b) for b in args.beam.split(",")):
-        ours = Ours(beam)
+    for beam in beams:
+        ours = Ours(beam, cache_dir)
         base_hyps, base_t = ours.run(callers, [])
         hot_hyps, hot_t = ours.run(callers, dev)
         real_base, _ = ours.run(real, [])
@@ -146,7 +161,7 @@ def main() -> None:
             )
         # Decode-time overhead of a large catalogue (1,000 phrases + the dev ones), same clips.
         big = synthetic_phrases(1000) + dev
-        big_hyps, base_t2, big_t = ours.paired(callers, big, args.reps)
+        big_hyps, base_t2, big_t = ours.paired(callers, big, reps)
         # The dev phrases inside the catalogue: too long for the prompt, so graph and post-pass only.
         s = score(callers, big_hyps, big)
         rows.append(
@@ -157,12 +172,88 @@ def main() -> None:
                 f"{s['wer_plain']:.1f}",
                 s["false"],
                 "",
-                f"{big_t / args.reps:.1f} ({100 * (big_t / base_t2 - 1):+.0f}% vs {base_t2 / args.reps:.1f})",
+                f"{big_t / reps:.1f} ({100 * (big_t / base_t2 - 1):+.0f}% vs {base_t2 / reps:.1f})",
             ]
         )
     print("\nHot words on callers_dev (30 utterances with a product name, 16 without), Whisper tiny.en\n")
     headers = ["beam", "system", "recall", "WER % w/o hot words", "false alarms", "WER % real", "decode s"]
     print(table(headers, rows))
+
+
+def gating_row(clips: list[Clip], hyps: list[str], phrases: list[str], kinds: dict[str, str]) -> list[str]:
+    """recall, then false alarms on ordinary requests, on unlisted products, on other listed names."""
+    s = score(clips, hyps, phrases)
+    false = {"ordinary": 0, "unlisted": 0, "listed": 0}
+    for c, h in zip(clips, hyps, strict=True):
+        false[kinds.get(c.key, "listed" if c.hotwords else "ordinary")] += false_alarms(c, h, phrases)
+    named = sum(1 for c in clips if c.hotwords)
+    recall = f"{s['recall']:.2f} of {named}" if named else ""
+    return [recall, str(false["ordinary"]), str(false["unlisted"]), str(false["listed"])]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--beam", default="1")
+    ap.add_argument("--sets", default="callers,asterisk,callers-val")
+    ap.add_argument("--halves", default=",".join(HALVES), help="tuning, validation or both")
+    ap.add_argument("--modes", default="call,recording", help="call (Biasing.weigh), recording (Biasing.refine)")
+    ap.add_argument("--asterisk", type=int, default=60, help="Asterisk dev clips (before the split)")
+    ap.add_argument("--before", action="store_true", help="also each row as before the unbiased-reading check")
+    ap.add_argument("--overhead", action="store_true", help="the earlier comparison and overhead table instead")
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions of the overhead runs")
+    ap.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="converted models")
+    args = ap.parse_args()
+    beams = [int(b) for b in args.beam.split(",")]
+    callers = caller_clips()
+    dev = sorted({p for c in callers for p in c.hotwords})
+    if args.overhead:
+        overhead(callers, asterisk_clips(args.asterisk), beams, args.reps, args.cache_dir)
+        return
+    kinds = {r["id"]: r["kind"] for r in manifest()} if "callers-val" in args.sets.split(",") else {}
+    sets = {
+        "callers": ("callers_dev", lambda: callers, dev, True),
+        "asterisk": ("Asterisk dev", lambda: asterisk_clips(args.asterisk), dev, True),
+        "callers-val": ("callers validation", validation_clips, LISTED, False),
+    }
+    rows = []
+    for beam in beams:
+        ours = Ours(beam, args.cache_dir)
+        for name in args.sets.split(","):
+            label, load, phrases, halved = sets[name]
+            groups = split(load()) if halved else {"whole set": load()}
+            now = ours.biasing(phrases)
+            assert now is not None
+            systems = [("now", now)]
+            if args.before:
+                systems.append(("before", replace(now, plain_margin=math.inf, decoys=0)))
+            for half, clips in groups.items():
+                if halved and half not in args.halves.split(","):
+                    continue
+                for mode in args.modes.split(","):
+                    for system, biasing in systems:
+                        t0 = time.perf_counter()
+                        hyps = [ours.one(c, biasing, mode) for c in clips]
+                        took = time.perf_counter() - t0
+                        row = [beam, mode, system, label, half, len(clips)]
+                        rows.append([*row, *gating_row(clips, hyps, phrases, kinds), f"{took:.1f}"])
+                        print(table(HEADERS, rows[-1:]), flush=True)
+    print("\nHot words per set and half, Whisper tiny.en\n")
+    print(table(HEADERS, rows))
+
+
+HEADERS = [
+    "beam",
+    "mode",
+    "system",
+    "set",
+    "half",
+    "clips",
+    "recall",
+    "false alarms: ordinary",
+    "false alarms: unlisted product",
+    "false alarms: other listed name",
+    "s",
+]
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ are deliberately strict: a false replacement in an ordinary sentence costs more 
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from difflib import SequenceMatcher
 
 import jellyfish
 import numpy as np
@@ -53,6 +55,25 @@ def loose_total(phrases: int) -> float:
     return LOOSE_TOTAL + LOOSE_TOTAL_PER_DECADE * math.log10(max(phrases, LOOSE_TOTAL_FROM) / LOOSE_TOTAL_FROM)
 
 
+# Syllables of the invented names `decoys` makes.
+_SYLLABLES = "ka lo ve tri zen mor qui bel dra nix sol tav ru pex go fen lu ster ban dor".split()  # noqa: SIM905
+
+
+def decoys(phrase: str, count: int = 8) -> list[str]:
+    """Invented names of `phrase`'s shape: each word but the last (a one-word phrase: that word)
+    replaced by random syllables of about its length. Seeded by the phrase: always the same ones."""
+    rng = random.Random(f"decoy/{phrase}")
+    words = phrase.split()
+    head = words[:-1] if len(words) > 1 else words
+    out: list[str] = []
+    while len(out) < count:
+        made = ["".join(rng.choice(_SYLLABLES) for _ in range(max(2, round(len(w) / 3)))).capitalize() for w in head]
+        name = " ".join([*made, *words[len(head) :]])
+        if name != phrase and name not in out:
+            out.append(name)
+    return out
+
+
 def _key(text: str) -> str:
     return "".join(ch for ch in normalize_phrase(text) if ch.isalnum())
 
@@ -77,6 +98,7 @@ class PhraseCorrector:
         self._words = np.array([t.words for t in self._targets])
         self._chars = np.array([len(t.key) for t in self._targets])
         self._key_set = frozenset(self._keys)
+        self._phrase_of = {t.key: t.phrase for t in self._targets}
         self._min_spelling = min_spelling
         self._min_sound = min_sound
         self._min_total = min_total
@@ -147,11 +169,66 @@ class PhraseCorrector:
             if "".join(keys[first : last + 1]) in self._key_set
         }
 
-    def spelled(self, text: str) -> bool:
-        """Whether `text` already holds a phrase (whatever its case, spacing or punctuation)."""
-        keys = [_key(m.group()) for m in _WORD.finditer(text)]
+    def _named_spans(self, keys: list[str]) -> dict[tuple[int, int], str]:
         # A phrase may come out split further ("Nova Pay wallet"): spans get two words of slack.
-        return bool(self._spelled(keys, max((t.words for t in self._targets), default=0) + 2))
+        spans = self._spelled(keys, max((t.words for t in self._targets), default=0) + 2)
+        return {(first, last): self._phrase_of["".join(keys[first : last + 1])] for first, last in spans}
+
+    def named(self, text: str) -> set[str]:
+        """The phrases `text` holds (whatever its case, spacing or punctuation)."""
+        return set(self._named_spans([_key(m.group()) for m in _WORD.finditer(text)]).values())
+
+    def transplant(self, text: str, into: str) -> str:
+        """`into` with the phrases `text` holds put in: where the two read differently (word by word,
+        whatever the case or punctuation) around a phrase, `text`'s words replace `into`'s; everywhere
+        else `into` stays as it is. Weighing the result against `into` judges the phrases alone, not
+        the other words two decodes disagree on."""
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        others = [(m.start(), m.end()) for m in _WORD.finditer(into)]
+        keys = [_key(text[a:b]) for a, b in words]
+        spans = self._named_spans(keys)
+        ops = SequenceMatcher(None, keys, [_key(into[a:b]) for a, b in others], autojunk=False).get_opcodes()
+        # Neighbouring stretches that touch a phrase, merged: (i1, i2) of `text`'s words, (j1, j2) of `into`'s.
+        merged: list[tuple[int, int, int, int]] = []
+        for tag, i1, i2, j1, j2 in ops:
+            touched = [(first, last) for first, last in spans if first < i2 and i1 <= last]
+            if i1 == i2 or not touched:
+                continue
+            if tag == "equal":  # words both read alike are taken only where they are the phrase's
+                lo, hi = max(i1, min(f for f, _ in touched)), min(i2, max(last for _, last in touched) + 1)
+                i1, i2, j1, j2 = lo, hi, j1 + lo - i1, j1 + hi - i1
+            if merged and merged[-1][1] == i1:
+                i1, _, j1, _ = merged.pop()
+            merged.append((i1, i2, j1, j2))
+        parts: list[str] = []
+        cursor = 0
+        for i1, i2, j1, j2 in merged:
+            piece = text[words[i1][0] : words[i2 - 1][1]]
+            if j1 < j2:
+                start, end = others[j1][0], others[j2 - 1][1]
+            elif j1 < len(others):  # nothing there: before `into`'s next word
+                start = end = others[j1][0]
+                piece += " "
+            else:  # or after its last
+                start = end = others[-1][1] if others else len(into)
+                piece = " " + piece if others else piece
+            parts += [into[cursor:start], piece]
+            cursor = end
+        parts.append(into[cursor:])
+        return "".join(parts)
+
+    def swap(self, text: str, phrase: str, other: str) -> str:
+        """`text` with `other` written wherever it spells `phrase`."""
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        spans = self._named_spans([_key(text[a:b]) for a, b in words])
+        hits = [Hit(p, "", words[first][0], words[last][1], 100.0, 100.0) for (first, last), p in spans.items()]
+        return _replace(
+            text, [replace(h, phrase=other) for h in sorted(hits, key=lambda h: h.start) if h.phrase == phrase]
+        )
+
+    def spelled(self, text: str) -> bool:
+        """Whether `text` already holds a phrase."""
+        return bool(self.named(text))
 
     def correct(self, text: str) -> tuple[str, list[Hit]]:
         """The text with matched spans replaced by their phrase, and the hits (in text order)."""

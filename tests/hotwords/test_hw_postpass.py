@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hotword_helpers import shared_data
 
-from hotwords.postpass import PhraseCorrector, loose_total
+from hotwords.postpass import PhraseCorrector, decoys, loose_total
 
 # Whisper tiny.en (faster-whisper, greedy) transcripts of the callers_dev recordings.
 TINY_EN = Path(__file__).parent / "data" / "callers_dev_tiny_en.jsonl"
@@ -101,3 +101,49 @@ def test_the_loose_bar_rises_with_the_catalogue(phrases: list[str]) -> None:
     assert big.alternatives(faint) == []
     close = "I'd like the Bellmont Fiber upgrade."
     assert big.alternatives(close)[0] == small.alternatives(close)[0] == "I'd like the Velmont Fiber upgrade."
+
+
+def test_named_phrases_whatever_the_spelling(corrector: PhraseCorrector) -> None:
+    heard = "my nova pay Wallet and Zentrix-Unlimited, please"
+    assert corrector.named(heard) == {"NovaPay wallet", "Zentrix Unlimited"}
+    assert corrector.named("my Zentrix plan") == set()
+    assert corrector.spelled("Qubitel roaming") and not corrector.spelled("roaming")
+
+
+@pytest.mark.parametrize(
+    ("text", "into", "expected"),
+    [
+        # Only the words around the phrase move over: the other reading keeps its own "twice"/"vice".
+        (
+            "Why was I charged twice for Zentrix Unlimited this month?",
+            "Why was I charged vice for the entrance in limited this month.",
+            "Why was I charged vice for Zentrix Unlimited this month.",
+        ),
+        # Words both read alike (whatever their case) are taken over only where they are the phrase.
+        ("My Zentrix Unlimited keeps", "my zentrix and limited keeps.", "my Zentrix Unlimited keeps."),
+        # A phrase that swallowed a word the other reading has takes that word away with it.
+        (
+            "Myxora hotspot, dropping the connection",
+            "My Skyroom River keeps dropping the connection.",
+            "Myxora hotspot dropping the connection.",
+        ),
+        ("I once done Myxora hotspot", "I once done", "I once done Myxora hotspot"),
+        ("Myxora hotspot plan", "plan", "Myxora hotspot plan"),
+        ("no phrase here", "nothing at all", "nothing at all"),
+    ],
+)
+def test_transplant_moves_only_the_phrases(text: str, into: str, expected: str) -> None:
+    corrector = PhraseCorrector(["Zentrix Unlimited", "Myxora hotspot"])
+    assert corrector.transplant(text, into) == expected
+
+
+def test_decoys_are_made_up_names_of_the_same_shape() -> None:
+    made = decoys("Myxora hotspot")
+    assert made == decoys("Myxora hotspot") and len(set(made)) == 8  # the same ones every time
+    assert all(name.endswith(" hotspot") and name != "Myxora hotspot" for name in made)
+    assert all(len(name.split()) == 1 for name in decoys("Quenzo", 3))
+
+
+def test_swap_writes_another_name_where_a_phrase_is_spelled(corrector: PhraseCorrector) -> None:
+    assert corrector.swap("my nova pay wallet, please", "NovaPay wallet", "Solru wallet") == "my Solru wallet, please"
+    assert corrector.swap("my Zentrix Unlimited", "NovaPay wallet", "Solru wallet") == "my Zentrix Unlimited"
