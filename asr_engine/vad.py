@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,20 @@ class SileroVad:
             out, state.rnn = self.session.run(None, {"input": x, "state": state.rnn, "sr": self._sr})
         state.context = chunk[-CONTEXT:]
         return float(out[0, 0])
+
+    def probabilities(self, states: Sequence[VadState], chunks: np.ndarray) -> np.ndarray:
+        """One inference for many streams: `chunks` is [len(states), CHUNK], one chunk per stream;
+        each state moves on as `probability` would move it."""
+        if chunks.shape != (len(states), CHUNK):
+            raise ValueError(f"chunks must be [{len(states)}, {CHUNK}], got {list(chunks.shape)}")
+        x = np.concatenate([np.stack([s.context for s in states]), chunks], axis=1).astype(np.float32)
+        rnn = np.concatenate([s.rnn for s in states], axis=1)
+        with self._lock:
+            out, rnn = self.session.run(None, {"input": x, "state": rnn, "sr": self._sr})
+        for i, state in enumerate(states):
+            state.rnn = np.ascontiguousarray(rnn[:, i : i + 1])
+            state.context = chunks[i, -CONTEXT:].copy()
+        return out[:, 0].astype(np.float64)
 
 
 class VadState:
