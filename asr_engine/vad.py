@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,7 @@ class Endpointer:
         self.cfg = config
         self.state = VadState()
         self._pending = np.zeros(0, dtype=np.float32)  # less than one chunk, not yet judged
+        self._waiting: deque[np.ndarray] = deque()  # whole chunks not yet judged
         self._audio: list[np.ndarray] = []  # chunks since _audio_start (pre-roll + speech)
         self._audio_start = 0  # sample index of _audio[0]
         self._pos = 0  # samples judged so far
@@ -192,19 +194,34 @@ class Endpointer:
         return 0.0 if self._triggered or self._start is None else self._speech_run / RATE
 
     def accept(self, samples: np.ndarray) -> Iterator[VadEvent]:
+        """Feed audio and judge it, one inference per chunk."""
+        self.push(samples)
+        while self._waiting:
+            chunk = self._waiting.popleft()
+            yield from self._judge(chunk, self.vad.probability(self.state, chunk))
+
+    def push(self, samples: np.ndarray) -> None:
+        """Feed audio without judging it: its whole chunks wait for `judge` (a `VadBatcher` judges many
+        streams' chunks in one inference)."""
         x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
         n = len(x) // CHUNK * CHUNK
         self._pending = x[n:]
-        for i in range(0, n, CHUNK):
-            yield from self._judge(x[i : i + CHUNK])
+        self._waiting.extend(x[i : i + CHUNK] for i in range(0, n, CHUNK))
+
+    def next_chunk(self) -> tuple[VadState, np.ndarray] | None:
+        """The VAD state and the next chunk to judge, or None when no whole chunk waits."""
+        return (self.state, self._waiting[0]) if self._waiting else None
+
+    def judge(self, p: float) -> list[VadEvent]:
+        """Judge the next waiting chunk by its speech probability (the VAD run on `next_chunk`)."""
+        return list(self._judge(self._waiting.popleft(), p))
 
     def flush(self) -> Iterator[VadEvent]:
         """End of input: close an utterance in progress."""
         if self._triggered:
             yield self._close(self._pos, truncated=False)
 
-    def _judge(self, chunk: np.ndarray) -> Iterator[VadEvent]:
-        p = self.vad.probability(self.state, chunk)
+    def _judge(self, chunk: np.ndarray, p: float) -> Iterator[VadEvent]:
         begin = self._pos
         self._pos += CHUNK
         self._audio.append(chunk)
