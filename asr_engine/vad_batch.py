@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .metrics import VAD_BATCH
 from .vad import SileroVad, VadEvent, VadState
 
 # After a stream's audio is judged: the events that ending its input adds, if the caller ended it.
@@ -119,6 +120,7 @@ class VadBatcher:
     def _round(self, jobs: list[_Job]) -> None:
         """The next chunk of each of these streams (each has one), in one inference."""
         ready = [r for job in jobs if (r := job.stream.next_chunk()) is not None]
+        VAD_BATCH.observe(len(ready))
         try:
             probs = self.vad.probabilities([state for state, _ in ready], np.stack([chunk for _, chunk in ready]))
         except Exception as e:  # the inference failed: every call in it gets the error
