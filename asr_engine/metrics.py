@@ -22,6 +22,11 @@ ASR_REFINE = Histogram(
 ASR_BATCH = Histogram(
     "voicenav_asr_batch_size", "Utterances decoded together, at each decoder step", buckets=(1, 2, 4, 8, 16, 32, 64)
 )
+VAD_BATCH = Histogram(
+    "voicenav_vad_batch_size",
+    "Streams whose 32 ms chunks the VAD judged together, at each inference of the calls' VAD thread",
+    buckets=(1, 2, 4, 8, 16, 32),
+)
 ASR_QUEUE = Gauge("voicenav_asr_queue_depth", "Utterances waiting for the recognizer worker")
 ASR_REJECTED = Counter("voicenav_asr_rejected_total", "Utterances refused or failed", ["reason"])
 ASR_AUDIO_SECONDS = Counter("voicenav_asr_audio_seconds_total", "Seconds of speech transcribed")

@@ -20,7 +20,7 @@ import numpy as np
 from .audio.resample import Resampler
 from .decoding.bias import Biaser
 from .recognizer import Recognizer, Transcript, Utterance
-from .vad import RATE, Endpointer, SileroVad, SpeechEnd, SpeechStart, VadConfig, VadEvent
+from .vad import RATE, Endpointer, SileroVad, SpeechEnd, SpeechStart, VadConfig, VadEvent, VadState
 
 
 @dataclass
@@ -37,7 +37,7 @@ class SegmentResult:
 class RecognitionStream:
     """One caller's audio, fed from one thread and read from another.
 
-    `accept_waveform` and `input_finished` run the VAD: call them from one thread only (a call's VAD
+    `accept_waveform`, `feed`, `judge` and `input_finished` run the VAD: call them from one thread only (a call's VAD
     work runs in the service's VAD thread). `set_context`, `take_utterances` and `in_speech` may be
     called from another thread (the event loop): what both sides touch is behind a lock, held only
     for the hand-over, never while the VAD runs.
@@ -85,13 +85,28 @@ class RecognitionStream:
 
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]:
         """Feed audio (float in [-1, 1] or int16). Returns the VAD events it caused."""
+        return self._queue(list(self._endpointer.accept(self._at_rate(sample_rate, samples))))
+
+    def feed(self, sample_rate: int, samples: np.ndarray) -> None:
+        """Feed audio as `accept_waveform` does, without judging it: a `VadBatcher` judges it
+        (`next_chunk`, `judge`) in one inference with other streams' audio."""
+        self._endpointer.push(self._at_rate(sample_rate, samples))
+
+    def next_chunk(self) -> tuple[VadState, np.ndarray] | None:
+        return self._endpointer.next_chunk()
+
+    def judge(self, p: float) -> list[VadEvent]:
+        return self._queue(self._endpointer.judge(p))
+
+    def _at_rate(self, sample_rate: int, samples: np.ndarray) -> np.ndarray:
+        """The audio as 16 kHz float32."""
         x = np.asarray(samples)
         x = x.astype(np.float32) / 32768 if x.dtype == np.int16 else x.astype(np.float32)
         if sample_rate != RATE:
             if sample_rate not in self._resamplers:
                 self._resamplers[sample_rate] = Resampler(sample_rate, RATE)
             x = self._resamplers[sample_rate].process(x)
-        return self._queue(list(self._endpointer.accept(x)))
+        return x
 
     def input_finished(self) -> list[VadEvent]:
         return self._queue(list(self._endpointer.flush()))

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,20 @@ class SileroVad:
         state.context = chunk[-CONTEXT:]
         return float(out[0, 0])
 
+    def probabilities(self, states: Sequence[VadState], chunks: np.ndarray) -> np.ndarray:
+        """One inference for many streams: `chunks` is [len(states), CHUNK], one chunk per stream;
+        each state moves on as `probability` would move it."""
+        if chunks.shape != (len(states), CHUNK):
+            raise ValueError(f"chunks must be [{len(states)}, {CHUNK}], got {list(chunks.shape)}")
+        x = np.concatenate([np.stack([s.context for s in states]), chunks], axis=1).astype(np.float32)
+        rnn = np.concatenate([s.rnn for s in states], axis=1)
+        with self._lock:
+            out, rnn = self.session.run(None, {"input": x, "state": rnn, "sr": self._sr})
+        for i, state in enumerate(states):
+            state.rnn = np.ascontiguousarray(rnn[:, i : i + 1])
+            state.context = chunks[i, -CONTEXT:].copy()
+        return out[:, 0].astype(np.float64)
+
 
 class VadState:
     def __init__(self) -> None:
@@ -137,6 +152,7 @@ class Endpointer:
         self.cfg = config
         self.state = VadState()
         self._pending = np.zeros(0, dtype=np.float32)  # less than one chunk, not yet judged
+        self._waiting: deque[np.ndarray] = deque()  # whole chunks not yet judged
         self._audio: list[np.ndarray] = []  # chunks since _audio_start (pre-roll + speech)
         self._audio_start = 0  # sample index of _audio[0]
         self._pos = 0  # samples judged so far
@@ -178,19 +194,34 @@ class Endpointer:
         return 0.0 if self._triggered or self._start is None else self._speech_run / RATE
 
     def accept(self, samples: np.ndarray) -> Iterator[VadEvent]:
+        """Feed audio and judge it, one inference per chunk."""
+        self.push(samples)
+        while self._waiting:
+            chunk = self._waiting.popleft()
+            yield from self._judge(chunk, self.vad.probability(self.state, chunk))
+
+    def push(self, samples: np.ndarray) -> None:
+        """Feed audio without judging it: its whole chunks wait for `judge` (a `VadBatcher` judges many
+        streams' chunks in one inference)."""
         x = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
         n = len(x) // CHUNK * CHUNK
         self._pending = x[n:]
-        for i in range(0, n, CHUNK):
-            yield from self._judge(x[i : i + CHUNK])
+        self._waiting.extend(x[i : i + CHUNK] for i in range(0, n, CHUNK))
+
+    def next_chunk(self) -> tuple[VadState, np.ndarray] | None:
+        """The VAD state and the next chunk to judge, or None when no whole chunk waits."""
+        return (self.state, self._waiting[0]) if self._waiting else None
+
+    def judge(self, p: float) -> list[VadEvent]:
+        """Judge the next waiting chunk by its speech probability (the VAD run on `next_chunk`)."""
+        return list(self._judge(self._waiting.popleft(), p))
 
     def flush(self) -> Iterator[VadEvent]:
         """End of input: close an utterance in progress."""
         if self._triggered:
             yield self._close(self._pos, truncated=False)
 
-    def _judge(self, chunk: np.ndarray) -> Iterator[VadEvent]:
-        p = self.vad.probability(self.state, chunk)
+    def _judge(self, chunk: np.ndarray, p: float) -> Iterator[VadEvent]:
         begin = self._pos
         self._pos += CHUNK
         self._audio.append(chunk)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +24,7 @@ from asr_engine.config import EngineConfig, RecognizerConfig
 from asr_engine.recognizer import Recognizer
 from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import SileroVad, VadConfig
+from asr_engine.vad_batch import VadBatcher
 from dialog.context import MemoryContextStore
 from dialog.flow import Flow, parse_flow
 from dialog.policy import DialogPolicy
@@ -172,8 +172,7 @@ async def call_deps(flow: Flow, vad_config: VadConfig) -> AsyncIterator[CallDeps
     prompts of `flow` rendered ahead."""
     recognizer = await asyncio.to_thread(Recognizer, RecognizerConfig(engine=EngineConfig(cache_dir=MODEL_CACHE)))
     batcher = BatchingRecognizer(recognizer)
-    executor = ThreadPoolExecutor(1)
-    vad = await asyncio.to_thread(SileroVad)
+    vad_batcher = VadBatcher(await asyncio.to_thread(SileroVad))
     prompts = PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE)))
     await prompts.warm(flow)
     try:
@@ -183,9 +182,9 @@ async def call_deps(flow: Flow, vad_config: VadConfig) -> AsyncIterator[CallDeps
             records=MemoryRecordStore(),
             prompts=prompts,
             recognizer=batcher,
-            speech_stream=partial(RecognitionStream, vad, vad_config),
-            vad_executor=executor,
+            speech_stream=partial(RecognitionStream, vad_batcher.vad, vad_config),
+            vad=vad_batcher,
         )
     finally:
         await asyncio.to_thread(batcher.close)
-        executor.shutdown()
+        vad_batcher.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
@@ -16,6 +15,7 @@ from asr_engine.batcher import BatchingRecognizer
 from asr_engine.recognizer import Recognizer, Utterance
 from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import RATE, SileroVad
+from asr_engine.vad_batch import VadBatcher
 from dialog import actions as act
 from dialog import events as ev
 from dialog.context import ContextStore, open_context_store
@@ -51,6 +51,7 @@ class Service:
         self.recognizer: Recognizer | None = None
         self.batcher: BatchingRecognizer | None = None
         self.vad: SileroVad | None = None
+        self.vad_batcher: VadBatcher | None = None  # all calls' VAD, in one thread
         self.flow: Flow | None = None
         self.deps: CallDeps | None = None
         self.hotwords: HotwordRegistry | None = None
@@ -83,8 +84,6 @@ class Service:
         else:
             self.contexts = open_context_store(None)
             self.records = open_record_store(None)
-        # All calls' VAD runs in this one thread: cheap per frame, but model inference all the same.
-        self.vad_executor = ThreadPoolExecutor(1, thread_name_prefix="vad")
         self._sip_handler: SipCallHandler | None = None
         self._webrtc_handler: WebRtcCallHandler | None = None
         self.sip: SipServer | None = None
@@ -103,6 +102,7 @@ class Service:
             self.recognizer = await asyncio.to_thread(Recognizer, rc, lambda msg: log.info("%s", msg))
             await asyncio.to_thread(self.recognizer.warmup)
             self.vad = await asyncio.to_thread(SileroVad)
+            self.vad_batcher = VadBatcher(self.vad)
             self.batcher = BatchingRecognizer(
                 self.recognizer,
                 rc.max_batch,
@@ -125,7 +125,7 @@ class Service:
                 prompts=prompts,
                 recognizer=self.batcher,
                 speech_stream=partial(RecognitionStream, self.vad, cfg.vad),
-                vad_executor=self.vad_executor,
+                vad=self.vad_batcher,
                 hotwords_for=self._hotwords_for,
                 apology_transfer=cfg.calls.apology_transfer_uri,
             )
@@ -259,7 +259,8 @@ class Service:
         await self.hotword_store.close()
         if self.batcher is not None:
             await asyncio.to_thread(self.batcher.close)
-        self.vad_executor.shutdown(wait=False, cancel_futures=True)
+        if self.vad_batcher is not None:
+            self.vad_batcher.close()
         if self.dialog_stores is not None:
             if not await self.dialog_stores.queue.flush(5.0):
                 log.error("dialog store: %d writes not in Redis at shutdown", self.dialog_stores.queue.pending())

@@ -13,8 +13,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,7 +23,8 @@ from prometheus_client import Counter, Histogram
 from asr_engine.batcher import RecognizerClosed, RecognizerOverloaded, RecognizerRestarted
 from asr_engine.decoding.bias import Biaser
 from asr_engine.recognizer import Refine, Transcript, Utterance
-from asr_engine.vad import SpeechEnd, SpeechPause, SpeechStart, VadConfig, VadEvent
+from asr_engine.vad import SpeechEnd, SpeechPause, SpeechStart, VadConfig, VadEvent, VadState
+from asr_engine.vad_batch import Finish, VadBatcher
 from dialog import actions as act
 from dialog import events as ev
 from dialog.context import ContextStore
@@ -107,7 +108,12 @@ class SpeechStream(Protocol):
     @property
     def in_speech(self) -> bool: ...
 
-    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]: ...
+    # Fed audio waits for the VAD batcher (asr_engine.vad_batch), which judges it with other calls'.
+    def feed(self, sample_rate: int, samples: np.ndarray) -> None: ...
+
+    def next_chunk(self) -> tuple[VadState, np.ndarray] | None: ...
+
+    def judge(self, p: float) -> list[VadEvent]: ...
 
     def set_context(self, biaser: Biaser | None, prompt: str = "") -> None: ...
 
@@ -140,7 +146,7 @@ class CallDeps:
     prompts: PromptCache
     recognizer: Transcriber
     speech_stream: Callable[[], SpeechStream]  # a new stream for each call
-    vad_executor: Executor  # one thread for all calls' VAD work
+    vad: VadBatcher  # one thread for all calls' VAD work
     hotwords_for: HotwordsFor | None = None
     apology: str = APOLOGY
     apology_transfer: str | None = None  # where a call goes when the dialog can no longer serve it
@@ -438,29 +444,32 @@ class CallSession:
                 self.leg_gone(item.reason)
                 return
 
-    def _accept(self, chunks: list[tuple[int, np.ndarray]]) -> list[VadEvent]:
-        """Runs in the VAD thread: consecutive frames of one rate go to the stream in one piece."""
+    def _accept(self, chunks: list[tuple[int, np.ndarray]]) -> Finish:
+        """Runs in the VAD thread: consecutive frames of one rate go to the stream in one piece; the
+        batcher judges them, then runs what this returns."""
         end_ms = self._end_silence_ms or self.stream.config.min_silence_ms
         self.stream.set_end_silence(*self._turn_end(end_ms))
         # Taken before the audio: an end asked for while this runs is kept for the next pass.
         end_now, self._end_now = self._end_now, False
         end_at, self._end_at = self._end_at, None
-        events: list[VadEvent] = []
         i = 0
         while i < len(chunks):
             rate = chunks[i][0]
             j = i
             while j < len(chunks) and chunks[j][0] == rate:
                 j += 1
-            events += self.stream.accept_waveform(rate, np.concatenate([c for _, c in chunks[i:j]]))
+            self.stream.feed(rate, np.concatenate([c for _, c in chunks[i:j]]))
             i = j
-        # The caller must not have gone on since the end was asked for.
-        if end_now or (end_at is not None and self.stream.voiced_end == end_at):
-            events += self.stream.input_finished()
-        return events
+
+        def finish() -> list[VadEvent]:
+            # The caller must not have gone on since the end was asked for.
+            if end_now or (end_at is not None and self.stream.voiced_end == end_at):
+                return self.stream.input_finished()
+            return []
+
+        return finish
 
     async def _run_vad(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._audio_ready.wait()
             self._audio_ready.clear()
@@ -471,7 +480,7 @@ class CallSession:
             while self._arrivals and self._arrivals[0][0] < self._fed_s - _ARRIVALS_KEPT_S:
                 self._arrivals.popleft()
             chunks = [(rate, pcm) for rate, pcm, _ in frames]
-            events = await loop.run_in_executor(self.deps.vad_executor, self._accept, chunks)
+            events = await self.deps.vad.run(self.stream, partial(self._accept, chunks))
             for event in events:
                 if isinstance(event, SpeechStart):
                     self._speech_started(event)

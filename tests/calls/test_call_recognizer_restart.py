@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -17,7 +16,8 @@ from test_call_session import Control, ScriptedLeg
 from asr_engine.batcher import BatchingRecognizer
 from asr_engine.metrics import ASR_WORKER_RESTARTS
 from asr_engine.recognizer import Transcript, Utterance
-from asr_engine.vad import SpeechEnd, VadConfig, VadEvent
+from asr_engine.vad import SileroVad, SpeechEnd, VadConfig, VadEvent, VadState
+from asr_engine.vad_batch import VadBatcher
 from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
 from dialog.policy import DialogPolicy
@@ -60,11 +60,17 @@ class OneUtterance:
     def __init__(self) -> None:
         self._pending: list[tuple[SpeechEnd, Utterance]] = []
         self._heard = False
+        self._judged = True
 
-    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]:
-        if self._heard:
-            return []
+    def feed(self, sample_rate: int, samples: np.ndarray) -> None:
+        self._judged = self._heard  # one chunk to judge, the first time only
         self._heard = True
+
+    def next_chunk(self) -> tuple[VadState, np.ndarray] | None:
+        return None if self._judged else (VadState(), np.zeros(512, np.float32))
+
+    def judge(self, p: float) -> list[VadEvent]:
+        self._judged = True
         x = np.zeros(16000, np.float32)
         end = SpeechEnd(0.0, 1.0, x, False, voiced_end=1.0, decided_at=1.6)
         self._pending.append((end, Utterance(x, 16000)))
@@ -121,13 +127,13 @@ class BrokenRecognition:
 
 
 @pytest.mark.parametrize("how", ["crashed", "hung"])
-async def test_worker_failure_reprompts_and_the_call_goes_on(how: str) -> None:
+async def test_worker_failure_reprompts_and_the_call_goes_on(how: str, vad: SileroVad) -> None:
     broken = BrokenRecognizer(how)
     batcher = BatchingRecognizer(broken, worker_timeout_s=0.5)  # type: ignore[arg-type]
     flow = parse_flow(FLOW)
     prompts = PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE)))
     await prompts.warm(flow)
-    executor = ThreadPoolExecutor(1)
+    vad_batcher = VadBatcher(vad)
     deps = CallDeps(
         policy=DialogPolicy(flow),
         contexts=MemoryContextStore(),
@@ -135,7 +141,7 @@ async def test_worker_failure_reprompts_and_the_call_goes_on(how: str) -> None:
         prompts=prompts,
         recognizer=batcher,
         speech_stream=OneUtterance,
-        vad_executor=executor,
+        vad=vad_batcher,
     )
     restarts = ASR_WORKER_RESTARTS.labels(how)._value.get()
     dropped = UTTERANCES_DROPPED.labels("worker-restart")._value.get()
@@ -154,7 +160,7 @@ async def test_worker_failure_reprompts_and_the_call_goes_on(how: str) -> None:
     finally:
         broken.release.set()
         await asyncio.to_thread(batcher.close)
-        executor.shutdown()
+        vad_batcher.close()
     assert control.done == [("route", "billing")]
     prompts_said = [e["text"] for e in control.events if e["type"] == "prompt"]
     assert prompts_said[1:] == [REPROMPT, "Billing."], prompts_said

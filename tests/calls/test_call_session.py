@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -19,7 +18,8 @@ from asr_engine.batcher import BatchingRecognizer
 from asr_engine.config import EngineConfig, RecognizerConfig
 from asr_engine.recognizer import Recognizer
 from asr_engine.streaming import RecognitionStream
-from asr_engine.vad import SileroVad, SpeechEnd, VadConfig, VadEvent
+from asr_engine.vad import SileroVad, SpeechEnd, VadConfig
+from asr_engine.vad_batch import VadBatcher
 from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
 from dialog.policy import DialogPolicy
@@ -107,10 +107,10 @@ class Control:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def deps() -> AsyncIterator[CallDeps]:
+async def deps(vad: SileroVad) -> AsyncIterator[CallDeps]:
     recognizer = await asyncio.to_thread(Recognizer, RecognizerConfig(engine=EngineConfig(cache_dir=MODEL_CACHE)))
     batcher = BatchingRecognizer(recognizer)
-    executor = ThreadPoolExecutor(1)
+    vad_batcher = VadBatcher(vad)
     flow = parse_flow(FLOW)
     prompts = PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE)))
     await prompts.warm(flow)
@@ -120,11 +120,11 @@ async def deps() -> AsyncIterator[CallDeps]:
         records=MemoryRecordStore(),
         prompts=prompts,
         recognizer=batcher,
-        speech_stream=partial(RecognitionStream, await asyncio.to_thread(SileroVad), VadConfig()),
-        vad_executor=executor,
+        speech_stream=partial(RecognitionStream, vad, VadConfig()),
+        vad=vad_batcher,
     )
     await asyncio.to_thread(batcher.close)
-    executor.shutdown()
+    vad_batcher.close()
 
 
 async def test_key_stops_the_prompt_and_routes(deps: CallDeps) -> None:
@@ -180,7 +180,7 @@ class _Unheard:
     def __init__(self) -> None:
         self.contexts: list[tuple[object, str]] = []
 
-    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> list[VadEvent]:
+    def feed(self, sample_rate: int, samples: np.ndarray) -> None:
         raise AssertionError("a DTMF-only call carries no audio")
 
     def set_context(self, biaser: object, prompt: str = "") -> None:
@@ -195,7 +195,7 @@ class _NoRecognizer:
         raise AssertionError("a DTMF-only call has nothing to transcribe")
 
 
-async def test_a_dtmf_only_call_routes_with_no_model_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_dtmf_only_call_routes_with_no_model_loaded(vad: SileroVad, monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime
 
     from asr_engine import recognizer as recognizer_module
@@ -213,7 +213,7 @@ async def test_a_dtmf_only_call_routes_with_no_model_loaded(monkeypatch: pytest.
     flow = parse_flow(FLOW)
     prompts = PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE)))
     stream = _Unheard()
-    executor = ThreadPoolExecutor(1)
+    vad_batcher = VadBatcher(vad)  # the service's, loaded before any call
     deps = CallDeps(
         policy=DialogPolicy(flow),
         contexts=MemoryContextStore(),
@@ -221,14 +221,14 @@ async def test_a_dtmf_only_call_routes_with_no_model_loaded(monkeypatch: pytest.
         prompts=prompts,
         recognizer=_NoRecognizer(),
         speech_stream=lambda: stream,
-        vad_executor=executor,
+        vad=vad_batcher,
     )
     leg, control = ScriptedLeg(), Control()
     run = asyncio.create_task(CallSession("keys", "+15550004", leg, control, deps).run())
     await asyncio.wait_for(leg.playing.wait(), 10)
     leg.feed(DtmfDigit("2", "rfc4733"))
     assert await asyncio.wait_for(run, 10) == "route"
-    executor.shutdown()
+    vad_batcher.close()
     assert control.done == [("route", "tech_support")]
     assert stream.contexts == [(None, "")]  # it listened (free grammar), with no hot words
     record = await deps.records.get("keys")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from asr_engine.config import EngineConfig, RecognizerConfig
 from asr_engine.recognizer import Recognizer, Refine, Transcript, Utterance
 from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import Endpointer, SileroVad, SpeechEnd, VadConfig
+from asr_engine.vad_batch import VadBatcher
 from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
 from dialog.policy import DialogPolicy
@@ -151,7 +151,7 @@ async def vad() -> SileroVad:
 async def deps(vad: SileroVad) -> AsyncIterator[CallDeps]:
     recognizer = await asyncio.to_thread(Recognizer, RecognizerConfig(engine=EngineConfig(cache_dir=MODEL_CACHE)))
     batcher = BatchingRecognizer(recognizer)
-    executor = ThreadPoolExecutor(1)
+    vad_batcher = VadBatcher(vad)
     flow = parse_flow(MENU_FLOW)
     prompts = PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE)))
     await prompts.warm(flow)
@@ -162,10 +162,10 @@ async def deps(vad: SileroVad) -> AsyncIterator[CallDeps]:
         prompts=prompts,
         recognizer=batcher,
         speech_stream=partial(RecognitionStream, vad, VadConfig()),
-        vad_executor=executor,
+        vad=vad_batcher,
     )
     await asyncio.to_thread(batcher.close)
-    executor.shutdown()
+    vad_batcher.close()
 
 
 @pytest.fixture
