@@ -82,7 +82,7 @@ Refine = Callable[[Utterance, Transcript], str]
 def engine_for(config: RecognizerConfig, progress: Callable[[str], None] | None = None):
     """(engine, tokenizer, suppress config, dims) for a recognizer config, converting on first use."""
     ec = config.engine
-    source = resolve_model(config.model, ec.cache_dir)
+    source = resolve_model(config.model_name(), ec.cache_dir)
     kinds = kinds_for(ec)
     if detect_format(source) == PREPARED:
         artifacts = source
