@@ -36,6 +36,7 @@ class DecodeResult:
     avg_logprob: float
     no_speech_prob: float
     bias_score: float = 0.0
+    end_logprob: float | None = None  # of the end token, when the decode ended on it
 
 
 @dataclass
@@ -45,6 +46,7 @@ class _Hyp:
     score: float  # sum of logprobs + bias corrections
     bias: BiasState | None
     bias_score: float = 0.0
+    end_logprob: float | None = None
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -230,7 +232,7 @@ class Searcher:
                     src = beams[b][j]
                     if t == s.eot:
                         if len(finished[b]) < K:
-                            finished[b].append(_Hyp(src.tokens, src.logprobs, total - gain, nb, src.bias_score))
+                            finished[b].append(_Hyp(src.tokens, src.logprobs, total - gain, nb, src.bias_score, gain))
                         continue
                     hyp = _Hyp([*src.tokens, t], [*src.logprobs, gain], total, nb, src.bias_score + extra)
                     cut = repeated_tail(hyp.tokens, cfg.max_repeats)
@@ -290,7 +292,9 @@ class Searcher:
             pool = finished[b] or beams[b]
             best = max(pool, key=lambda h: self._rank(h, cfg)) if pool else _Hyp([], [], 0.0, None)
             avg = float(np.mean(best.logprobs)) if best.logprobs else 0.0
-            results.append(DecodeResult(best.tokens, best.logprobs, avg, float(no_speech[b]), best.bias_score))
+            results.append(
+                DecodeResult(best.tokens, best.logprobs, avg, float(no_speech[b]), best.bias_score, best.end_logprob)
+            )
         return results
 
     def compare(
