@@ -85,7 +85,7 @@ class DecodeConfig(BaseModel):
 
 
 # The default model per device: the most accurate one whose turn latency with 20 callers stays in
-# budget there (README, "Choosing the model"). base's extra encoder and decoder layers cost ~2-3x
+# budget there (README, "Choosing the model"). base's extra encoder and decoder layers cost 1.5-4x
 # tiny.en's time, which a GPU absorbs and a few CPU cores do not.
 DEFAULT_MODEL: dict[str, str] = {"cpu": "tiny.en", "cuda": "base"}
 
