@@ -84,8 +84,17 @@ class DecodeConfig(BaseModel):
     language: str = Field("en", description="language token of the decode")
 
 
+# The default model per device: the most accurate one whose turn latency with 20 callers stays in
+# budget there (README, "Choosing the model"). base's extra encoder and decoder layers cost 1.5-4x
+# tiny.en's time, which a GPU absorbs and a few CPU cores do not.
+DEFAULT_MODEL: dict[str, str] = {"cpu": "tiny.en", "cuda": "base"}
+
+
 class RecognizerConfig(BaseModel):
-    model: str = Field("tiny.en", description="packaged model name, or a model directory / .pt file")
+    model: str = Field(
+        "auto",
+        description="packaged model name, or a model directory / .pt file; auto: base on cuda, tiny.en on cpu",
+    )
     engine: EngineConfig = EngineConfig()
     decode: DecodeConfig = DecodeConfig()
     encoder_window: Literal["spliced", "full", "utterance"] = Field(
@@ -111,3 +120,8 @@ class RecognizerConfig(BaseModel):
         if not v.strip():
             raise ValueError("model must not be empty")
         return v
+
+    def model_name(self) -> str:
+        """The model to load: `model`, with auto resolved for the configured device. Resolved here, not
+        when validating, so that a device set after the defaults (one flag) still picks its model."""
+        return DEFAULT_MODEL[self.engine.device] if self.model == "auto" else self.model

@@ -18,7 +18,7 @@ from .audio.mel import SAMPLE_RATE, log_mel
 from .audio.resample import resample
 from .config import RecognizerConfig
 from .decoding.bias import BiasState
-from .decoding.guards import compression_ratio, repeated_tail
+from .decoding.guards import compression_ratio, judged_logprob, repeated_tail
 from .decoding.running import RunningBatch
 from .decoding.search import DecodeRequest, DecodeResult, Searcher, SharedTail
 from .engines.base import Engine
@@ -83,7 +83,7 @@ Refine = Callable[[Utterance, Transcript], str]
 def engine_for(config: RecognizerConfig, progress: Callable[[str], None] | None = None):
     """(engine, tokenizer, suppress config, dims) for a recognizer config, converting on first use."""
     ec = config.engine
-    source = resolve_model(config.model, ec.cache_dir)
+    source = resolve_model(config.model_name(), ec.cache_dir)
     kinds = kinds_for(ec)
     if detect_format(source) == PREPARED:
         artifacts = source
@@ -212,12 +212,13 @@ class Recognizer:
         cfg = self.config.decode
         text = self.tokenizer.decode(r.tokens).strip()
         rejected = None
+        unsure = judged_logprob(r.token_logprobs, r.end_logprob) < cfg.logprob_threshold
         rms = float(np.sqrt(np.mean(np.square(utt.samples, dtype=np.float64)))) if len(utt.samples) else 0.0
         if 20 * np.log10(rms + 1e-12) < SILENCE_DBFS:
             rejected = "silence"
-        elif r.no_speech_prob > cfg.no_speech_threshold and r.avg_logprob < cfg.logprob_threshold:
+        elif r.no_speech_prob > cfg.no_speech_threshold and unsure:
             rejected = "no-speech"
-        elif compression_ratio(text) > cfg.compression_ratio_threshold and r.avg_logprob < cfg.logprob_threshold:
+        elif compression_ratio(text) > cfg.compression_ratio_threshold and unsure:
             rejected = "repetition"
         if rejected:
             text = ""

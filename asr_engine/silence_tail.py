@@ -38,9 +38,12 @@ class Splice:
 
 
 # Chosen on the tuning halves (bench.splits): tiny.en's 4 encoder layers settle within 1 s of
-# silence; base's 6 need 3 s (with 1 s it loops or hears no speech in one word in ten).
+# silence. base's 6 loop with 1 s; with 3 s they no longer loop but still hear short prompts as other
+# words ("Go waiting" for "call waiting", "Hamal" for "hello") or as silence, which the full 30 s
+# window and faster-whisper do not: the deeper encoder's speech frames read more of the silence
+# after them. 12 s brings base to faster-whisper's accuracy at under half the full window's cost.
 SHALLOW = Splice(level=1.5, tail_frames=100)
-DEEP = Splice(level=1.5, tail_frames=300)
+DEEP = Splice(level=1.5, tail_frames=1200)
 
 
 def splice_for(dims: WhisperDims) -> Splice:

@@ -156,7 +156,7 @@ def main() -> None:
     if not args.no_reference:
         from asr_engine.models.registry import resolve_model
 
-        model_dir = resolve_model(ours.rec.config.model, ours.rec.config.engine.cache_dir)
+        model_dir = resolve_model(ours.rec.config.model_name(), ours.rec.config.engine.cache_dir)
         systems.append(FasterWhisper(str(model_dir), args.threads))
     halves = args.halves.split(",")
     sets: dict[tuple[str, str], list[Clip]] = {}

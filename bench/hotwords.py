@@ -72,7 +72,7 @@ class Ours:
     def rec_dir(self) -> Path:
         from asr_engine.models.registry import resolve_model
 
-        return resolve_model(self.rec.config.model, self.rec.config.engine.cache_dir)
+        return resolve_model(self.rec.config.model_name(), self.rec.config.engine.cache_dir)
 
     def biasing(self, phrases: list[str]) -> Biasing | None:
         return Biasing.from_entries([Entry(phrase=p) for p in phrases], self.rec.tokenizer) if phrases else None

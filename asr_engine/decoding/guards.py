@@ -36,3 +36,11 @@ def repeated_tail(tokens: list[int], max_repeats: int, max_ngram: int | None = N
 def compression_ratio(text: str) -> float:
     raw = text.encode("utf-8")
     return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def judged_logprob(token_logprobs: list[float], end_logprob: float | None) -> float:
+    """The mean log-probability Whisper's no-speech and loop checks are calibrated on: the text's
+    tokens and the end token (when the decode ended on it). Without the end token, a one-word answer
+    ("pound.", "six") whose end is certain averages below -1 and is taken for silence."""
+    lps = token_logprobs if end_logprob is None else [*token_logprobs, end_logprob]
+    return sum(lps) / len(lps) if lps else 0.0

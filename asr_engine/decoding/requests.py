@@ -27,6 +27,7 @@ class DecodeResult:
     avg_logprob: float
     no_speech_prob: float
     bias_score: float = 0.0
+    end_logprob: float | None = None  # of the end token, when the decode ended on it
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Hyp:
     score: float  # sum of logprobs + bias corrections
     bias: BiasState | None
     bias_score: float = 0.0
+    end_logprob: float | None = None
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

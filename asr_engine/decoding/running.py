@@ -274,7 +274,7 @@ class RunningBatch:
                 src = entry.beams[j]
                 if t == eot:
                     if len(entry.finished) < K:
-                        entry.finished.append(Hyp(src.tokens, src.logprobs, total - gain, nb, src.bias_score))
+                        entry.finished.append(Hyp(src.tokens, src.logprobs, total - gain, nb, src.bias_score, gain))
                     continue
                 hyp = Hyp([*src.tokens, t], [*src.logprobs, gain], total, nb, src.bias_score + extra)
                 cut = repeated_tail(hyp.tokens, cfg.max_repeats)
@@ -338,4 +338,4 @@ class RunningBatch:
         pool = entry.finished
         best = max(pool, key=lambda h: self.searcher.rank(h, self.cfg)) if pool else Hyp([], [], 0.0, None)
         avg = float(np.mean(best.logprobs)) if best.logprobs else 0.0
-        return DecodeResult(best.tokens, best.logprobs, avg, entry.no_speech, best.bias_score)
+        return DecodeResult(best.tokens, best.logprobs, avg, entry.no_speech, best.bias_score, best.end_logprob)

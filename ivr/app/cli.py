@@ -118,7 +118,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     rc = _config(args).recognizer
     engine, *_ = engine_for(rc, progress=lambda m: print(m, file=sys.stderr))
-    print(f"prepared {rc.model} for {engine.name} in {rc.engine.cache_dir}")
+    print(f"prepared {rc.model_name()} for {engine.name} in {rc.engine.cache_dir}")
     return 0
 
 

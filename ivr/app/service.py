@@ -138,7 +138,7 @@ class Service:
             await self._warm_turns(prompts)
             self.ready.set()
             self.admission.open()
-            log.info("ready for calls: model %s on %s", rc.model, self.recognizer.engine.name)
+            log.info("ready for calls: model %s on %s", rc.model_name(), self.recognizer.engine.name)
         except Exception as exc:
             self.load_error = exc
             log.exception("service failed to load")

@@ -51,7 +51,22 @@ def test_a_partial_section_keeps_the_tree_defaults(clean_env: pytest.MonkeyPatch
     clean_env.setenv("VOICENAV_RTP__INACTIVITY_TIMEOUT", "12")
     cfg = load_config(_serve_flags("--recognizer-engine-device-id", "1"))
     assert (cfg.rtp.inactivity_timeout, cfg.rtp.port_min, cfg.rtp.port_max) == (12.0, 20000, 20999)
-    assert cfg.recognizer.engine.device_id == 1 and cfg.recognizer.model == "tiny.en"
+    assert cfg.recognizer.engine.device_id == 1 and cfg.recognizer.model_name() == "tiny.en"
+
+
+@pytest.mark.parametrize(
+    ("flags", "model"),
+    [
+        ((), "tiny.en"),
+        (("--device", "cuda"), "base"),  # one flag after the defaults still picks the device's model
+        (("--device", "cuda", "--model", "tiny.en"), "tiny.en"),
+        (("--model", "base"), "base"),
+    ],
+)
+def test_the_default_model_follows_the_device(
+    clean_env: pytest.MonkeyPatch, flags: tuple[str, ...], model: str
+) -> None:
+    assert load_config(_serve_flags(*flags)).recognizer.model_name() == model
 
 
 @pytest.mark.parametrize(

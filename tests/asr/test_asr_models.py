@@ -191,10 +191,12 @@ def test_cuda_engine_fails_at_load_on_a_cpu_only_onnxruntime(model_cache):
     from asr_engine.recognizer import engine_for
 
     assert "CUDAExecutionProvider" not in ort.get_available_providers()
-    cfg = RecognizerConfig(engine=EngineConfig(device="cuda", cache_dir=model_cache))
+    cfg = RecognizerConfig(model="tiny.en", engine=EngineConfig(device="cuda", cache_dir=model_cache))
     with pytest.raises(DeviceUnavailableError, match="CPUExecutionProvider"):
         engine_for(cfg)
-    fallback = RecognizerConfig(engine=EngineConfig(device="cuda", allow_cpu_fallback=True, cache_dir=model_cache))
+    fallback = RecognizerConfig(
+        model="tiny.en", engine=EngineConfig(device="cuda", allow_cpu_fallback=True, cache_dir=model_cache)
+    )
     engine, *_ = engine_for(fallback)
     assert engine.providers == ["CPUExecutionProvider"]
 
