@@ -49,7 +49,7 @@ def recognizer(model_cache):
     from asr_engine.config import EngineConfig, RecognizerConfig
     from asr_engine.recognizer import Recognizer
 
-    return Recognizer(RecognizerConfig(engine=EngineConfig(cache_dir=model_cache, int8=False)))
+    return Recognizer(RecognizerConfig(engine=EngineConfig(cache_dir=model_cache, int8="none")))
 
 
 @pytest.fixture(scope="module")
