@@ -216,3 +216,14 @@ def test_a_late_burst_is_passed_on_at_once_without_skipping() -> None:
     assert [t for t, f in timed if f.kind == "audio"][:13] == [0.24] * 13
     assert audio_ids([f for _, f in timed]) == list(range(151))
     assert jb.stats.lost == jb.stats.overflow == 0 and jb.depth == 0
+
+
+def test_a_stalled_clock_gets_no_burst_of_silence() -> None:
+    jb = JitterBuffer()
+    jb.push(0, 0, 1, frame(0), 0.0)
+    assert audio_ids(due(jb, 0.0)) == [0]
+    # frame 1 was due at 0.02 s and is overdue from 0.08 s: at 0.305 s, one frame per 20 ms since then
+    assert len(due(jb, 0.305)) == 12
+    # nearly 10 s owed: the process was stalled, not the caller silent
+    assert len(due(jb, 10.0)) == 1
+    assert due(jb, 10.01) == [] and len(due(jb, 10.025)) == 1
