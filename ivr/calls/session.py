@@ -436,7 +436,8 @@ class CallSession:
         while True:
             item = await self.leg.recv()
             if isinstance(item, AudioFrame):
-                self._audio.append((item.sample_rate, item.pcm, loop.time()))
+                arrived = item.arrival if item.arrival is not None else loop.time()
+                self._audio.append((item.sample_rate, item.pcm, arrived))
                 self._audio_ready.set()
             elif isinstance(item, DtmfDigit):
                 self.dtmf(item.digit)

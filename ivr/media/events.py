@@ -14,6 +14,9 @@ class AudioFrame:
 
     pcm: np.ndarray
     sample_rate: int
+    # Event-loop time its packet reached the socket, where a transport knows it (the caller's wait
+    # for an answer starts there, before any buffering); None: when it is read.
+    arrival: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

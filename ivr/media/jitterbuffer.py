@@ -1,17 +1,17 @@
 """Receive-side jitter buffer for one caller's 8 kHz audio stream (G.711, any packet duration).
 
-Packets are pushed as they arrive (already decoded to PCM) and a playout clock pops one frame per
-frame time. Sequence numbers decide order, loss, lateness and duplicates; RTP timestamps decide
-timing. The buffer is pure: the caller passes the monotonic time in, so it is tested without sockets.
+Packets are pushed as they arrive (already decoded to PCM) and `pop` returns the frames that are due.
+Sequence numbers decide order, loss, lateness and duplicates; RTP timestamps decide timing. The
+buffer is pure: the caller passes the monotonic time in, so it is tested without sockets.
 
-Playout starts (and restarts after an underrun) once the oldest buffered packet has waited the
-target delay, which follows the RFC 3550 inter-arrival jitter estimate between `min_delay` and
-`max_delay`. A missing packet is concealed by repeating the last frame, fading, for at most
-`max_conceal` frames, then by silence; when the stream stops (hold, DTMF, silence suppression) the
-buffer keeps producing silence so that downstream voice-activity detection sees time pass.
-The delay grows by itself after an underrun (playout waits for the target again) and shrinks
-back by skipping a quiet frame once the buffer has held more than it needs for `shrink_after`
-frames in a row.
+The audio goes to a recognizer, not to an ear: a frame that is next in sequence is released as soon
+as it arrives, without a fixed playout delay (on a clean path that delay is only time the caller
+waits for an answer). Only a missing frame is waited for, up to the target delay, which follows the
+RFC 3550 inter-arrival jitter estimate between `min_delay` and `max_delay`: a packet reordered within
+it comes out in order, and past it the missing frame is concealed by repeating the last frame, fading,
+for at most `max_conceal` frames, then by silence. When the stream stops (hold, DTMF, silence
+suppression) the buffer keeps producing silence, one frame per frame time once the next frame is
+overdue, so that downstream voice-activity detection sees time pass.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ivr.media.rtp import seq_delta
 
 JITTER_EVENTS = Counter(
     "voicenav_rtp_jitter_events_total",
-    "Jitter buffer events: lost, late, duplicate, concealed, overflow, shrink, underrun, ssrc_change, resync",
+    "Jitter buffer events: lost, late, duplicate, concealed, overflow, underrun, ssrc_change, resync",
     ["event"],
 )
 
@@ -35,12 +35,15 @@ JITTER_EVENTS = Counter(
 # sender restart rather than loss or reordering.
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
+# Silence owed for longer than this (the process was stalled) is skipped, not sent in one burst.
+MAX_CATCH_UP_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class PlayoutFrame:
     pcm: np.ndarray  # int16
     kind: Literal["audio", "concealed", "silence"]
+    arrival: float  # when its packet arrived; for a concealed or silent frame, when it was made
 
 
 @dataclass(slots=True)
@@ -52,7 +55,6 @@ class JitterStats:
     duplicate: int = 0
     concealed: int = 0
     overflow: int = 0
-    shrink: int = 0
     underrun: int = 0
     ssrc_change: int = 0
     resync: int = 0
@@ -73,8 +75,6 @@ class JitterBuffer:
     min_delay: float = 0.06
     max_delay: float = 0.2
     max_conceal: int = 3
-    shrink_after: int = 10  # frames of excess depth before a quiet frame is skipped
-    quiet_rms: float = 300.0  # a frame this quiet (about -40 dBFS) can be skipped unheard
     stats: JitterStats = field(default_factory=JitterStats)
 
     _ssrc: int | None = None
@@ -84,16 +84,15 @@ class JitterBuffer:
     _probation_seq: int | None = None
     _next_seq: int | None = None
     _playout_ts: int = 0
-    _playing: bool = False
-    _ever_played: bool = False
+    _playing: bool = False  # False: not started, or the stream ran dry (silence is being made)
+    _expected: float | None = None  # when the next frame should arrive; it is overdue a target delay later
     _played_recent: deque[int] = field(default_factory=lambda: deque(maxlen=64))
     _last_pcm: np.ndarray | None = None
-    _drain: deque[np.ndarray] = field(default_factory=deque)
+    _drain: deque[_Entry] = field(default_factory=deque)
     _conceal_run: int = 0
     _nominal: int = 0
     _jitter: float = 0.0  # seconds
     _last_transit: float | None = None
-    _excess_run: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_delay <= self.max_delay:
@@ -113,8 +112,9 @@ class JitterBuffer:
 
     @property
     def target_delay(self) -> float:
+        """How long a missing frame is waited for before it is concealed."""
         frame = self._nominal / self.sample_rate
-        # Two frames of headroom under max_delay, so a burst right after the start is not an overflow.
+        # Two frames of headroom under max_delay, so a burst while waiting is not an overflow.
         upper = max(self.min_delay, self.max_delay - 2 * frame)
         return min(upper, max(self.min_delay, 3 * self._jitter + frame))
 
@@ -140,54 +140,78 @@ class JitterBuffer:
         self._insert(seq, timestamp, None, now)
 
     def pop(self, now: float) -> PlayoutFrame | None:
-        """The next frame due at `now`; None until the first packet has been buffered long enough."""
+        """The next frame if it is due at `now`, else None; call until None to take every due frame."""
         if self._drain:
-            return self._play_pcm(self._drain.popleft())
+            entry = self._drain.popleft()
+            assert entry.pcm is not None
+            self._expected = entry.arrival + len(entry.pcm) / self.sample_rate
+            return self._play_pcm(entry.pcm, entry.arrival)
+        if not self._playing and self._buffer:
+            oldest = min(self._buffer)
+            # The first packet, or the stream going on where it stopped, plays at once; a gap after
+            # the stream ran dry is waited on like any missing frame, then skipped (silence stood in).
+            if self._next_seq is None or oldest == self._next_seq or self._waited(oldest, now):
+                self._start()
         if not self._playing:
-            if not self._buffer or now - min(e.arrival for e in self._buffer.values()) < self.target_delay:
-                return self._conceal() if self._ever_played else None
-            self._start()
+            return self._fill(now)
         assert self._next_seq is not None
-        frame = self._nominal / self.sample_rate
-        self._excess_run = self._excess_run + 1 if self.depth > self.target_delay + 2 * frame else 0
         entry = self._buffer.pop(self._next_seq, None)
         if entry is None:
+            if not self._overdue(now):
+                return None
             if not self._buffer:
                 self._playing = False
                 self._count("underrun")
-                return self._conceal()
+                return self._fill(now)
             self._count("lost")
             self._next_seq += 1
             self._playout_ts = (self._playout_ts + self._nominal) & 0xFFFFFFFF
-            return self._conceal()
+            self._advance(self._nominal)
+            return self._conceal(now)
         self._played_recent.append(self._next_seq)
         self._next_seq += 1
-        self._ever_played = True
         if entry.pcm is None:
             self._playout_ts = (self._playout_ts + self._nominal) & 0xFFFFFFFF
+            self._expected = entry.arrival + self._nominal / self.sample_rate
             self._conceal_run = self.max_conceal  # a deliberate pause: silence, not a repeat
-            return PlayoutFrame(np.zeros(self._nominal, np.int16), "silence")
+            return PlayoutFrame(np.zeros(self._nominal, np.int16), "silence", entry.arrival)
         # Contiguous sequence numbers with a timestamp jump: the sender skipped time (silence
         # suppression, a gateway re-timing); follow its timestamps rather than conceal.
         if entry.timestamp != self._playout_ts:
             self._count("resync")
         self._playout_ts = (entry.timestamp + len(entry.pcm)) & 0xFFFFFFFF
-        if (
-            self._excess_run >= self.shrink_after
-            and self._next_seq in self._buffer
-            and np.sqrt(np.mean(entry.pcm.astype(np.float64) ** 2)) < self.quiet_rms
-        ):
-            self._count("shrink")
-            self._excess_run = 0
-            return self.pop(now)
-        return self._play_pcm(entry.pcm)
+        self._expected = entry.arrival + len(entry.pcm) / self.sample_rate
+        return self._play_pcm(entry.pcm, entry.arrival)
 
-    def _play_pcm(self, pcm: np.ndarray) -> PlayoutFrame:
+    def _waited(self, seq: int, now: float) -> bool:
+        return now - self._buffer[seq].arrival >= self.target_delay
+
+    def _overdue(self, now: float) -> bool:
+        """Whether the missing next frame has been waited for long enough: a target delay past when it
+        should have come, or past the arrival of a later packet (it is out of order, if anything)."""
+        assert self._expected is not None
+        if now - self._expected >= self.target_delay:
+            return True
+        return bool(self._buffer) and self._waited(min(self._buffer), now)
+
+    def _advance(self, samples: int) -> None:
+        assert self._expected is not None
+        self._expected += samples / self.sample_rate
+
+    def _fill(self, now: float) -> PlayoutFrame | None:
+        """A concealed or silent frame while the stream has run dry, one per frame time."""
+        if self._expected is None or now - self._expected < self.target_delay:
+            return None
+        if now - self._expected - self.target_delay > MAX_CATCH_UP_S:
+            self._expected = now - self.target_delay
+        self._advance(self._nominal)
+        return self._conceal(now)
+
+    def _play_pcm(self, pcm: np.ndarray, arrival: float) -> PlayoutFrame:
         self._last_pcm = pcm
         self._conceal_run = 0
-        self._ever_played = True
         self.stats.played += 1
-        return PlayoutFrame(pcm, "audio")
+        return PlayoutFrame(pcm, "audio", arrival)
 
     def _insert(self, seq: int, timestamp: int, pcm: np.ndarray | None, now: float) -> None:
         ext = self._ext_ref + seq_delta(seq, self._ext_ref & 0xFFFF) if self._have_ref else seq
@@ -245,18 +269,18 @@ class JitterBuffer:
         self._playout_ts = self._buffer[oldest].timestamp
         self._playing = True
 
-    def _conceal(self) -> PlayoutFrame:
+    def _conceal(self, now: float) -> PlayoutFrame:
         self._conceal_run += 1
         if self._last_pcm is not None and self._conceal_run <= self.max_conceal:
             self._count("concealed")
             gain = 0.5**self._conceal_run
-            return PlayoutFrame((self._last_pcm * gain).astype(np.int16), "concealed")
-        return PlayoutFrame(np.zeros(self._nominal, np.int16), "silence")
+            return PlayoutFrame((self._last_pcm * gain).astype(np.int16), "concealed", now)
+        return PlayoutFrame(np.zeros(self._nominal, np.int16), "silence", now)
 
     def _reset(self, ssrc: int | None) -> None:
         # What the old stream still had buffered plays out first: a gateway switching streams
         # should not cost the caller the last words of the old one.
-        self._drain.extend(e.pcm for _, e in sorted(self._buffer.items()) if e.pcm is not None)
+        self._drain.extend(e for _, e in sorted(self._buffer.items()) if e.pcm is not None)
         self._ssrc = ssrc
         self._buffer.clear()
         self._next_seq = None

@@ -87,8 +87,19 @@ class RtpSessionConfig(BaseModel):
     inband_dtmf: bool = Field(
         default=True, description="detect DTMF tones in the audio while no RFC 4733 event has been seen"
     )
-    jitter_min_delay: float = Field(default=0.06, gt=0, le=1.0, description="jitter buffer's smallest delay (s)")
-    jitter_max_delay: float = Field(default=0.2, gt=0, le=2.0, description="jitter buffer's largest delay (s)")
+    jitter_min_delay: float = Field(
+        default=0.06,
+        gt=0,
+        le=1.0,
+        description="shortest wait for a missing (late, reordered) packet before it is concealed (s); "
+        "audio that arrives in order is never held",
+    )
+    jitter_max_delay: float = Field(
+        default=0.2,
+        gt=0,
+        le=2.0,
+        description="longest wait for a missing packet as the jitter estimate grows (s); also bounds the buffer",
+    )
     max_queued_events: int = Field(
         default=1000, ge=10, description="media events queued per call (1000: 20 s of audio frames)"
     )
@@ -178,16 +189,16 @@ class RtpReceiver:
             RTP_BAD_PACKETS.labels("rtcp").inc()
 
     def tick(self, now: float) -> list[MediaEvent]:
-        """The audio frame due now (if playout has started) and any in-band digits it completes."""
-        frame = self.jitter.pop(now)
-        if frame is None:
-            return []
-        out: list[MediaEvent] = [AudioFrame(frame.pcm, SAMPLE_RATE)]
-        if self._inband is not None and not self.rfc4733_seen:
-            for digit in self._inband.feed(frame.pcm):
-                self.stats.digits += 1
-                DTMF_DIGITS.labels("inband").inc()
-                out.append(DtmfDigit(digit, "inband"))
+        """The audio frames due now (in order, and silence for a stream that has stopped) and any
+        in-band digits they complete. Called on every datagram and on a regular clock."""
+        out: list[MediaEvent] = []
+        while (frame := self.jitter.pop(now)) is not None:
+            out.append(AudioFrame(frame.pcm, SAMPLE_RATE, frame.arrival))
+            if self._inband is not None and not self.rfc4733_seen:
+                for digit in self._inband.feed(frame.pcm):
+                    self.stats.digits += 1
+                    DTMF_DIGITS.labels("inband").inc()
+                    out.append(DtmfDigit(digit, "inband"))
         return out
 
     def _count(self, kind: str) -> None:
@@ -374,6 +385,7 @@ class RtpSession:
         events, media = self.receiver.datagram(data, now)
         if media:
             self._last_rx = now
+            events += self.receiver.tick(now)  # in-order audio goes on at once, not at the next tick
         for ev in events:
             self._emit(ev)
 
@@ -416,6 +428,8 @@ class RtpSession:
         self._events.put_nowait(ev)
 
     async def _playout_loop(self) -> None:
+        """The clock that conceals missing frames once overdue and keeps silence coming while the
+        caller sends nothing; frames that arrive in order are passed on by `_on_datagram`."""
         loop = asyncio.get_running_loop()
         period = self.params.ptime_ms / 1000
         deadline = loop.time() + period
@@ -427,13 +441,9 @@ class RtpSession:
                 self._hangup = Hangup("rtp-timeout")
                 self._events.put_nowait(self._hangup)
                 return
-            events = self.receiver.tick(now)
-            for ev in events:
+            for ev in self.receiver.tick(now):
                 self._emit(ev)
-            frame = events[0] if events and isinstance(events[0], AudioFrame) else None
-            deadline += len(frame.pcm) / SAMPLE_RATE if frame is not None else period
-            if now - deadline > 1.0:
-                deadline = now  # the loop was stalled for a long time: do not burst to catch up
+            deadline = max(deadline + period, now)  # after a stall: on from now, no burst of ticks
 
 
 def _same_address(addr: tuple[str, int], expected: tuple[str, int]) -> bool:

@@ -109,7 +109,32 @@ async def test_receives_speech_through_jitter_reorder_loss_and_garbage() -> None
     assert st.bad >= 5 and st.rtcp >= 5 and st.audio == len(sends) + 1
     assert jb.lost == len(lost) and jb.duplicate == 1 and jb.late == 0
     assert corr > 0.9, corr  # three 20 ms frames concealed out of 120
-    assert 0 <= lag < 8000  # the buffer's start-up delay and the leading silence before playout
+    assert 0 <= lag < 8000  # the leading silence before the first packet
+
+
+async def test_in_order_audio_goes_on_as_it_arrives_with_its_arrival_time() -> None:
+    caller = await peer()
+    # A long jitter delay: in-order packets must not wait for it (only a missing one would).
+    config = RtpSessionConfig(jitter_min_delay=0.5, jitter_max_delay=1.0)
+    session = await RtpSession.open(RtpParameters(remote_host="127.0.0.1", remote_port=caller.port), config)
+    loop = asyncio.get_running_loop()
+    src = speech(0.2)
+    frames: list[tuple[float, float, AudioFrame]] = []
+    for i in range(10):
+        sent = loop.time()
+        caller.send(
+            RtpPacket(0, i, i * 160, 0x77, ulaw_encode(src[i * 160 : (i + 1) * 160])).build(), session.local_port
+        )
+        ev = await asyncio.wait_for(session.recv(), 5.0)
+        assert isinstance(ev, AudioFrame)
+        frames.append((sent, loop.time(), ev))
+        await asyncio.sleep(0.02)
+    await session.close("bye")
+    for sent, got, ev in frames:
+        assert ev.arrival is not None and sent <= ev.arrival <= got
+        assert got - sent < 0.25  # far under the 0.5 s the buffer would wait for a missing packet
+    assert np.array_equal(np.concatenate([ev.pcm for _, _, ev in frames]), ulaw_decode(ulaw_encode(src)))
+    assert session.receiver.jitter.stats.lost == 0
 
 
 async def test_play_is_paced_in_real_time_with_continuous_rtp() -> None:
