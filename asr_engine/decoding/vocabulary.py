@@ -2,7 +2,7 @@
 told so, as an SRGS digits grammar tells a telephony recognizer.
 
 A `Vocabulary` is a `Biaser` whose every step boosts the same tokens, those that can spell an answer
-of the grammar (numerals, the grammar's words, punctuation, the end of the text), by the same amount:
+of the grammar (numerals, the grammar's words, the marks between digits, the end of the text), by the same amount:
 every other token is demoted by that much, a soft logit mask. The boost only steers the choice of
 token: it is taken back from the hypothesis score, so beam ranking, confidence and the no-speech and
 repetition checks see the model's own log-probabilities. A soft mask rather than a hard one, so that a
@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from ..tokenizer import WhisperTokenizer
 from .bias import Biaser, BiasState
 
-# Between digits Whisper writes commas or dashes: those stay as likely as the end of the text, or the
-# decode stops after the first digit. Full stops are left out: boosted, they end the decode in "..."
-# and "0.5" reads as a decimal.
-_SEPARATORS = frozenset(",-")
+# Whisper writes commas or dashes between digits and a full stop after the last: those stay as
+# likely as the end of the text, or the decode stops after the first digit, or goes on past the last
+# one ("nine, nine,"). Tokens of several marks ("...", ".,") are left out: boosted, a decode ended in
+# nothing but dots.
+_SEPARATORS = frozenset({",", "-", "."})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class Vocabulary:
     def build(cls, tokenizer: WhisperTokenizer, words: Iterable[str], boost: float, numerals: bool) -> Vocabulary:
         """`words` in the spellings Whisper writes them (lower case, capitalized, after a space or not)
         where a spelling is one token, with `numerals` every token written in digits alone, the
-        separators Whisper writes between digits, and the end of the text."""
+        marks Whisper writes between and after digits, and the end of the text."""
         ids: set[int] = {tokenizer.special.eot}
         for word in words:
             for spelling in (word, word.capitalize()):
@@ -57,7 +58,7 @@ class Vocabulary:
                         ids.update(pieces)
         for i in range(tokenizer.special.eot):
             text = tokenizer.decode([i]).strip()
-            if text and ((numerals and text.isdigit()) or set(text) <= _SEPARATORS):
+            if (numerals and text.isdigit()) or text in _SEPARATORS:
                 ids.add(i)
         return cls({i: boost for i in sorted(ids)})
 

@@ -32,11 +32,11 @@ def _ids(recognizer, text: str) -> list[int]:
 
 def test_the_digits_vocabulary_is_numerals_digit_words_separators_and_the_end(recognizer, digits) -> None:
     tok = recognizer.tokenizer
-    for text in (" 5", "5", " 42", " five", " Five", "oh", " zero", ",", "-"):
+    for text in (" 5", "5", " 42", " five", " Five", "oh", " zero", ",", "-", "."):
         (token,) = _ids(recognizer, text)
         assert digits.table[token] == BOOST, text
     assert digits.table[tok.special.eot] == BOOST
-    for text in (" the", ".", " I", "th", " account"):
+    for text in (" the", "...", " I", "th", " account"):
         (token,) = _ids(recognizer, text)
         assert token not in digits.table, text
     # The boost steers the choice of token only: the hypothesis gets it back, so scores stay the model's.
