@@ -179,18 +179,20 @@ class Service:
     async def _hotwords_for(self, listen: act.Listen) -> HotwordContext | None:
         """A node's hot words, and the vocabulary of its closed grammar (digits, yes/no) for the decoder."""
         hot = await self._node_hotwords(listen)
-        vocabulary = self._vocabulary(listen.grammar)
+        vocabulary = await self._vocabulary(listen.grammar)
         if vocabulary is None:
             return hot
         if hot is None:
             return HotwordContext(vocabulary)
         return dataclasses.replace(hot, biaser=Combined((hot.biaser, vocabulary)))
 
-    def _vocabulary(self, grammar: str) -> Vocabulary | None:
+    async def _vocabulary(self, grammar: str) -> Vocabulary | None:
         if grammar not in self._vocabularies:
             assert self.recognizer is not None
             boost = self.config.recognizer.decode.grammar_boost
-            self._vocabularies[grammar] = grammar_vocabulary(self.recognizer.tokenizer, grammar, boost)
+            # Built once per grammar, off the event loop: it reads the whole token table.
+            vocabulary = await asyncio.to_thread(grammar_vocabulary, self.recognizer.tokenizer, grammar, boost)
+            self._vocabularies[grammar] = vocabulary
         return self._vocabularies[grammar]
 
     async def _node_hotwords(self, listen: act.Listen) -> HotwordContext | None:
