@@ -82,6 +82,15 @@ class DecodeConfig(BaseModel):
         None, description="beam ranking length penalty exponent; None: divide by length"
     )
     language: str = Field("en", description="language token of the decode")
+    # Chosen on the tuning half of bench/digits.py (1-8 all beat none on the synthetic voices) and on
+    # the callers_dev commands said at a digits node: from 2 on, "can you say that again" is lost.
+    grammar_boost: float = Field(
+        1.5,
+        ge=0,
+        le=30,
+        description="calls: logit boost of the tokens of a closed grammar (digits, yes/no) while the dialog "
+        "expects one; 0: the grammar only reads the transcript",
+    )
 
 
 # The default model per device: the most accurate one whose turn latency with 20 callers stays in

@@ -183,3 +183,13 @@ def yes_no(tokens: list[str]) -> Literal["yes", "no"] | None:
     if _has(tokens, _YES):
         return "yes"
     return None
+
+
+def vocabulary(grammar: str) -> tuple[str, ...]:
+    """The words an answer of a closed grammar is made of (numerals aside), for decoding toward them;
+    () for free speech."""
+    if grammar == "digits":
+        return (*_DIGIT_WORDS, *_TEENS, *_TENS, *_REPEATERS)
+    if grammar == "yes_no":
+        return tuple(sorted({w for phrase in _YES | _NO | _VERDICTS for w in phrase} | set(_SOUND_ALIKES)))
+    return ()

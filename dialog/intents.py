@@ -73,6 +73,13 @@ _RULES: dict[str, dict[str, float]] = {
     },
 }  # fmt: skip
 
+
+def command_words() -> tuple[str, ...]:
+    """The words of the commands that work at every node ("say that again", "go back"): a closed
+    grammar's decoding keeps them within reach."""
+    return tuple(sorted({w for intent in GLOBAL_INTENTS for phrase in _RULES[intent] for w in phrase.split()}))
+
+
 # Last-resort comparison when no rule fires at all.
 _EXAMPLES: dict[str, tuple[str, ...]] = {
     "billing": ("i have a question about my bill", "why is my bill so high", "i want to make a payment"),

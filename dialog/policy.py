@@ -127,7 +127,7 @@ class DialogPolicy:
         elif ctx.confirming:
             self._confirmed(ctx, result.intent == "yes", out)
         elif node.collect is not None:
-            self._collected(ctx, result.slots.get("digits", ""), out)
+            self._said_digits(ctx, result.slots.get("digits", ""), out)
         elif result.intent in node.intents:
             self._execute(ctx, node.intents[result.intent], out)
         else:
@@ -314,6 +314,19 @@ class DialogPolicy:
     def _confirm_prompt(node: Node) -> Prompt:
         assert node.confirm is not None
         return node.confirm
+
+    def _said_digits(self, ctx: CallContext, digits: str, out: list[act.Action]) -> None:
+        """Digits said join the entry as keyed ones do. A caller who breathes longer than the turn's
+        pause between digit groups ("826 ‖ 4053") says the number in two utterances, or keys part of
+        it: a group alone is no number to reject, and the next must not replace it. An entry still
+        shorter than the number waits for more, until the inter-digit timeout ends it."""
+        node = self._node(ctx)
+        assert node.collect is not None
+        entry = ctx.digit_buffer + digits
+        if len(entry) < node.collect.min_length:
+            ctx.digit_buffer = entry
+            return
+        self._collected(ctx, entry, out)
 
     def _collected(self, ctx: CallContext, digits: str, out: list[act.Action]) -> None:
         node = self._node(ctx)

@@ -1,11 +1,16 @@
-"""Hot words applied to recognition: the biasing graph for the decoder and the transcript post-pass."""
+"""Hot words applied to recognition: the biasing graph for the decoder and the transcript post-pass;
+and the vocabulary of a node's closed grammar (digits, yes/no) for the decoder."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from asr_engine.decoding.vocabulary import Vocabulary
 from asr_engine.recognizer import Recognizer, Transcript, Utterance
+from asr_engine.tokenizer import WhisperTokenizer
+from dialog.grammars import vocabulary
+from dialog.intents import command_words
 from hotwords.config import HotwordsConfig
 from hotwords.graph import BiasGraph
 from hotwords.postpass import PhraseCorrector, decoys
@@ -126,3 +131,12 @@ class Biasing:
                 if all(name > g for g in made_up):
                     return text
         return plain if self.corrector.spelled(transcript.text) else transcript.text
+
+
+def grammar_vocabulary(tokenizer: WhisperTokenizer, grammar: str, boost: float) -> Vocabulary | None:
+    """The decoder's steer toward a listening node's closed grammar (digits, yes/no), the commands that
+    work everywhere included: None for free speech or a zero boost."""
+    words = vocabulary(grammar)
+    if not words or boost <= 0:
+        return None
+    return Vocabulary.build(tokenizer, (*words, *command_words()), boost, numerals=grammar == "digits")

@@ -4,6 +4,7 @@ ends sharing one admission, readiness and draining."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from functools import partial
@@ -12,6 +13,7 @@ import numpy as np
 
 from asr_engine.audio.resample import resample
 from asr_engine.batcher import BatchingRecognizer
+from asr_engine.decoding.vocabulary import Combined, Vocabulary
 from asr_engine.recognizer import Recognizer, Utterance
 from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import RATE, SileroVad
@@ -27,7 +29,7 @@ from dialog.sealing import open_sealer
 from hotwords.registry import HotwordRegistry
 from hotwords.schema import validate_scope
 from hotwords.store import HotwordStore, open_store
-from ivr.app.biasing import Biasing
+from ivr.app.biasing import Biasing, grammar_vocabulary
 from ivr.app.config import AppConfig
 from ivr.app.deletion_cost import DeletionCostUpdater
 from ivr.app.redis import RedisConnector, open_redis
@@ -60,6 +62,7 @@ class Service:
         connect = self.redis.connect if self.redis is not None else None
         self.hotword_store: HotwordStore = open_store(connect, hw.key_prefix, hw.audit_cap)
         self._hotword_scopes: tuple[str, ...] = ()
+        self._vocabularies: dict[str, Vocabulary | None] = {}  # by grammar, built on first use
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
         # closed until the model and the flow are loaded
@@ -181,6 +184,25 @@ class Service:
         return self.recognizer.tokenizer if self.recognizer is not None else None
 
     async def _hotwords_for(self, listen: act.Listen) -> HotwordContext | None:
+        """A node's hot words, and the vocabulary of its closed grammar (digits, yes/no) for the decoder."""
+        hot = await self._node_hotwords(listen)
+        vocabulary = await self._vocabulary(listen.grammar)
+        if vocabulary is None:
+            return hot
+        if hot is None:
+            return HotwordContext(vocabulary)
+        return dataclasses.replace(hot, biaser=Combined((hot.biaser, vocabulary)))
+
+    async def _vocabulary(self, grammar: str) -> Vocabulary | None:
+        if grammar not in self._vocabularies:
+            assert self.recognizer is not None
+            boost = self.config.recognizer.decode.grammar_boost
+            # Built once per grammar, off the event loop: it reads the whole token table.
+            vocabulary = await asyncio.to_thread(grammar_vocabulary, self.recognizer.tokenizer, grammar, boost)
+            self._vocabularies[grammar] = vocabulary
+        return self._vocabularies[grammar]
+
+    async def _node_hotwords(self, listen: act.Listen) -> HotwordContext | None:
         """A node's literal hot words and named lists, with the global and this flow's lists."""
         assert self.hotwords is not None
         if not (listen.hotwords or listen.hotword_lists or self.hotwords.lists):

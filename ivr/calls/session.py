@@ -208,6 +208,7 @@ class CallSession:
         self._end_now = False  # the end key came while the caller spoke: close the utterance
         self._expect_digits: int | None = None  # a spoken number this long is complete
         self._yes_no = False  # the coming turn answers a yes/no question ("okay" is an answer there)
+        self._entry_wait_s: float | None = None  # inter-digit timeout of the entry being collected
         self._end_at: float | None = None  # close the utterance if its voiced audio still ends here
         # The decode started at the last pause, by where its voiced audio ends: the utterance's own if
         # the caller says no more (a pause longer than the padding gives the same audio).
@@ -289,6 +290,9 @@ class CallSession:
     async def _perform(self, actions: list[act.Action]) -> float | str | None:
         """Carry out `actions` in order. Returns the outcome when the call has left the dialog, else
         how long to wait for the caller (None: no limit)."""
+        if not actions:
+            # A key or a spoken digit group joined the entry: wait for the rest as long as for a key.
+            return self._entry_wait_s
         wait_s: float | None = None
         self._barged = False
         self._endpointing(actions)
@@ -302,8 +306,9 @@ class CallSession:
                 case act.Listen():
                     await self._listen_context(action)
                     wait_s = action.timeout_ms / 1000
+                    self._entry_wait_s = None
                 case act.CollectDigits():
-                    wait_s = action.timeout_ms / 1000
+                    wait_s = self._entry_wait_s = action.timeout_ms / 1000
                 case act.Route(queue=queue):
                     self.control.notify({"type": "route", "queue": queue})
                     await self.control.route(queue)

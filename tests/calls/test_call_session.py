@@ -234,3 +234,40 @@ async def test_a_dtmf_only_call_routes_with_no_model_loaded(vad: SileroVad, monk
     record = await deps.records.get("keys")
     assert record is not None and record.outcome == {"route": "tech_support"}
     assert created == []  # no recognizer, no ONNX Runtime session (the VAD's included)
+
+
+ENTRY_FLOW = """
+id: entry
+start: account
+settings: {no_input_timeout_ms: 20000, digit_timeout_ms: 500, max_retries: 0}
+nodes:
+  account:
+    prompt: {text: "Your account number?"}
+    grammar: digits
+    collect: {slot: number, min_length: 4, max_length: 8, terminator: "#", next: {route: account}}
+"""
+
+
+async def test_a_number_keyed_without_its_terminator_ends_at_the_inter_digit_timeout() -> None:
+    flow = parse_flow(ENTRY_FLOW)
+    executor = ThreadPoolExecutor(1)
+    deps = CallDeps(
+        policy=DialogPolicy(flow),
+        contexts=MemoryContextStore(),
+        records=MemoryRecordStore(),
+        prompts=PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE))),
+        recognizer=_NoRecognizer(),
+        speech_stream=_Unheard,
+        vad_executor=executor,
+    )
+    leg, control = ScriptedLeg(), Control()
+    run = asyncio.create_task(CallSession("entry", "+15550005", leg, control, deps).run())
+    await asyncio.wait_for(leg.playing.wait(), 10)
+    for key in "47192":
+        leg.feed(DtmfDigit(key, "rfc4733"))
+    # The node's 500 ms between digits, not its 20 s of no input, ends the entry.
+    assert await asyncio.wait_for(run, 10) == "route"
+    executor.shutdown()
+    record = await deps.records.get("entry")
+    assert record is not None and record.outcome == {"route": "account"}
+    assert [t.event for t in record.turns][-1] == "no_input"

@@ -77,6 +77,12 @@ def test_dtmf_4_collects_the_account_number(policy: DialogPolicy) -> None:
         [ev.Dtmf("123456#")],
         [ev.Dtmf(d) for d in "123456#"],
         [ev.Dtmf("1234"), ev.Dtmf("56"), ev.NoInput()],  # inter-digit timeout ends the entry
+        # A breath longer than the turn's pause: each group is an utterance, and they join up.
+        [ev.Utterance("one two three"), ev.Utterance("four five six")],
+        [ev.Utterance("12"), ev.Utterance("3, 4"), ev.Utterance("five six")],
+        # Keyed and said digits make one entry, in either order.
+        [ev.Dtmf("123"), ev.Utterance("four five six")],
+        [ev.Utterance("one two three"), ev.Dtmf("456#")],
     ],
 )
 def test_account_number_confirmed_yes_routes_account(policy: DialogPolicy, entry: list[ev.Event]) -> None:
@@ -104,6 +110,17 @@ def test_too_short_number_is_a_no_match(policy: DialogPolicy) -> None:
     ctx, d = run(policy, ev.Dtmf("4"), ev.Dtmf("123#"))
     assert ctx.node == "account_number" and ctx.failures == 1 and ctx.no_match_count == 1
     assert "six to ten digits" in (of(d, act.Play)[0].text or "")
+
+
+def test_a_group_said_alone_waits_for_the_rest_until_the_digit_timeout(policy: DialogPolicy) -> None:
+    ctx, d = run(policy, ev.Dtmf("4"), ev.Utterance("eight two six"))
+    assert d.actions == [] and ctx.digit_buffer == "826" and ctx.no_match_count == 0
+    ctx, d = run(policy, ev.Dtmf("4"), ev.Utterance("eight two six"), ev.NoInput())
+    assert ctx.no_match_count == 1 and ctx.digit_buffer == ""
+    assert "six to ten digits" in (of(d, act.Play)[0].text or "")
+    # A number too long with the group before it is no number either; the entry starts afresh.
+    ctx, d = run(policy, ev.Dtmf("4"), ev.Utterance("eight two six"), ev.Utterance("1234567890"))
+    assert ctx.no_match_count == 1 and ctx.digit_buffer == "" and not ctx.confirming
 
 
 def test_no_input_reprompts_then_escalates_to_agent(policy: DialogPolicy) -> None:
