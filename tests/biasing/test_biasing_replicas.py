@@ -53,12 +53,16 @@ async def _heard(client: TestClient, wav: bytes) -> str:
     return (await resp.json())["text"]
 
 
-async def _until(client: TestClient, wav: bytes, pred, limit_s: float) -> float:
+async def _until(client: TestClient, wav: bytes, pred, limit_s: float) -> tuple[float, float]:
+    """Seconds until a decode hears what `pred` wants, and the longest single decode meanwhile."""
     t0 = time.perf_counter()
+    longest = 0.0
     while True:
+        began = time.perf_counter()
         text = await _heard(client, wav)
+        longest = max(longest, time.perf_counter() - began)
         if pred(text):
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, longest
         assert time.perf_counter() - t0 < limit_s, f"still {text!r} after {limit_s} s"
         await asyncio.sleep(0.02)
 
@@ -71,15 +75,17 @@ async def test_list_update_reaches_the_other_replica(replicas, shared):
     put = await a.put("/v1/hotwords/products", json={"entries": [{"phrase": "Zentrix Unlimited"}]}, headers=AUTH)
     assert put.status in (200, 201), await put.text()
     # The first decode on b that starts after the change is announced must use the new list.
-    took = await _until(b, wav, lambda t: "zentrix unlimited" in t.lower(), 1.0 + 1.0)
-    assert took < 1.0 + 0.5  # propagation (< 1 s) plus one decode of a 4 s utterance
+    took, decode = await _until(b, wav, lambda t: "zentrix unlimited" in t.lower(), 1.0 + 4.0)
+    # Propagation (< 1 s), plus the decode in flight when the change landed and the one that heard it:
+    # decodes are timed, not assumed, so a busy machine does not pass for slow propagation.
+    assert took < 1.0 + 2 * decode
 
     put = await a.put("/v1/hotwords/products", json={"entries": [{"phrase": "NovaPay wallet"}]}, headers=AUTH)
     assert put.status == 200
-    await _until(b, wav, lambda t: "zentrix unlimited" not in t.lower(), 2.0)
+    await _until(b, wav, lambda t: "zentrix unlimited" not in t.lower(), 5.0)
     back = await a.post("/v1/hotwords/products/rollback?version=1", headers=AUTH)
     assert back.status == 200, await back.text()
-    await _until(b, wav, lambda t: "zentrix unlimited" in t.lower(), 2.0)
+    await _until(b, wav, lambda t: "zentrix unlimited" in t.lower(), 5.0)
 
 
 async def test_bad_uploads_change_nothing(replicas):

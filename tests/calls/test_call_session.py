@@ -248,9 +248,9 @@ nodes:
 """
 
 
-async def test_a_number_keyed_without_its_terminator_ends_at_the_inter_digit_timeout() -> None:
+async def test_a_number_keyed_without_its_terminator_ends_at_the_inter_digit_timeout(vad) -> None:
     flow = parse_flow(ENTRY_FLOW)
-    executor = ThreadPoolExecutor(1)
+    vad_batcher = VadBatcher(vad)
     deps = CallDeps(
         policy=DialogPolicy(flow),
         contexts=MemoryContextStore(),
@@ -258,7 +258,7 @@ async def test_a_number_keyed_without_its_terminator_ends_at_the_inter_digit_tim
         prompts=PromptCache(PromptRenderer(PromptConfig(cache_dir=PROMPT_CACHE))),
         recognizer=_NoRecognizer(),
         speech_stream=_Unheard,
-        vad_executor=executor,
+        vad=vad_batcher,
     )
     leg, control = ScriptedLeg(), Control()
     run = asyncio.create_task(CallSession("entry", "+15550005", leg, control, deps).run())
@@ -267,7 +267,7 @@ async def test_a_number_keyed_without_its_terminator_ends_at_the_inter_digit_tim
         leg.feed(DtmfDigit(key, "rfc4733"))
     # The node's 500 ms between digits, not its 20 s of no input, ends the entry.
     assert await asyncio.wait_for(run, 10) == "route"
-    executor.shutdown()
+    vad_batcher.close()
     record = await deps.records.get("entry")
     assert record is not None and record.outcome == {"route": "account"}
     assert [t.event for t in record.turns][-1] == "no_input"
