@@ -12,7 +12,7 @@ import pytest
 
 from asr_engine.audio.wav import read_wav
 from asr_engine.transcribe import transcribe_audio
-from bench.make_callers import LISTED, manifest
+from bench.make_callers import VALIDATION, manifest
 from hotwords.schema import Entry
 from ivr.app.biasing import Biasing
 
@@ -27,13 +27,13 @@ NAMED = ["val004", "val014"]  # "... move Myxora hotspot to my new address", "..
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     out = tmp_path_factory.mktemp("callers_val")
-    rows = manifest(out, ids={*UNLISTED, *NAMED})
+    rows = manifest(VALIDATION, out, ids={*UNLISTED, *NAMED})
     return {r["id"]: (r, read_wav(str(out / f"{r['id']}.wav"))) for r in rows}
 
 
 @pytest.fixture(scope="module")
 def biasing(recognizer):
-    return Biasing.from_entries([Entry(phrase=p) for p in LISTED], recognizer.tokenizer)
+    return Biasing.from_entries([Entry(phrase=p) for p in VALIDATION.listed], recognizer.tokenizer)
 
 
 def _hear(recognizer, vad, audio, biasing: Biasing, mode: str) -> str:
@@ -45,7 +45,7 @@ def _hear(recognizer, vad, audio, biasing: Biasing, mode: str) -> str:
 
 
 def _listed(text: str) -> list[str]:
-    return [p for p in LISTED if p.lower() in text.lower()]
+    return [p for p in VALIDATION.listed if p.lower() in text.lower()]
 
 
 @pytest.mark.parametrize("mode", ["call", "recording"])
