@@ -1,13 +1,14 @@
 """Hot-word benchmark: recall of listed product names and false alarms, per set and half.
 
-    .venv/bin/python -m bench.hotwords [--sets callers,asterisk,callers-val] [--halves tuning,validation]
+    .venv/bin/python -m bench.hotwords [--sets callers,asterisk,callers-tun,callers-val] [--halves tuning,validation]
         [--modes call,recording] [--asterisk N] [--beam 1,4] [--before] [--overhead] [--cache-dir DIR]
 
 Sets: callers_dev with its six names, the Asterisk dev recordings (no product names: every listed
-name in a transcript is a false alarm) with the same list loaded, and the validation callers of
-`bench.make_callers` with their own list (other names, phrasings and voices; never tuned on, so
-reported whole). Modes: a call's turn (one decode with the graph and the phrases as prompt, readings
-weighed: `Biasing.weigh`) and a recording (`Biasing.refine`). False alarms are listed names a
+name in a transcript is a false alarm) with the same list loaded, and the two synthetic caller sets
+of `bench.make_callers`, each with its own list (other names, phrasings and voices): the tuning
+callers, to choose settings by, and the validation callers, never tuned on (both reported whole).
+Modes: a call's turn (one decode with the graph and the phrases as prompt, readings weighed:
+`Biasing.weigh`) and a recording (`Biasing.refine`). False alarms are listed names a
 transcript holds that its utterance does not say, counted apart for ordinary requests, for callers
 naming an unlisted product, and for callers naming another listed one. `--before` adds each row as
 it was before the check against the unbiased reading (`Biasing._gate`).
@@ -36,7 +37,7 @@ from hotwords.schema import Entry
 from ivr.app.biasing import Biasing
 
 from .common import Clip, asterisk_clips, caller_clips, normalize, table, wer
-from .make_callers import LISTED, manifest, validation_clips
+from .make_callers import TUNING, VALIDATION, CallerSet, manifest, set_clips
 from .splits import HALVES, split
 
 
@@ -194,7 +195,7 @@ def gating_row(clips: list[Clip], hyps: list[str], phrases: list[str], kinds: di
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--beam", default="1")
-    ap.add_argument("--sets", default="callers,asterisk,callers-val")
+    ap.add_argument("--sets", default="callers,asterisk,callers-tun,callers-val")
     ap.add_argument("--halves", default=",".join(HALVES), help="tuning, validation or both")
     ap.add_argument("--modes", default="call,recording", help="call (Biasing.weigh), recording (Biasing.refine)")
     ap.add_argument("--asterisk", type=int, default=60, help="Asterisk dev clips (before the split)")
@@ -209,11 +210,15 @@ def main() -> None:
     if args.overhead:
         overhead(callers, asterisk_clips(args.asterisk), beams, args.reps, args.cache_dir)
         return
-    kinds = {r["id"]: r["kind"] for r in manifest()} if "callers-val" in args.sets.split(",") else {}
+    made: dict[str, tuple[str, CallerSet]] = {
+        "callers-tun": ("callers tuning", TUNING),
+        "callers-val": ("callers validation", VALIDATION),
+    }
+    kinds = {r["id"]: r["kind"] for key, (_, cs) in made.items() if key in args.sets.split(",") for r in manifest(cs)}
     sets = {
         "callers": ("callers_dev", lambda: callers, dev, True),
         "asterisk": ("Asterisk dev", lambda: asterisk_clips(args.asterisk), dev, True),
-        "callers-val": ("callers validation", validation_clips, LISTED, False),
+        **{key: (label, partial(set_clips, cs), cs.listed, False) for key, (label, cs) in made.items()},
     }
     rows = []
     for beam in beams:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from difflib import SequenceMatcher
 
@@ -178,15 +178,22 @@ class PhraseCorrector:
         """The phrases `text` holds (whatever its case, spacing or punctuation)."""
         return set(self._named_spans([_key(m.group()) for m in _WORD.finditer(text)]).values())
 
-    def transplant(self, text: str, into: str) -> str:
-        """`into` with the phrases `text` holds put in: where the two read differently (word by word,
-        whatever the case or punctuation) around a phrase, `text`'s words replace `into`'s; everywhere
-        else `into` stays as it is. Weighing the result against `into` judges the phrases alone, not
-        the other words two decodes disagree on."""
+    def transplant(self, text: str, into: str, phrases: Collection[str] | None = None) -> str:
+        """`into` with the phrases `text` holds (or those of them in `phrases`) put in: where the two
+        read differently (word by word, whatever the case or punctuation) around a phrase, `text`'s
+        words replace `into`'s; everywhere else `into` stays as it is. The words of a phrase left out
+        never come along ("Venquor Max, Sabrelo music" against a reading with neither: "Venquor Max").
+        Weighing the result against `into` judges the phrases alone, not the other words two decodes
+        disagree on."""
         words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
         others = [(m.start(), m.end()) for m in _WORD.finditer(into)]
         keys = [_key(text[a:b]) for a, b in words]
-        spans = self._named_spans(keys)
+        spans, left_out = {}, set()
+        for (first, last), phrase in self._named_spans(keys).items():
+            if phrases is None or phrase in phrases:
+                spans[first, last] = phrase
+            else:
+                left_out.update(range(first, last + 1))
         ops = SequenceMatcher(None, keys, [_key(into[a:b]) for a, b in others], autojunk=False).get_opcodes()
         # Neighbouring stretches that touch a phrase, merged: (i1, i2) of `text`'s words, (j1, j2) of `into`'s.
         merged: list[tuple[int, int, int, int]] = []
@@ -203,7 +210,16 @@ class PhraseCorrector:
         parts: list[str] = []
         cursor = 0
         for i1, i2, j1, j2 in merged:
-            piece = text[words[i1][0] : words[i2 - 1][1]]
+            # Runs of the stretch's words outside the phrases left out.
+            runs: list[list[int]] = []
+            for k in range(i1, i2):
+                if k in left_out:
+                    continue
+                if runs and runs[-1][-1] == k - 1:
+                    runs[-1].append(k)
+                else:
+                    runs.append([k])
+            piece = " ".join(text[words[run[0]][0] : words[run[-1]][1]] for run in runs)
             if j1 < j2:
                 start, end = others[j1][0], others[j2 - 1][1]
             elif j1 < len(others):  # nothing there: before `into`'s next word

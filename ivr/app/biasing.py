@@ -101,36 +101,49 @@ class Biasing:
         return readings[best] if gains[best] >= -self.margin else text
 
     def _gate(self, recognizer: Recognizer, context: Utterance, transcript: Transcript, text: str) -> str:
-        """`text`, if the audio supports each phrase it names over what an unbiased decode hears there.
+        """`text`, keeping each phrase it names only if the audio supports it over what an unbiased
+        decode hears there.
 
         The readings and a call's decode are judged with the phrases in front of the decoder, where a
         listed name is likely whatever was said: a caller naming an unlisted product ("my Skyrune
         router") came out as a listed one. So the encoder output is decoded once more with neither
-        prompt nor graph, and unless that reading names the phrases too, they are put into it
+        prompt nor graph, and each phrase that reading does not name is put into it on its own
         (`PhraseCorrector.transplant`: the name's span alone, not the other words two decodes differ
         on) and weighed on the audio: against the unbiased reading with the phrases as context, so that
         an invented name does not lose for being unknown to the language model (`plain_margin`), and,
         with no context, against the same reading with made-up names of the phrase's shape in its place
-        (`decoys`), which the audio must like less. A name that fails gives way: to the transcript, or
-        to the unbiased reading where the biased decode wrote the name itself.
+        (`decoys`), which the audio must like less. Each phrase stands or falls alone: a biased decode
+        that wrote a second, unsaid name beside the caller's ("Venquor Max, Sabrelo music") loses only
+        that one. Phrases that fail give way: to the transcript, or to the unbiased reading where the
+        biased decode wrote them itself, with the phrases that passed put into it.
         """
         named = self.corrector.named(text)
         if not named:
             return text
         bare = replace(context, bias=None, prompt="")
         plain = recognizer.redecode(bare, transcript.encoding).text
-        if named <= self.corrector.named(plain):
+        heard = self.corrector.named(plain)
+        new = sorted(named - heard)
+        if not new:
             return text
-        if plain:
-            spliced = self.corrector.transplant(text, plain)
-            (gain,) = recognizer.compare(replace(context, bias=None), plain, [spliced], transcript.encoding)
-            new = named - self.corrector.named(plain)
-            others = [self.corrector.swap(spliced, p, d) for p in sorted(new) for d in decoys(p, self.decoys)]
-            if gain >= -self.plain_margin:
-                name, *made_up = recognizer.compare(bare, plain, [spliced, *others], transcript.encoding)
-                if all(name > g for g in made_up):
-                    return text
-        return plain if self.corrector.spelled(transcript.text) else transcript.text
+        fallback = plain if self.corrector.spelled(transcript.text) else transcript.text
+        if not plain:
+            return fallback
+        spliced = [self.corrector.transplant(text, plain, {p}) for p in new]
+        gains = recognizer.compare(replace(context, bias=None), plain, spliced, transcript.encoding)
+        near = [(p, s) for p, s, gain in zip(new, spliced, gains, strict=True) if gain >= -self.plain_margin]
+        if not near:
+            return fallback
+        readings = [[s, *(self.corrector.swap(s, p, d) for d in decoys(p, self.decoys))] for p, s in near]
+        scores = iter(recognizer.compare(bare, plain, [r for rs in readings for r in rs], transcript.encoding))
+        kept = set()
+        for (p, _), rs in zip(near, readings, strict=True):
+            name, *made_up = (next(scores) for _ in rs)
+            if all(name > g for g in made_up):
+                kept.add(p)
+        if kept == set(new):
+            return text
+        return self.corrector.transplant(text, fallback, (named & heard) | kept) if kept else fallback
 
 
 def grammar_vocabulary(tokenizer: WhisperTokenizer, grammar: str, boost: float) -> Vocabulary | None:

@@ -147,3 +147,14 @@ def test_decoys_are_made_up_names_of_the_same_shape() -> None:
 def test_swap_writes_another_name_where_a_phrase_is_spelled(corrector: PhraseCorrector) -> None:
     assert corrector.swap("my nova pay wallet, please", "NovaPay wallet", "Solru wallet") == "my Solru wallet, please"
     assert corrector.swap("my Zentrix Unlimited", "NovaPay wallet", "Solru wallet") == "my Zentrix Unlimited"
+
+
+def test_transplant_leaves_out_the_phrases_not_asked_for() -> None:
+    corrector = PhraseCorrector(["Venquor Max", "Sabrelo music"])
+    plain = "Then, can we make a sense of being done in here today?"
+    both = "Venquor Max, Sabrelo music,"
+    assert corrector.transplant(both, plain) == "Venquor Max, Sabrelo music?"
+    assert corrector.transplant(both, plain, {"Venquor Max"}) == "Venquor Max?"
+    text, into = "I have Sabrelo music and Venquor Max here", "I have sable music and when core max here"
+    assert corrector.transplant(text, into, {"Venquor Max"}) == "I have sable music and Venquor Max here"
+    assert corrector.transplant(text, into, set()) == into
