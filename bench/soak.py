@@ -82,6 +82,7 @@ def _cpu_rss(pid: int) -> tuple[float, float]:
 @dataclass
 class Tally:
     failed: int = 0
+    failures: list[str] = field(default_factory=list)  # why sipp did not see each failed call through
     uploads_ok: int = 0
     uploads_refused: int = 0
     upload_errors: int = 0
@@ -117,9 +118,14 @@ def long_recording(seconds: float) -> bytes:
 
 async def caller(sip_port: int, work: Path, scenarios: Iterator[Path], until: float, tally: Tally) -> None:
     while time.monotonic() < until:
-        rc, _ = await sipp_call(next(scenarios), sip_port, work, limit_s=75)
+        scenario = next(scenarios)
+        rc, out = await sipp_call(scenario, sip_port, work, limit_s=75)
         if rc != 0:
             tally.failed += 1
+            errors = work / f"{scenario.stem}-errors.log"
+            said = (errors.read_text(errors="replace") if errors.exists() else "") + out
+            last = [line for line in said.splitlines() if line.strip()][-3:]
+            tally.failures.append(f"{scenario.stem}: sipp exit {rc}: {' | '.join(last)}")
 
 
 async def uploader(http: str, body: bytes, until: float, tally: Tally) -> None:
@@ -235,6 +241,8 @@ async def soak(args: argparse.Namespace, http: str, sip_port: int, pid: int, wor
             await task
     if tally.upload_errors:
         print(f"{tally.upload_errors} uploads answered neither 200 nor 503", file=sys.stderr)
+    for failure in tally.failures:
+        print(f"failed call: {failure}", file=sys.stderr)
     return samples
 
 
