@@ -15,6 +15,8 @@ import numpy as np
 
 from asr_engine.audio.wav import Audio, read_wav
 
+from .numbers import canonical_numbers, numerals
+
 ROOT = Path(__file__).resolve().parents[1]
 # Converted models, shared with the tests (converting them again takes minutes).
 MODEL_CACHE = Path(os.environ.get("VOICENAV_TEST_CACHE", ROOT / ".cache" / "test-models"))
@@ -46,18 +48,31 @@ def shared_dir() -> Path:
     raise SystemExit("speech data not found: set VOICENAV_SHARED or put shared/ beside the checkout")
 
 
-def normalize(text: str) -> str:
-    """Lower case, contractions expanded, digits spelled out one by one, punctuation dropped."""
+def _expanded(text: str) -> str:
     t = text.lower().replace("-", " ")
     for pattern, repl in _CONTRACTIONS:
         t = re.sub(pattern, repl, t)
-    t = re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", t)
-    t = re.sub(r"[^a-z' ]+", " ", t)
-    return " ".join(w.strip("'") for w in t.split() if w.strip("'"))
+    return t
+
+
+def _words(text: str) -> list[str]:
+    t = re.sub(r"[^a-z0-9' ]+", " ", text)
+    return [w.strip("'") for w in t.split() if w.strip("'")]
+
+
+def normalize(text: str) -> str:
+    """Lower case, contractions expanded, digits spelled out one by one, punctuation dropped."""
+    return " ".join(_words(re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", _expanded(text))))
+
+
+def scoring_form(text: str) -> str:
+    """What WER compares: `normalize`'s words, with every number in one form however it is written
+    (`bench.numbers`), so that "twelve" and "12" score the same."""
+    return " ".join(canonical_numbers(_words(numerals(_expanded(text)))))
 
 
 def wer(refs: list[str], hyps: list[str]) -> float:
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True)]
+    pairs = [(scoring_form(r), scoring_form(h)) for r, h in zip(refs, hyps, strict=True)]
     refs_n = [r for r, _ in pairs if r]
     hyps_n = [h for r, h in pairs if r]
     return 100.0 * jiwer.wer(refs_n, hyps_n)
