@@ -37,6 +37,8 @@ _CONTRACTIONS = [
     (r"\bi'm\b", "i am"),
     (r"'d\b", " would"),
 ]
+# Misspellings in the Asterisk transcripts that would count as errors of whoever spells it right.
+_TRANSCRIPT_TYPOS = {"fourtieth": "fortieth"}
 # callers_dev intents the demo flow routes at once: what the sipp-caller benchmarks' callers ask for.
 QUEUE_INTENTS = {"billing", "tech_support", "sales", "cancel", "agent"}
 
@@ -96,12 +98,15 @@ def asterisk_clips(limit: int | None = None) -> list[Clip]:
 
 def asterisk_reference(text: str) -> str | None:
     """A prompt's transcript written as `asterisk_dev.tsv` writes it, or None for what that list
-    leaves out: tones and silence (nothing left once bracketed notes go) and multi-digit numerals
-    (whose spoken form the transcript does not give)."""
+    leaves out: tones and silence (nothing left once bracketed notes go) and numerals in a name
+    ("H.323", said as "H dot three two three" or "H three twenty-three"). A plain numeral ("500",
+    "28.8") stays, its digits spelled one by one: scoring compares numbers by their digits
+    (`bench.numbers`), so "five hundred" and "five zero zero" both match it."""
     t = re.sub(r"\[[^\]]*\]|\([^)]*\)|<[^>]*>", " ", text)
-    if re.search(r"\d[.,]?\d", t):
+    if re.search(r"[a-z]\.\d", t, re.IGNORECASE):
         return None
-    ref = normalize(t.replace("*", " star ").replace("#", " pound "))
+    t = numerals(t.lower().replace("*", " star ").replace("#", " pound "))
+    ref = normalize(" ".join(_TRANSCRIPT_TYPOS.get(w, w) for w in t.split()))
     return ref or None
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import re
+
 import pytest
 
-from bench.common import asterisk_reference, normalize, scoring_form, wer
+from bench.common import ASTERISK_TRANSCRIPTS, asterisk_reference, normalize, scoring_form, wer
+
+SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9}
 
 
 @pytest.mark.parametrize(
@@ -88,6 +93,31 @@ def test_digits_spelled_one_by_one_score_as_the_numeral():
         assert scoring_form(normalize(numeral)) == scoring_form(numeral)
 
 
+def test_heldout_references_keep_plain_numerals_and_drop_names():
+    assert asterisk_reference("Dial 500 now.") == "dial five zero zero now"
+    assert asterisk_reference("a 28.8 kilobit modem") == "a two eight point eight kilobit modem"
+    assert asterisk_reference("H.323") is None
+    assert asterisk_reference("(10 seconds of silence)") is None
+    assert asterisk_reference("fourtieth") == "fortieth"  # the transcript's misspelling
+
+
 def test_dev_references_are_what_the_heldout_builder_writes(shared):
     rows = [line.split("\t") for line in (shared / "data/asterisk_dev.tsv").read_text().splitlines()]
     assert [asterisk_reference(ref) for _, ref in rows] == [ref for _, ref in rows]
+
+
+def test_asterisk_number_prompts_score_as_their_numerals():
+    if not ASTERISK_TRANSCRIPTS.exists():
+        pytest.skip("asterisk-core-sounds-en is not installed")
+    lines = gzip.decompress(ASTERISK_TRANSCRIPTS.read_bytes()).decode().splitlines()
+    prompts = {k.strip(): t for k, _, t in (line.partition(":") for line in lines)}
+    checked = 0
+    for key, text in prompts.items():
+        if m := re.fullmatch(r"digits/(h-)?(\d+|hundred|thousand|million|billion)", key):
+            ordinal, number = m.groups()
+            numeral = str(SCALES.get(number) or number)
+            ref = asterisk_reference(text)
+            assert ref is not None, key
+            assert scoring_form(ref) == scoring_form(numeral + ("th" if ordinal else "")), (key, text)
+            checked += 1
+    assert checked >= 50
