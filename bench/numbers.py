@@ -55,9 +55,11 @@ _REPEATS = {"double": 2, "triple": 3}
 
 def numerals(text: str) -> str:
     """Lower-case text with its numerals in words' shape: thousands separators dropped, a decimal
-    point said ("point"), digits split from letters ("15th" -> "15 th", "h323" -> "h 323")."""
+    point said ("point"), other dots between digits dropped, digits split from letters ("15th" ->
+    "15 th", "h323" -> "h 323")."""
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
-    t = re.sub(r"(?<=\d)\.(?=\d)", " point ", t)
+    # One dot between digits is a decimal point; more ("5.5.0.1") only separate digits, as hyphens do.
+    t = re.sub(r"(?<!\d)(?<!\d\.)(\d+)\.(\d+)(?!\.?\d)", r"\1 point \2", t)
     t = t.replace("%", " percent ")
     return re.sub(r"(?<=\d)(?=[a-z])|(?<=[a-z])(?=\d)", " ", t)
 

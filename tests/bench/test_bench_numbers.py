@@ -40,6 +40,8 @@ SCALES = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9}
         ("twenty eight point eight", "28.8"),
         ("four seven one nine two two", "471-922"),
         ("four seven one nine two two", "47 19 22"),
+        ("five five zero one three eight", "5.5.0.1.3.8."),
+        ("version one point five", "version 1.5."),
         ("twelve thirty four", "1234"),
         ("press one two or three", "Press 1, 2 or 3."),
         ("fifty percent", "50%"),
