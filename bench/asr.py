@@ -4,7 +4,8 @@
 
 Part 1, accuracy and single-stream latency: every clip of the real Asterisk recordings (8 kHz: the
 prompts listed for development, and the held-out rest) and of the synthetic callers, one at a time,
-through each system: WER, real-time factor, latency p50/p95 (all clips and clips under 5 s). Every
+through each system: WER (numbers compared by their digits however they are written, so "12" scores
+as "twelve": `bench.numbers`), real-time factor, latency p50/p95 (all clips and clips under 5 s). Every
 set is reported as its tuning and its validation half (`bench.splits`): settings are chosen on the
 tuning half, and the validation half is the result. Part 2, load: N concurrent callers each sending
 utterances one after another (closed loop) for a bounded number of utterances: latency p50/p95 and
