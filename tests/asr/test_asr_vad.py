@@ -1,0 +1,67 @@
+"""The endpointer's trailing edge: in speech, a chunk back at the line's noise floor is silence even
+while Silero still scores it as voice (`VadConfig.tail_margin_db`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr_engine.audio.resample import resample_int16
+from asr_engine.audio.wav import read_wav
+from asr_engine.vad import CHUNK, RATE, Endpointer, SileroVad, SpeechEnd, SpeechStart, VadConfig, VadEvent
+
+
+def _db(x: np.ndarray) -> np.ndarray:
+    """Each whole chunk's energy, dBFS."""
+    n = len(x) // CHUNK
+    return 10 * np.log10(np.mean(np.square(x[: n * CHUNK].reshape(n, CHUNK), dtype=np.float64), axis=1) + 1e-12)
+
+
+def _as_line_carries(shared: Path, key: str, tail_s: float, digital_silence: bool) -> np.ndarray:
+    """A caller's request (8 kHz, with the telephone channel's line noise) at the VAD's rate, then
+    `tail_s` of line noise at the level of the clip's quietest chunks, or of digital silence."""
+    clip = read_wav(str(shared / f"data/callers_dev/{key}.wav"))
+    pcm = resample_int16((np.asarray(clip.samples) * 32767).astype(np.int16), clip.sample_rate, RATE)
+    x = pcm.astype(np.float32) / 32768
+    noise_rms = 10 ** (np.percentile(_db(x), 5) / 20)
+    tail = np.zeros(int(tail_s * RATE), np.float32)
+    if not digital_silence:
+        tail = np.random.default_rng(7).normal(0, noise_rms, len(tail)).astype(np.float32)
+    return np.concatenate([x, tail])
+
+
+def _events(vad: SileroVad, x: np.ndarray, margin: float | None) -> list[VadEvent]:
+    return list(Endpointer(vad, VadConfig(tail_margin_db=margin)).accept(x))
+
+
+def _speech_on_the_line_ends(x: np.ndarray) -> float:
+    """Seconds to the end of the last chunk well above the line's noise (20 dB over its quietest)."""
+    db = _db(x)
+    loud = np.flatnonzero(db > np.percentile(db, 5) + 20)
+    return float((loud[-1] + 1) * CHUNK / RATE)
+
+
+def test_speech_ends_where_the_voice_stops_not_where_silero_lets_go(vad: SileroVad, shared: Path) -> None:
+    for digital_silence in (False, True):
+        x = _as_line_carries(shared, "dev002", 1.5, digital_silence)
+        off, on = _events(vad, x, None), _events(vad, x, VadConfig().tail_margin_db)
+        assert [e for e in on if isinstance(e, SpeechStart)] == [e for e in off if isinstance(e, SpeechStart)]
+        (end_off,) = [e for e in off if isinstance(e, SpeechEnd)]
+        (end_on,) = [e for e in on if isinstance(e, SpeechEnd)]
+        # Silero holds on for several chunks after this request's last word; the line does not.
+        assert end_on.voiced_end <= end_off.voiced_end - 2 * CHUNK / RATE
+        # ...and the end is not taken from inside the words.
+        assert end_on.voiced_end >= _speech_on_the_line_ends(x[: -int(1.5 * RATE)]) - CHUNK / RATE
+        # The trailing sounds still reach the recognizer: speech_pad_ms of audio after the end.
+        assert end_on.end - end_on.voiced_end == pytest.approx(VadConfig().speech_pad_ms / 1000)
+        assert end_on.decided_at - end_on.voiced_end == pytest.approx(end_off.decided_at - end_off.voiced_end)
+
+
+def test_no_floor_yet_leaves_silero_alone(vad: SileroVad, shared: Path) -> None:
+    """Speech from the stream's first chunk: no chunk heard as no speech yet, so no floor to be near."""
+    x = _as_line_carries(shared, "dev002", 1.5, digital_silence=False)
+    speech = x[int(np.argmax(_db(x) > np.percentile(_db(x), 5) + 20)) * CHUNK :]
+    off, on = _events(vad, speech[: 2 * RATE], None), _events(vad, speech[: 2 * RATE], 6.0)
+    assert off == on
