@@ -15,8 +15,8 @@ Silero also keeps scoring a chunk or more as voice after the voice has stopped: 
 to its noise the model's memory of the word is all that is left. So in speech a chunk whose energy is
 within `tail_margin_db` of the line's noise floor counts as silence whatever Silero says, and the
 speech ends where the voice stops on the line; onsets are Silero's alone. The floor is a low
-percentile of the chunks Silero heard as no speech over the last seconds, never below a level that
-digital silence would otherwise pull it to.
+percentile of the line noise Silero heard as no speech over the last seconds; digital silence is no
+line noise and is left out of it.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ from pydantic import BaseModel, Field
 RATE = 16000
 CHUNK = 512  # samples per VAD decision at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous chunk the model sees
-# The noise floor: this percentile of the energy of the last FLOOR_CHUNKS chunks heard as no speech
-# (~3 s), once there are MIN_FLOOR_CHUNKS of them (~0.25 s); digital silence counts as FLOOR_MIN_DB.
+# The noise floor: this percentile of the energy of the last FLOOR_CHUNKS chunks of line noise heard
+# as no speech (~3 s), once there are MIN_FLOOR_CHUNKS of them (~0.25 s). Chunks under FLOOR_MIN_DB are
+# digital silence (a phone or sipp sending zeros between utterances), not the line's noise: they are
+# left out, and a line with no noise yet has its floor there.
 FLOOR_PERCENTILE = 10
 FLOOR_CHUNKS = 94
 MIN_FLOOR_CHUNKS = 8
@@ -52,7 +54,7 @@ class VadConfig(BaseModel):
     speech_pad_ms: int = Field(200, ge=0, description="audio kept after the speech")
     max_utterance_s: float = Field(20.0, gt=1, le=30, description="longer speech is cut here")
     # Chosen on the tuning halves (bench/endpointing.py at the 250 ms early pause): 6 dB ends callers_dev
-    # turns ~100 ms sooner with no cut there and one more on asterisk_dev (none acted on); 8-10 dB cut more.
+    # turns ~100 ms sooner with no cut there and two more on asterisk_dev (none acted on); 8-10 dB cut more.
     tail_margin_db: float | None = Field(
         6.0,
         ge=0,
@@ -185,7 +187,7 @@ class Endpointer:
         self._last_speech_end = 0
         self._pause: int | None = None  # silence after which a SpeechPause is reported
         self._paused = False  # reported for the current pause
-        self._quiet: deque[float] = deque(maxlen=FLOOR_CHUNKS)  # dB of the last chunks heard as no speech
+        self._quiet: deque[float] = deque(maxlen=FLOOR_CHUNKS)  # dB of the last line noise heard as no speech
         ms = RATE // 1000
         self._min_speech = config.min_speech_ms * ms
         self._min_silence = config.min_silence_ms * ms
@@ -247,14 +249,16 @@ class Endpointer:
     def _at_floor(self, db: float) -> bool:
         """Whether a chunk this loud is line noise: within the margin of the noise floor."""
         margin = self.cfg.tail_margin_db
-        if margin is None or len(self._quiet) < MIN_FLOOR_CHUNKS:
+        if margin is None:
             return False
-        floor = max(FLOOR_MIN_DB, float(np.percentile(self._quiet, FLOOR_PERCENTILE)))
+        floor = FLOOR_MIN_DB
+        if len(self._quiet) >= MIN_FLOOR_CHUNKS:
+            floor = float(np.percentile(self._quiet, FLOOR_PERCENTILE))
         return db < floor + margin
 
     def _judge(self, chunk: np.ndarray, p: float) -> Iterator[VadEvent]:
         db = 10 * float(np.log10(np.mean(np.square(chunk, dtype=np.float64)) + 1e-12))
-        if p < self.cfg.neg_threshold:
+        if p < self.cfg.neg_threshold and db >= FLOOR_MIN_DB:
             self._quiet.append(db)
         begin = self._pos
         self._pos += CHUNK
