@@ -14,7 +14,8 @@ the end.
 Silero also keeps scoring a chunk or more as voice after the voice has stopped: once the line is back
 to its noise the model's memory of the word is all that is left. So in speech a chunk whose energy is
 within `tail_margin_db` of the line's noise floor counts as silence whatever Silero says, and the
-speech ends where the voice stops on the line; onsets are Silero's alone. The floor is a low
+speech ends where the voice stops on the line; before speech such a chunk is no onset either (the
+tail Silero still scores as voice after an end is not the caller going on). The floor is a low
 percentile of the line noise Silero heard as no speech over the last seconds; digital silence is no
 line noise and is left out of it.
 """
@@ -53,12 +54,10 @@ class VadConfig(BaseModel):
     preroll_ms: int = Field(400, ge=0, description="audio kept before the speech")
     speech_pad_ms: int = Field(200, ge=0, description="audio kept after the speech")
     max_utterance_s: float = Field(20.0, gt=1, le=30, description="longer speech is cut here")
-    # 6 dB is the value chosen on the tuning halves (bench/endpointing.py at the 250 ms early pause: callers'
-    # voice ends ~100 ms sooner, two more cuts on asterisk_dev, none acted on; 8-10 dB cut more). Off by
-    # default: on the wire (bench/turns.py, single calls) it cuts the VAD's lag by ~100 ms but the answer
-    # still comes 60-150 ms later than without it, for a reason not found yet (README, turn taking).
+    # Chosen on the tuning halves (bench/endpointing.py at the 250 ms early pause): 6 dB ends callers_dev
+    # turns ~100 ms sooner with no cut there and two more on asterisk_dev (none acted on); 8-10 dB cut more.
     tail_margin_db: float | None = Field(
-        None,
+        6.0,
         ge=0,
         le=40,
         description="in speech, a chunk less than this far above the line's noise floor (dB) is silence even "
@@ -265,8 +264,11 @@ class Endpointer:
         begin = self._pos
         self._pos += CHUNK
         self._audio.append(chunk)
+        # Line noise is no voice, before speech too: right after an end Silero still scores the tail
+        # as voice, which would otherwise look like the caller going on (and hold the answer back).
+        at_floor = self._at_floor(db)
         if not self._triggered:
-            if p >= self.cfg.threshold:
+            if p >= self.cfg.threshold and not at_floor:
                 if self._start is None:
                     self._start = begin
                 self._speech_run += CHUNK
@@ -279,7 +281,6 @@ class Endpointer:
                 self._start, self._speech_run = None, 0
             self._trim_preroll()
             return
-        at_floor = self._at_floor(db)
         if p >= self.cfg.threshold and not at_floor:
             self._silence_run, self._paused = 0, False
             self._last_speech_end = self._pos

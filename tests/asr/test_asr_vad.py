@@ -62,3 +62,15 @@ def test_speech_ends_where_the_voice_stops_not_where_silero_lets_go(vad: SileroV
         assert end_on.end - end_on.voiced_end == pytest.approx(VadConfig().speech_pad_ms / 1000)
         # The turn's silence wait starts there, so the decision comes as much sooner.
         assert end_on.decided_at <= end_off.decided_at - 2 * CHUNK / RATE
+
+
+def test_the_tail_after_an_end_is_not_the_caller_going_on(vad: SileroVad, shared: Path) -> None:
+    """A call waits on voice heard since the turn ended before it answers: the line noise Silero
+    still scores as voice after the end must not move `voiced_end`."""
+    x = _as_line_carries(shared, "dev002", 1.5, digital_silence=False)
+    ep = Endpointer(vad, VadConfig(tail_margin_db=MARGIN_DB))
+    ep.set_min_silence(250)
+    ends = [e for e in ep.accept(x) if isinstance(e, SpeechEnd)]
+    assert len(ends) == 1
+    assert ep.voiced_end == ends[0].voiced_end
+    assert ep.onset_voiced == 0
