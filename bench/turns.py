@@ -230,6 +230,12 @@ async def main() -> None:
         default=VadConfig().early_end_ms,
         help="the service's early_end_ms (decode at this pause; 0: off)",
     )
+    ap.add_argument(
+        "--tail-margin-db",
+        type=lambda text: None if text == "none" else float(text),
+        default=VadConfig().tail_margin_db,
+        help="the service's tail_margin_db (speech ends where the line falls to its noise; 'none': off)",
+    )
     ap.add_argument("--per-call", action="store_true", help="each call's figures on stderr")
     args = ap.parse_args()
     if not 1 <= args.single_calls <= 20:
@@ -240,7 +246,7 @@ async def main() -> None:
         sections = {
             "calls": {"max_calls": 32},
             "recognizer": {"max_batch": args.max_batch},
-            "vad": {"early_end_ms": args.early_end_ms or None},
+            "vad": {"early_end_ms": args.early_end_ms or None, "tail_margin_db": args.tail_margin_db},
             # Every caller comes from the relay's one address: a burst of 20 INVITEs is the test.
             "sip": {"access": {"invite_rate": {"rate_per_s": 50.0, "burst": 50}}},
         }

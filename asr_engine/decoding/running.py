@@ -161,9 +161,10 @@ class RunningBatch:
         self._entries.remove(entry)
         assert self._rows is not None
         keep = [i for i, e in enumerate(self._rows.owner) if e is not entry]
-        self._rows = self._rows.take(np.array(keep, dtype=np.int64), [self._rows.owner[i] for i in keep])
-        if not keep:
-            self._rows = None
+        # The last request's rows leave nothing to take (its encoder columns sized by no one).
+        self._rows = (
+            self._rows.take(np.array(keep, dtype=np.int64), [self._rows.owner[i] for i in keep]) if keep else None
+        )
         return True
 
     def _start(self, reqs: list[DecodeRequest], keys: list[Hashable]) -> tuple[_Rows, list[_Entry]]:

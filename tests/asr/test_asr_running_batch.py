@@ -145,6 +145,21 @@ def test_a_cancelled_request_frees_its_rows(recognizer, requests):
         batch.admit([(2, requests[2]), (2, requests[3])])
 
 
+def test_cancelling_the_only_request_empties_the_batch(recognizer, requests):
+    """A caller who goes on talking after the early decode cancels it, often the only one running."""
+    cfg = recognizer.config.decode
+    batch = RunningBatch(recognizer.searcher, cfg, recognizer.tail)
+    batch.admit([(0, requests[0])])
+    batch.step()
+    assert batch.cancel(0)
+    assert len(batch) == 0 and batch.rows == 0
+    batch.admit([(1, requests[1])])
+    out = {}
+    while len(batch):
+        out.update(batch.step())
+    assert out[1].tokens == recognizer.searcher.decode([requests[1]], cfg, recognizer.tail)[0].tokens
+
+
 async def test_the_batcher_answers_short_turns_before_long_rows_end(recognizer, asterisk_dev):
     """Through the batcher: a caller who speaks while a long upload chunk decodes gets the transcript
     before the chunk's; of two callers decoded together, the short turn is out before the long one."""

@@ -46,7 +46,7 @@ def _key(e: VadEvent) -> tuple:
 
 
 def _stream(vad: SileroVad) -> RecognitionStream:
-    s = RecognitionStream(vad, VadConfig())
+    s = RecognitionStream(vad, VadConfig(tail_margin_db=6.0))  # the trailing edge's floor moves on too
     s.set_end_silence(400, 250)  # pauses reported too
     return s
 
