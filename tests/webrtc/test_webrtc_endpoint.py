@@ -171,6 +171,7 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     counts = {m: _metric(m) for m in counted}
     byes = _metric("voicenav_webrtc_hangups_total", reason="bye")
     answers = _metric("voicenav_webrtc_answers_total", codec="opus")
+    active = _metric("voicenav_active_calls", transport="webrtc")  # a shared gauge: other tests' calls
     async with serve(app) as url:
         status, _ = await caller.call(url)
         assert status == 200
@@ -197,7 +198,12 @@ async def test_keypad_events_and_caller_hangup_over_the_data_channel() -> None:
     assert {m: _metric(m) - v for m, v in counts.items()} == dict.fromkeys(counts, 1.0)
     assert _metric("voicenav_webrtc_hangups_total", reason="bye") == byes + 1
     assert _metric("voicenav_webrtc_answers_total", codec="opus") == answers + 1
-    assert _metric("voicenav_active_calls", transport="webrtc") == 0
+    # The call's slot is given back once its teardown has run, which the hangup event does not wait for.
+    for _ in range(50):
+        if _metric("voicenav_active_calls", transport="webrtc") == active:
+            break
+        await asyncio.sleep(0.1)
+    assert _metric("voicenav_active_calls", transport="webrtc") == active
     frames = collector.of(AudioFrame)
     assert len(frames) > 25  # > 0.5 s of 20 ms frames
     assert all(f.sample_rate == 16000 and f.pcm.dtype == np.int16 and f.pcm.ndim == 1 for f in frames)
