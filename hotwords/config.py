@@ -22,6 +22,15 @@ class HotwordsConfig(BaseModel):
     # Whisper splits unknown names into short common pieces (' Z', ' K'); boosting those alone makes
     # greedy decoding loop on them, so the first piece of a phrase gets little or nothing.
     first_piece_boost: float = Field(default=0.0, ge=0, le=MAX_BOOST, description="boost of a phrase's first token")
+    # The name check (`Biasing._gate` in the service) decodes a turn again, unbiased, and weighs the
+    # name on the audio; that runs in the recognizer's worker between decoder steps and holds every
+    # call's decode meanwhile. With 20 callers whose speech ends over 10 s (`bench.turns`, spread20,
+    # idle machine) the wire gap went from p50 622 / p95 1192 ms without it to 3617 / 5298 ms with it.
+    gate_calls: bool = Field(
+        default=False,
+        description="calls: a listed name stands only if an unbiased decode of the turn supports it (fewer false "
+        "alarms; costs the recognizer a second decode of every turn that names a phrase)",
+    )
     max_phrase_tokens: int = Field(default=24, ge=1, le=128, description="longer phrases are refused")
     max_body_bytes: int = Field(default=512 * 1024, ge=1024, description="largest list upload")
     audit_cap: int = Field(default=1000, ge=10, description="audit log entries kept")

@@ -47,6 +47,8 @@ class Biasing:
     # Above this mean token log-probability the decoder was sure of what it heard: only the strict
     # post-pass applies (half of the real Asterisk utterances; few transcripts that miss a name).
     sure_logprob: float = -0.3
+    # Whether `weigh` (a call's turn) checks names with `_gate` too (`HotwordsConfig.gate_calls`).
+    gate_calls: bool = False
 
     @classmethod
     def from_entries(cls, entries: Iterable[Entry], codec: Codec, config: HotwordsConfig | None = None) -> Biasing:
@@ -79,10 +81,10 @@ class Biasing:
 
     def weigh(self, recognizer: Recognizer, utterance: Utterance, transcript: Transcript) -> str:
         """`refine` for a transcript already decoded with the phrases as prompt (a call's turn): its
-        sound-alike readings are weighed on the audio, with no second prompted decode to wait for (only
-        a turn that names a phrase is decoded again, unbiased, to check the name: `_gate`)."""
+        sound-alike readings are weighed on the audio, with no second decode to wait for; with
+        `gate_calls`, a turn that names a phrase is decoded again, unbiased, to check the name (`_gate`)."""
         best = self._best(recognizer, utterance, transcript, self._readings(transcript))
-        return self._gate(recognizer, utterance, transcript, best)
+        return self._gate(recognizer, utterance, transcript, best) if self.gate_calls else best
 
     def _readings(self, transcript: Transcript) -> list[str]:
         """The strict correction, and loose sound-alike readings where the decoder was not sure."""

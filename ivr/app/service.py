@@ -215,7 +215,7 @@ class Service:
         # readings weighed on the audio (`Biasing.weigh`). `Biasing.refine` would also decode a second
         # time, which held the recognizer's worker: under 20 concurrent calls p95 went from 0.4 to 2.1 s.
         assert self.recognizer is not None
-        biasing = Biasing(composed.graph, composed.corrector)
+        biasing = Biasing(composed.graph, composed.corrector, gate_calls=self.config.hotwords.gate_calls)
         return HotwordContext(
             composed,
             composed.start().prompt_text(),

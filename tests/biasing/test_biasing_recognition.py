@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -78,7 +79,7 @@ def _call_turn(recognizer, vad, shared, key, biasing, refine):
 def test_call_turns_weigh_readings_without_decoding_again(recognizer, vad, shared, callers, biasing, key):
     """The prompted decode still heard "moment fiber" or "Melbourne cyber"; the strict post-pass leaves
     those, the readings weighed on the audio restore the name, and the caller waits for no second
-    prompted decode (only the unbiased one that checks the name)."""
+    decode (with `gate_calls`, only the unbiased one that checks the name)."""
     (phrase,) = callers[key]["hotwords"]
     strict = _call_turn(recognizer, vad, shared, key, biasing, lambda _utt, t: biasing.correct(t.text))
     assert phrase.lower() not in strict.lower()
@@ -86,9 +87,12 @@ def test_call_turns_weigh_readings_without_decoding_again(recognizer, vad, share
     recognizer.redecode = lambda utt, encoding: again.append(utt) or original(utt, encoding)
     try:
         weighed = _call_turn(recognizer, vad, shared, key, biasing, partial(biasing.weigh, recognizer))
+        assert again == []
+        gated = replace(biasing, gate_calls=True)
+        checked = _call_turn(recognizer, vad, shared, key, gated, partial(gated.weigh, recognizer))
     finally:
         recognizer.redecode = original
-    assert phrase.lower() in weighed.lower()
+    assert phrase.lower() in weighed.lower() and phrase.lower() in checked.lower()
     assert [(u.prompt, u.bias) for u in again] == [("", None)]
 
 

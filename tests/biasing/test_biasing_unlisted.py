@@ -39,8 +39,8 @@ def biasing(recognizer):
 
 def _hear(recognizer, vad, audio, biasing: Biasing, mode: str) -> str:
     graph = biasing.graph
-    if mode == "call":  # one decode with the graph and the phrases as prompt, readings weighed
-        weigh = partial(biasing.weigh, recognizer)
+    if mode == "call":  # one decode with the graph and the phrases as prompt, readings weighed, names checked
+        weigh = partial(replace(biasing, gate_calls=True).weigh, recognizer)
         return transcribe_audio(recognizer, vad, audio, biaser=graph, prompt=graph.prompt, refine=weigh).text
     return transcribe_audio(recognizer, vad, audio, biaser=graph, refine=partial(biasing.refine, recognizer)).text
 
