@@ -155,7 +155,12 @@ async def _get(http: str, path: str) -> ClientResponse:
 
 async def finished_calls(http: str, seen: set[str]) -> tuple[int, list[float]]:
     """How many call records finished since the last look, and their turn latencies (ms)."""
-    body = await (await _get(http, "/v1/calls?limit=200")).json()
+    resp = await _get(http, "/v1/calls?limit=200")
+    body = await resp.json()
+    if resp.status != 200:
+        # The records are still there: the next look counts them (a 503 while Redis is away, a 429).
+        print(f"GET /v1/calls answered {resp.status}: {body}", file=sys.stderr)
+        return 0, []
     calls, out = 0, []
     for call in body["calls"]:
         if call["outcome"] is None or call["call_id"] in seen:
