@@ -41,6 +41,14 @@ def mask(text: str, keep: int = KEEP, secret: Callable[[str], bool] = str.isdigi
     return "".join(out)
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def mask_caller(caller: str) -> str:
     """A caller's number, URI or address as records and logs show it by default.
 
@@ -50,11 +58,7 @@ def mask_caller(caller: str) -> str:
     characters. The host of a URI (the carrier or gateway) and its parameters stay. Masking a masked
     value changes nothing.
     """
-    try:
-        ipaddress.ip_address(caller)
-    except ValueError:
-        pass
-    else:
+    if _is_ip(caller):
         return mask(caller, KEEP, str.isalnum)  # IPv6 groups are hex: letters count as digits
     match = _CALLER_URI.fullmatch(caller)
     assert match is not None  # every part may be empty: any string matches

@@ -5,6 +5,7 @@ Redis that lost its data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -38,11 +39,9 @@ class _ServerProcess(ABC):
         )
         async with _client(self.port) as client, asyncio.timeout(10):
             while True:
-                try:
+                with contextlib.suppress(OSError, RedisConnectionError):  # not listening yet
                     if await self._ready(client):
                         return
-                except (OSError, RedisConnectionError):
-                    pass
                 await asyncio.sleep(0.05)
 
     async def stop(self) -> None:

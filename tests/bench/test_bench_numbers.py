@@ -109,8 +109,8 @@ def test_dev_references_are_what_the_heldout_builder_writes(shared):
 
 
 def test_asterisk_number_prompts_score_as_their_numerals():
-    if not ASTERISK_TRANSCRIPTS.exists():
-        pytest.skip("asterisk-core-sounds-en is not installed")
+    # scripts/setup.sh installs the transcripts: without them this check would silently not run.
+    assert ASTERISK_TRANSCRIPTS.exists(), "asterisk-core-sounds-en is not installed: run scripts/setup.sh"
     lines = gzip.decompress(ASTERISK_TRANSCRIPTS.read_bytes()).decode().splitlines()
     prompts = {k.strip(): t for k, _, t in (line.partition(":") for line in lines)}
     checked = 0
