@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +25,8 @@ from asr_engine.recognizer import Recognizer, Refine, Transcript, Utterance
 from asr_engine.streaming import RecognitionStream
 from asr_engine.vad import Endpointer, SileroVad, SpeechEnd, VadConfig
 from asr_engine.vad_batch import VadBatcher
+from bench.digit_sets import allison
+from bench.harness import Caller
 from dialog.context import MemoryContextStore
 from dialog.flow import parse_flow
 from dialog.policy import DialogPolicy
@@ -33,13 +34,12 @@ from dialog.records import CallRecord, MemoryRecordStore
 from ivr.calls.prompt_cache import PromptCache
 from ivr.calls.prompts import PromptConfig, PromptRenderer
 from ivr.calls.session import CallDeps, CallSession
-from ivr.media.events import AudioFrame, DtmfDigit
+from ivr.media.events import DtmfDigit
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 
 RATE = 8000
 FRAME = 160  # 20 ms, as RTP carries it
-ALLISON_DIGITS = Path("/usr/share/asterisk/sounds/en_US_f_Allison/digits")
 DEFAULT_END_MS = VadConfig().min_silence_ms  # the service's end of speech: 600 ms
 
 MENU_FLOW = """
@@ -72,23 +72,6 @@ def speech(utterance: str) -> np.ndarray:
     return resample_int16(pcm, audio.sample_rate, RATE) if audio.sample_rate != RATE else pcm
 
 
-def _trimmed(pcm: np.ndarray, floor: int = 200) -> np.ndarray:
-    """Without the recording's own leading and trailing silence."""
-    loud = np.flatnonzero(np.abs(pcm) > floor)
-    return pcm[loud[0] : loud[-1] + 1]
-
-
-def spoken_number(groups: list[str], pause_s: float = 0.7) -> np.ndarray:
-    """Allison's digits, each group said in one go, `pause_s` of silence between groups (a breath)."""
-    said = []
-    for group in groups:
-        digits = [read_wav(str(ALLISON_DIGITS / f"{d}.wav")) for d in group]
-        pcm = np.concatenate([(np.asarray(a.samples) * 32767).astype(np.int16) for a in digits])
-        said.append(_trimmed(pcm))
-    pause = np.zeros(int(pause_s * RATE), np.int16)
-    return np.concatenate([part for g in said for part in (g, pause)][:-1])
-
-
 def speech_ends(vad: SileroVad, pcm: np.ndarray, end_silence_ms: int) -> list[SpeechEnd]:
     """What the endpointer makes of `pcm` followed by 2 s of silence."""
     endpointer = Endpointer(vad, VadConfig())
@@ -96,41 +79,6 @@ def speech_ends(vad: SileroVad, pcm: np.ndarray, end_silence_ms: int) -> list[Sp
     x = np.concatenate([pcm, np.zeros(2 * RATE, np.int16)]).astype(np.float32) / 32768
     audio = resample_int16((x * 32767).astype(np.int16), RATE, 16000).astype(np.float32) / 32768
     return [e for e in endpointer.accept(audio) if isinstance(e, SpeechEnd)]
-
-
-class Caller:
-    """Sends 20 ms frames to the leg on the real-time clock: what `say` queued, else silence (a phone
-    keeps sending while the caller listens)."""
-
-    def __init__(self, leg: ScriptedLeg) -> None:
-        self.leg = leg
-        self._queued = np.zeros(0, np.int16)
-        self._task = asyncio.create_task(self._send())
-
-    def say(self, pcm: np.ndarray) -> None:
-        self._queued = np.concatenate([self._queued, pcm])
-
-    async def said(self) -> float:
-        """Wait until everything queued has been sent; the loop time it was."""
-
-        async def sent() -> bool:
-            return len(self._queued) == 0
-
-        await poll(sent, within=30, interval=0.01)
-        return asyncio.get_running_loop().time()
-
-    async def _send(self) -> None:
-        loop = asyncio.get_running_loop()
-        start, sent = loop.time(), 0
-        while True:
-            frame, self._queued = self._queued[:FRAME], self._queued[FRAME:]
-            frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
-            self.leg.feed(AudioFrame(frame, RATE))
-            sent += 1
-            await asyncio.sleep(max(0.0, start + sent * FRAME / RATE - loop.time()))
-
-    def stop(self) -> None:
-        self._task.cancel()
 
 
 async def prompts_played(leg: ScriptedLeg, prompts: int) -> None:
@@ -213,7 +161,7 @@ async def test_recorded_latency_includes_the_silence_wait(deps: CallDeps, vad: S
 
 
 async def test_a_breath_between_digit_groups_ends_the_turn_only_at_the_default_pause(vad: SileroVad) -> None:
-    number = spoken_number(["305", "0138"])
+    number = allison(["305", "0138"])
     assert len(speech_ends(vad, number, DEFAULT_END_MS)) == 2  # cut after "305"
     (whole,) = speech_ends(vad, number, 1200)
     assert whole.end - whole.start > len(number) / RATE - 0.2
@@ -242,7 +190,7 @@ async def digits_call(
     caller = Caller(leg)
     try:
         await prompts_played(leg, 1)
-        caller.say(spoken_number(["305", "0138"]))
+        caller.say(allison(["305", "0138"]))
         number_said = await caller.said()
         mark = await answer(leg, caller)
         assert await asyncio.wait_for(run, 40) == "route"
